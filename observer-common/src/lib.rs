@@ -1,0 +1,60 @@
+//! `#[repr(C)]` types shared by observer's eBPF programs and its agent.
+//!
+//! Every struct here is read by both sides byte for byte: fields are laid out
+//! explicitly (no implicit padding), flags are integers, and each size is
+//! asserted at compile time so the two sides can never drift apart.
+#![no_std]
+
+pub mod kernel;
+pub mod tcp;
+
+/// Length of a task's `comm`, as the kernel defines it (`TASK_COMM_LEN`).
+pub const COMM_LEN: usize = 16;
+
+/// Marks an offset the agent could not resolve on the running kernel; the
+/// programs skip any read that would need it.
+pub const OFFSET_UNKNOWN: u32 = u32::MAX;
+
+/// What an event record in the ring buffer carries; the first field of every event.
+#[repr(u32)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    TcpReset = 1,
+}
+
+impl EventKind {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::TcpReset),
+            _ => None,
+        }
+    }
+}
+
+/// Indexes of the per-CPU counters map `COUNTERS`.
+pub mod counter {
+    /// Events that could not be sent because the ring buffer was full.
+    pub const LOST: u32 = 0;
+    /// `tcp:tcp_send_reset` hits.
+    pub const RESET_SENT_SEEN: u32 = 1;
+    /// `tcp:tcp_receive_reset` hits.
+    pub const RESET_RECEIVED_SEEN: u32 = 2;
+    pub const COUNT: u32 = 3;
+}
+
+/// Common head of every ring buffer record.
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct EventHeader {
+    /// An [`EventKind`] value.
+    pub kind: u32,
+    pub cpu: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the kernel saw the event.
+    pub ts_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 16);
+
+#[cfg(feature = "user")]
+// SAFETY: plain old data: integers only, no padding.
+unsafe impl aya::Pod for EventHeader {}

@@ -1,0 +1,204 @@
+//! `observer run`: checks, loads, attaches, then turns ring buffer records into
+//! events for the live view and the JSON lines until told to stop.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use observer_common::{EventHeader, EventKind, counter, tcp::TcpResetEvent};
+use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
+
+use crate::{
+    cgroup::CgroupPaths,
+    config::RunConfig,
+    event::{Attribution, CgroupSource, Event, Record},
+    export::{jsonl::JsonlWriter, live::LiveView},
+    kernel::{btf::Btf, loader, offsets, privileges, tracefs},
+    sources::tcp::{self, ResetSource},
+};
+
+pub async fn run(config: RunConfig) -> Result<()> {
+    privileges::check()?;
+    // Before anything is attached: a bad output directory must cost nothing.
+    let mut jsonl = JsonlWriter::create(&config.output_dir)?;
+    privileges::raise_memlock();
+    let tracefs = tracefs::ensure_mounted()?;
+    let btf = match Btf::from_sys_fs() {
+        Ok(btf) => Some(btf),
+        Err(err) => {
+            tracing::warn!("{err}; socket cgroups, network namespaces and reset reasons will be missing");
+            None
+        }
+    };
+    let (kernel_offsets, missing) = btf.as_ref().map(offsets::resolve).unwrap_or_default_offsets();
+    for m in &missing {
+        tracing::warn!("{m}; the attribution that needs it is skipped");
+    }
+    let resets = ResetSource::prepare(&tracefs, btf.as_ref())?;
+    let mut ebpf = loader::load(&loader::Globals {
+        offsets: kernel_offsets,
+        send_reset: resets.sent.layout(),
+        receive_reset: resets.received.layout(),
+    })
+    .context("loading the eBPF programs")?;
+    resets.attach(&mut ebpf)?;
+    let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
+    let counters: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS missing")?)?;
+    // SAFETY: the RingBuf owns its map fd for as long as the AsyncFd owns it.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
+
+    let mut state = State {
+        resets,
+        cgroups: CgroupPaths::new(),
+        clock: Clock::now(),
+        live: LiveView::new(config.quiet),
+        jsonl: &mut jsonl,
+    };
+    eprintln!(
+        "observer: ready: tcp:tcp_send_reset and tcp:tcp_receive_reset attached; writing {}",
+        state.jsonl.path().display()
+    );
+
+    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let deadline = tokio::time::sleep(config.duration.unwrap_or(Duration::MAX / 4));
+    tokio::pin!(deadline);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                state.drain(guard.get_inner_mut())?;
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                state.jsonl.flush()?;
+                state.live.status(lost(&counters));
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = &mut deadline, if config.duration.is_some() => break,
+        }
+    }
+    // Detach first so nothing new arrives, then take what is left.
+    drop(ebpf);
+    state.drain(ring.get_mut())?;
+    state.jsonl.flush()?;
+    state.live.clear_status();
+    eprintln!("observer: stopped events={} lost={}", state.live.events, lost(&counters));
+    Ok(())
+}
+
+trait OrDefaultOffsets {
+    fn unwrap_or_default_offsets(self) -> (observer_common::kernel::KernelOffsets, Vec<String>);
+}
+
+impl OrDefaultOffsets for Option<(observer_common::kernel::KernelOffsets, Vec<String>)> {
+    fn unwrap_or_default_offsets(self) -> (observer_common::kernel::KernelOffsets, Vec<String>) {
+        self.unwrap_or((observer_common::kernel::KernelOffsets::UNKNOWN, Vec::new()))
+    }
+}
+
+fn lost(counters: &PerCpuArray<MapData, u64>) -> u64 {
+    counters.get(&counter::LOST, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0)
+}
+
+struct State<'a> {
+    resets: ResetSource,
+    cgroups: CgroupPaths,
+    clock: Clock,
+    live: LiveView,
+    jsonl: &'a mut JsonlWriter,
+}
+
+impl State<'_> {
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {
+        while let Some(item) = ring.next() {
+            if let Some(record) = self.record(&item) {
+                self.jsonl.write(&record)?;
+                self.live.event(&record);
+            }
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, bytes: &[u8]) -> Option<Record> {
+        let header: EventHeader = read(bytes)?;
+        let event = match EventKind::from_u32(header.kind)? {
+            EventKind::TcpReset => {
+                let raw: TcpResetEvent = read(bytes)?;
+                let (direction, mut decoded) = self.resets.decode(&raw)?;
+                // Kernels whose record has no state still let us read the socket's.
+                decoded.state = decoded.state.or_else(|| tcp::tcp_state_name(i32::from(raw.sk_state)));
+                let who = self.attribution(&raw);
+                Event::TcpReset(tcp::to_event(direction, decoded, raw.netns, who))
+            }
+        };
+        let (time, time_unix_nano) = self.clock.wall(header.ts_ns);
+        Some(Record { time, time_unix_nano, event })
+    }
+
+    /// The socket's owner when the kernel had a full socket; else the current
+    /// task, but only when it ran in the event's network namespace (a reset
+    /// sent from softirq for another namespace's packet has no meaningful task).
+    fn attribution(&mut self, ev: &TcpResetEvent) -> Attribution {
+        let same_netns = ev.netns != 0 && ev.netns == ev.task_netns;
+        let (cgroup_id, cgroup_source) = if ev.sk_full == 1 && ev.sk_cgroup_id != 0 {
+            (Some(ev.sk_cgroup_id), CgroupSource::Socket)
+        } else if same_netns {
+            (Some(ev.task_cgroup_id), CgroupSource::Task)
+        } else {
+            (None, CgroupSource::None)
+        };
+        let task_meaningful = same_netns
+            && ev.pid != 0
+            && (cgroup_source != CgroupSource::Socket || ev.sk_cgroup_id == ev.task_cgroup_id);
+        Attribution {
+            cgroup_id,
+            cgroup_path: cgroup_id.and_then(|id| self.cgroups.path(id)),
+            cgroup_source,
+            pid: task_meaningful.then_some(ev.pid),
+            comm: task_meaningful.then(|| comm(&ev.comm)),
+        }
+    }
+}
+
+/// Reads a `#[repr(C)]` record from the start of a ring buffer item.
+fn read<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
+    (bytes.len() >= size_of::<T>())
+        // SAFETY: length checked; T is plain old data; the read is unaligned-safe.
+        .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+fn comm(raw: &[u8]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+/// Maps the kernel's CLOCK_MONOTONIC timestamps to wall-clock time.
+struct Clock {
+    realtime_minus_monotonic: i128,
+}
+
+impl Clock {
+    fn now() -> Self {
+        let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map(ns).unwrap_or(0);
+        let real = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME).map(ns).unwrap_or(0);
+        Self { realtime_minus_monotonic: real - mono }
+    }
+
+    fn wall(&self, monotonic_ns: u64) -> (String, u64) {
+        let unix = i128::from(monotonic_ns) + self.realtime_minus_monotonic;
+        let text = time::OffsetDateTime::from_unix_timestamp_nanos(unix)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_default();
+        (text, u64::try_from(unix).unwrap_or(0))
+    }
+}
+
+fn ns(t: nix::sys::time::TimeSpec) -> i128 {
+    i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec())
+}

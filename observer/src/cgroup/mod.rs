@@ -1,0 +1,109 @@
+//! cgroup v2 ids → paths. The kernel reports a cgroup by id (its directory's
+//! inode in the cgroup2 mount); people want the path.
+
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+/// Rescans for unknown ids at most this often (cgroups come and go).
+const RESCAN_EVERY: Duration = Duration::from_secs(1);
+const MAX_DEPTH: usize = 32;
+
+pub struct CgroupPaths {
+    root: Option<PathBuf>,
+    by_id: HashMap<u64, String>,
+    last_scan: Option<Instant>,
+}
+
+impl CgroupPaths {
+    pub fn new() -> Self {
+        let root = std::fs::read_to_string("/proc/self/mountinfo").ok().and_then(|m| cgroup2_mount(&m));
+        let mut paths = Self { root, by_id: HashMap::new(), last_scan: None };
+        paths.scan();
+        paths
+    }
+
+    /// The cgroup2 mount point, if this host has one.
+    pub fn root(&self) -> Option<&Path> {
+        self.root.as_deref()
+    }
+
+    pub fn path(&mut self, id: u64) -> Option<String> {
+        if id == 0 {
+            return None;
+        }
+        if !self.by_id.contains_key(&id) && self.last_scan.is_none_or(|t| t.elapsed() >= RESCAN_EVERY) {
+            self.scan();
+        }
+        self.by_id.get(&id).cloned()
+    }
+
+    fn scan(&mut self) {
+        self.last_scan = Some(Instant::now());
+        let Some(root) = self.root.clone() else { return };
+        self.by_id.clear();
+        let mut stack = vec![(root.clone(), 0)];
+        while let Some((dir, depth)) = stack.pop() {
+            let Ok(meta) = std::fs::metadata(&dir) else { continue };
+            let rel = dir.strip_prefix(&root).map(|p| format!("/{}", p.display())).unwrap_or_default();
+            self.by_id.insert(meta.ino(), rel);
+            if depth >= MAX_DEPTH {
+                continue;
+            }
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push((entry.path(), depth + 1));
+                }
+            }
+        }
+    }
+}
+
+/// Finds the cgroup2 mount point in the text of /proc/self/mountinfo.
+pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if right.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        left.split_whitespace().nth(4).map(PathBuf::from)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_cgroup2_on_a_hybrid_host() {
+        let mountinfo = "\
+30 23 0:26 / /sys/fs/cgroup ro,nosuid shared:9 - tmpfs tmpfs ro,mode=755
+31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw,nsdelegate
+32 30 0:28 / /sys/fs/cgroup/memory rw shared:11 - cgroup cgroup rw,memory";
+        assert_eq!(cgroup2_mount(mountinfo), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+    }
+
+    #[test]
+    fn optional_fields_do_not_confuse_the_parser() {
+        let mountinfo = "36 25 0:31 / /sys/fs/cgroup rw shared:9 master:1 - cgroup2 cgroup2 rw";
+        assert_eq!(cgroup2_mount(mountinfo), Some(PathBuf::from("/sys/fs/cgroup")));
+        assert_eq!(cgroup2_mount("36 25 0:31 / /x rw - ext4 /dev/vda rw"), None);
+    }
+
+    #[test]
+    fn own_cgroup_resolves_to_the_path_in_proc() {
+        let mut paths = CgroupPaths::new();
+        let Some(root) = paths.root().map(Path::to_path_buf) else {
+            eprintln!("SKIPPED: no cgroup2 mount on this machine");
+            return;
+        };
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let rel = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap().to_string();
+        let id = std::fs::metadata(root.join(rel.trim_start_matches('/'))).unwrap().ino();
+        assert_eq!(paths.path(id), Some(rel));
+    }
+}

@@ -1,0 +1,104 @@
+//! Events as JSON lines, appended to `<output-dir>/events.jsonl`.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::{BufWriter, Write},
+    path::{Path, PathBuf},
+};
+
+use crate::event::Record;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("output directory {dir} is not usable: {source}")]
+    Dir { dir: PathBuf, source: std::io::Error },
+    #[error("writing {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+pub struct JsonlWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl JsonlWriter {
+    /// Creates the directory and opens the file for appending, so an
+    /// unwritable directory is reported before any program is attached.
+    pub fn create(dir: &Path) -> Result<Self, OutputError> {
+        let dir_err = |source| OutputError::Dir { dir: dir.to_path_buf(), source };
+        std::fs::create_dir_all(dir).map_err(dir_err)?;
+        let path = dir.join("events.jsonl");
+        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(dir_err)?;
+        Ok(Self { path, out: BufWriter::new(file) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn write(&mut self, record: &Record) -> Result<(), OutputError> {
+        let err = |source| OutputError::Write { path: self.path.clone(), source };
+        serde_json::to_writer(&mut self.out, record).map_err(|e| err(e.into()))?;
+        self.out.write_all(b"\n").map_err(err)
+    }
+
+    pub fn flush(&mut self) -> Result<(), OutputError> {
+        self.out.flush().map_err(|source| OutputError::Write { path: self.path.clone(), source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Attribution, CgroupSource, Direction, Event, TcpReset};
+
+    #[test]
+    fn appends_one_json_object_per_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = Record {
+            time: "2026-11-25T17:00:00.000000001Z".into(),
+            time_unix_nano: 1,
+            event: Event::TcpReset(TcpReset {
+                direction: Direction::Sent,
+                family: "ipv4",
+                local_addr: "127.0.0.1".parse().unwrap(),
+                local_port: 80,
+                remote_addr: "127.0.0.1".parse().unwrap(),
+                remote_port: 4000,
+                state: Some("TCP_CLOSE"),
+                reason: Some("NO_SOCKET".into()),
+                netns: 4026531840,
+                who: Attribution {
+                    cgroup_id: Some(1),
+                    cgroup_path: Some("/".into()),
+                    cgroup_source: CgroupSource::Task,
+                    pid: Some(42),
+                    comm: Some("curl".into()),
+                },
+            }),
+        };
+        for _ in 0..2 {
+            let mut w = JsonlWriter::create(dir.path()).unwrap();
+            w.write(&record).unwrap();
+            w.flush().unwrap();
+        }
+        let text = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["kind"], "tcp.reset");
+        assert_eq!(lines[0]["direction"], "sent");
+        assert_eq!(lines[0]["local_port"], 80);
+        assert_eq!(lines[0]["cgroup_source"], "task");
+        assert_eq!(lines[0]["pid"], 42);
+        assert_eq!(lines[0]["netns"], 4026531840u64);
+    }
+
+    #[test]
+    fn a_file_in_the_way_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"").unwrap();
+        let err = JsonlWriter::create(&file.join("out")).err().unwrap();
+        assert!(err.to_string().contains("f/out"), "{err}");
+    }
+}

@@ -1,0 +1,1 @@
+//! Feature probing (filled in below).

@@ -1,0 +1,30 @@
+//! The embedded eBPF objects, and the one place that loads them.
+
+use aya::{Ebpf, EbpfError, EbpfLoader};
+use observer_common::{kernel::KernelOffsets, tcp::ResetTracepointLayout};
+
+#[cfg(all(observer_ebpf_missing, not(clippy), not(doc)))]
+compile_error!(
+    "observer's eBPF programs were not built: the eBPF toolchain (bpf-linker, rust-src) is missing; run `cargo xtask setup` (see README)"
+);
+
+/// The agent's programs (observer-ebpf's `observer` binary).
+pub static OBSERVER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer"));
+
+/// Tiny programs that `observer check` loads to probe the kernel.
+pub static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probes"));
+
+/// Load-time settings of the agent's programs.
+pub struct Globals {
+    pub offsets: KernelOffsets,
+    pub send_reset: ResetTracepointLayout,
+    pub receive_reset: ResetTracepointLayout,
+}
+
+pub fn load(globals: &Globals) -> Result<Ebpf, EbpfError> {
+    EbpfLoader::new()
+        .override_global("KERNEL_OFFSETS", &globals.offsets, true)
+        .override_global("SEND_RESET_LAYOUT", &globals.send_reset, true)
+        .override_global("RECEIVE_RESET_LAYOUT", &globals.receive_reset, true)
+        .load(OBSERVER_OBJECT)
+}

@@ -1,0 +1,8 @@
+//! The running kernel: what it allows, where things are, and loading our programs.
+
+pub mod btf;
+pub mod features;
+pub mod loader;
+pub mod offsets;
+pub mod privileges;
+pub mod tracefs;

@@ -1,0 +1,58 @@
+//! Struct offsets for the programs, resolved from the running kernel's BTF.
+
+use observer_common::{OFFSET_UNKNOWN, kernel::KernelOffsets};
+
+use super::btf::Btf;
+
+/// Resolves every offset the programs use. A member this kernel lacks stays
+/// [`OFFSET_UNKNOWN`] (the programs then skip that read) and is named in the
+/// returned list so the agent can say which attribution is missing.
+pub fn resolve(btf: &Btf) -> (KernelOffsets, Vec<String>) {
+    let mut missing = Vec::new();
+    let mut get = |ty: &str, path: &[&str]| match btf.member_offset(ty, path) {
+        Ok(off) => off,
+        Err(err) => {
+            missing.push(err.to_string());
+            OFFSET_UNKNOWN
+        }
+    };
+    let net_ns = get("net", &["ns"]);
+    let ns_inum = get("ns_common", &["inum"]);
+    let sk_cgrp_data = get("sock", &["sk_cgrp_data"]);
+    let cgrp_data_cgroup = get("sock_cgroup_data", &["cgroup"]);
+    let offsets = KernelOffsets {
+        sock_common_state: get("sock_common", &["skc_state"]),
+        sock_common_net: get("sock_common", &["skc_net"]),
+        sock_cgroup: add(sk_cgrp_data, cgrp_data_cgroup),
+        cgroup_kn: get("cgroup", &["kn"]),
+        kernfs_node_id: get("kernfs_node", &["id"]),
+        net_ns_inum: add(net_ns, ns_inum),
+        sk_buff_dev: get("sk_buff", &["dev"]),
+        net_device_net: get("net_device", &["nd_net"]),
+        task_nsproxy: get("task_struct", &["nsproxy"]),
+        nsproxy_net_ns: get("nsproxy", &["net_ns"]),
+    };
+    (offsets, missing)
+}
+
+fn add(a: u32, b: u32) -> u32 {
+    if a == OFFSET_UNKNOWN || b == OFFSET_UNKNOWN { OFFSET_UNKNOWN } else { a + b }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_offset_resolves_on_this_kernel() {
+        let Ok(btf) = Btf::from_sys_fs() else {
+            eprintln!("SKIPPED: no kernel BTF on this machine");
+            return;
+        };
+        let (offsets, missing) = resolve(&btf);
+        assert!(missing.is_empty(), "{missing:?}");
+        // `skc_net` is a `possible_net_t`, a struct holding only the pointer.
+        assert_ne!(offsets.sock_cgroup, OFFSET_UNKNOWN);
+        assert_ne!(offsets.net_ns_inum, OFFSET_UNKNOWN);
+    }
+}

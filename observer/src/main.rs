@@ -1,0 +1,54 @@
+//! observer: an eBPF runtime observer for nodes that run Go services.
+//! This file is the command line only; `agent` runs, `check` probes.
+
+mod agent;
+mod cgroup;
+mod check;
+mod config;
+mod event;
+mod export;
+mod kernel;
+mod sources;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use config::{Cli, Command, RunConfig};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!("observer={}", cli.log_level)))
+        .init();
+    match cli.command {
+        Command::Version => {
+            println!("observer {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Check(args) => check::run(&args),
+        Command::Run(args) => {
+            let config = match RunConfig::resolve(args) {
+                Ok(config) => config,
+                Err(err) => {
+                    eprintln!("observer: error: {err}");
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(err) => {
+                    eprintln!("observer: error: cannot start the async runtime: {err}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(agent::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("observer: error: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

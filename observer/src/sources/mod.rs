@@ -1,0 +1,3 @@
+//! Signal sources: one module per signal, each turning kernel records into events.
+
+pub mod tcp;

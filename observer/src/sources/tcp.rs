@@ -1,0 +1,382 @@
+//! TCP resets sent (`tcp:tcp_send_reset`) and received (`tcp:tcp_receive_reset`).
+//!
+//! The programs copy each tracepoint record verbatim; this module decodes it
+//! with the running kernel's `format` file. Two layouts exist: older kernels
+//! (6.1) have split `sport`/`saddr`/`saddr_v6` fields, newer ones (6.10+)
+//! `sockaddr`-sized `saddr`/`daddr` fields and a `reason`.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
+
+use aya::{Ebpf, programs::TracePoint};
+use observer_common::{
+    OFFSET_UNKNOWN,
+    tcp::{DIRECTION_SENT, RECORD_MAX, ResetTracepointLayout, TcpResetEvent},
+};
+
+use crate::{
+    event::{Direction, TcpReset},
+    kernel::{
+        btf::Btf,
+        tracefs::{Format, TracefsError},
+    },
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TcpError {
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    #[error("tcp:{tracepoint} has an address layout observer does not know (fields: {fields})")]
+    UnknownLayout { tracepoint: &'static str, fields: String },
+    #[error("tcp:{tracepoint} record is {len} bytes, more than the {RECORD_MAX} the program copies")]
+    TooLong { tracepoint: &'static str, len: usize },
+    #[error("attaching tcp:{tracepoint}: {source}")]
+    Attach { tracepoint: &'static str, source: aya::programs::ProgramError },
+    #[error("program {0} is missing from the embedded eBPF object")]
+    MissingProgram(&'static str),
+}
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+#[derive(Debug, Clone)]
+enum AddrLayout {
+    /// `__u8 saddr[28]`, `__u8 daddr[28]`: a `sockaddr_in` or `sockaddr_in6`.
+    Sockaddr { saddr: usize, daddr: usize },
+    /// Separate family, ports (host order) and v4/v6 address fields.
+    Split {
+        family: usize,
+        sport: usize,
+        dport: usize,
+        saddr: usize,
+        daddr: usize,
+        saddr_v6: usize,
+        daddr_v6: usize,
+    },
+}
+
+/// Decodes one tracepoint's records on this kernel.
+#[derive(Debug, Clone)]
+pub struct ResetDecoder {
+    addr: AddrLayout,
+    state: Option<usize>,
+    reason: Option<(usize, HashMap<i64, String>)>,
+    layout: ResetTracepointLayout,
+}
+
+pub struct Decoded {
+    pub family: &'static str,
+    pub local: (IpAddr, u16),
+    pub remote: (IpAddr, u16),
+    pub state: Option<&'static str>,
+    pub reason: Option<String>,
+}
+
+impl ResetDecoder {
+    pub fn new(tracepoint: &'static str, format: &Format, btf: Option<&Btf>) -> Result<Self, TcpError> {
+        let off = |name: &str| format.field(name).map(|f| f.offset);
+        let addr = match (format.field("saddr"), format.field("daddr")) {
+            (Some(s), Some(d)) if s.size == 28 && d.size == 28 => {
+                AddrLayout::Sockaddr { saddr: s.offset, daddr: d.offset }
+            }
+            _ => match (
+                off("family"),
+                off("sport"),
+                off("dport"),
+                off("saddr"),
+                off("daddr"),
+                off("saddr_v6"),
+                off("daddr_v6"),
+            ) {
+                (Some(family), Some(sport), Some(dport), Some(saddr), Some(daddr), Some(saddr_v6), Some(daddr_v6)) => {
+                    AddrLayout::Split { family, sport, dport, saddr, daddr, saddr_v6, daddr_v6 }
+                }
+                _ => {
+                    let fields = format.fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(",");
+                    return Err(TcpError::UnknownLayout { tracepoint, fields });
+                }
+            },
+        };
+        let len = format.record_len();
+        if len > RECORD_MAX {
+            return Err(TcpError::TooLong { tracepoint, len });
+        }
+        // Reason names come from the kernel's own enum: values differ between kernels.
+        let reason = format.field("reason").map(|f| {
+            let names = f
+                .c_type
+                .strip_prefix("enum ")
+                .and_then(|name| btf?.enum_values(name).ok())
+                .map(|values| strip_common_prefix(values))
+                .unwrap_or_default();
+            (f.offset, names)
+        });
+        let ptr = |name: &str| off(name).map_or(OFFSET_UNKNOWN, |o| o as u32);
+        Ok(Self {
+            addr,
+            state: off("state"),
+            reason,
+            layout: ResetTracepointLayout {
+                skaddr: ptr("skaddr"),
+                skbaddr: ptr("skbaddr"),
+                record_len: len as u32,
+                _pad: 0,
+            },
+        })
+    }
+
+    pub fn layout(&self) -> ResetTracepointLayout {
+        self.layout
+    }
+
+    pub fn decode(&self, record: &[u8]) -> Option<Decoded> {
+        let (family, local, remote) = match self.addr {
+            AddrLayout::Sockaddr { saddr, daddr } => {
+                let (family, local) = sockaddr(record.get(saddr..saddr + 28)?)?;
+                let (_, remote) = sockaddr(record.get(daddr..daddr + 28)?)?;
+                (family, local, remote)
+            }
+            AddrLayout::Split { family, sport, dport, saddr, daddr, saddr_v6, daddr_v6 } => {
+                let family = u16_ne(record, family)?;
+                let (s, d) = if family == AF_INET6 {
+                    (IpAddr::V6(v6(record, saddr_v6)?), IpAddr::V6(v6(record, daddr_v6)?))
+                } else {
+                    (IpAddr::V4(v4(record, saddr)?), IpAddr::V4(v4(record, daddr)?))
+                };
+                (family, (s, u16_ne(record, sport)?), (d, u16_ne(record, dport)?))
+            }
+        };
+        let state = self.state.and_then(|o| i32_ne(record, o)).and_then(tcp_state_name);
+        let reason = self.reason.as_ref().and_then(|(o, names)| {
+            let value = i64::from(i32_ne(record, *o)?);
+            Some(names.get(&value).cloned().unwrap_or_else(|| value.to_string()))
+        });
+        Some(Decoded {
+            family: if family == AF_INET6 { "ipv6" } else { "ipv4" },
+            local,
+            remote,
+            state,
+            reason,
+        })
+    }
+}
+
+/// `SK_RST_REASON_NOT_SPECIFIED` → `NOT_SPECIFIED`, as tracefs prints them.
+fn strip_common_prefix(values: &[(String, i64)]) -> HashMap<i64, String> {
+    let first = values.first().map(|(n, _)| n.as_str()).unwrap_or("");
+    let mut prefix = first.len();
+    for (name, _) in values {
+        prefix = prefix.min(first.bytes().zip(name.bytes()).take_while(|(a, b)| a == b).count());
+    }
+    let prefix = first[..prefix].rfind('_').map_or(0, |i| i + 1);
+    values
+        .iter()
+        .map(|(name, value)| (*value, name.get(prefix..).unwrap_or(name).to_string()))
+        .collect()
+}
+
+fn u16_ne(b: &[u8], o: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(o..o + 2)?.try_into().ok()?))
+}
+
+fn i32_ne(b: &[u8], o: usize) -> Option<i32> {
+    Some(i32::from_ne_bytes(b.get(o..o + 4)?.try_into().ok()?))
+}
+
+fn v4(b: &[u8], o: usize) -> Option<Ipv4Addr> {
+    Some(Ipv4Addr::from(<[u8; 4]>::try_from(b.get(o..o + 4)?).ok()?))
+}
+
+fn v6(b: &[u8], o: usize) -> Option<Ipv6Addr> {
+    Some(Ipv6Addr::from(<[u8; 16]>::try_from(b.get(o..o + 16)?).ok()?))
+}
+
+/// A `sockaddr_in`/`sockaddr_in6`: family (host order), port (network order), address.
+fn sockaddr(b: &[u8]) -> Option<(u16, (IpAddr, u16))> {
+    let family = u16_ne(b, 0)?;
+    let port = u16::from_be_bytes(b.get(2..4)?.try_into().ok()?);
+    let addr = match family {
+        AF_INET => IpAddr::V4(v4(b, 4)?),
+        AF_INET6 => IpAddr::V6(v6(b, 8)?),
+        // No address (a reset with neither socket nor packet).
+        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    };
+    Some((family, (addr, port)))
+}
+
+/// Names of `enum tcp_state` (a stable uapi numbering).
+pub fn tcp_state_name(state: i32) -> Option<&'static str> {
+    const NAMES: [&str; 12] = [
+        "TCP_ESTABLISHED",
+        "TCP_SYN_SENT",
+        "TCP_SYN_RECV",
+        "TCP_FIN_WAIT1",
+        "TCP_FIN_WAIT2",
+        "TCP_TIME_WAIT",
+        "TCP_CLOSE",
+        "TCP_CLOSE_WAIT",
+        "TCP_LAST_ACK",
+        "TCP_LISTEN",
+        "TCP_CLOSING",
+        "TCP_NEW_SYN_RECV",
+    ];
+    usize::try_from(state).ok().and_then(|s| s.checked_sub(1)).and_then(|i| NAMES.get(i).copied())
+}
+
+/// Both reset tracepoints, ready to load and attach.
+pub struct ResetSource {
+    pub sent: ResetDecoder,
+    pub received: ResetDecoder,
+}
+
+impl ResetSource {
+    pub fn prepare(tracefs: &Path, btf: Option<&Btf>) -> Result<Self, TcpError> {
+        let sent = ResetDecoder::new("tcp_send_reset", &Format::read(tracefs, "tcp", "tcp_send_reset")?, btf)?;
+        let received =
+            ResetDecoder::new("tcp_receive_reset", &Format::read(tracefs, "tcp", "tcp_receive_reset")?, btf)?;
+        Ok(Self { sent, received })
+    }
+
+    pub fn attach(&self, ebpf: &mut Ebpf) -> Result<(), TcpError> {
+        for name in ["tcp_send_reset", "tcp_receive_reset"] {
+            let program: &mut TracePoint = ebpf
+                .program_mut(name)
+                .ok_or(TcpError::MissingProgram(name))?
+                .try_into()
+                .map_err(|source| TcpError::Attach { tracepoint: name, source })?;
+            program.load().map_err(|source| TcpError::Attach { tracepoint: name, source })?;
+            program.attach("tcp", name).map_err(|source| TcpError::Attach { tracepoint: name, source })?;
+        }
+        Ok(())
+    }
+
+    /// Decodes one ring buffer record; `None` when it is malformed.
+    pub fn decode(&self, event: &TcpResetEvent) -> Option<(Direction, Decoded)> {
+        let (direction, decoder) = if event.direction == DIRECTION_SENT {
+            (Direction::Sent, &self.sent)
+        } else {
+            (Direction::Received, &self.received)
+        };
+        let len = (event.record_len as usize).min(RECORD_MAX);
+        Some((direction, decoder.decode(&event.record[..len])?))
+    }
+}
+
+/// Builds the event from a decoded record and its attribution.
+pub fn to_event(direction: Direction, d: Decoded, netns: u32, who: crate::event::Attribution) -> TcpReset {
+    TcpReset {
+        direction,
+        family: d.family,
+        local_addr: d.local.0,
+        local_port: d.local.1,
+        remote_addr: d.remote.0,
+        remote_port: d.remote.1,
+        state: d.state,
+        reason: d.reason,
+        netns,
+        who,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEND_6_18: &str = "format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:const void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:const void * skaddr;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:int state;\toffset:24;\tsize:4;\tsigned:1;
+\tfield:enum sk_rst_reason reason;\toffset:28;\tsize:4;\tsigned:0;
+\tfield:__u8 saddr[28];\toffset:32;\tsize:28;\tsigned:0;
+\tfield:__u8 daddr[28];\toffset:60;\tsize:28;\tsigned:0;
+";
+
+    /// `tcp:tcp_receive_reset` as on 6.1 to 6.18 (split fields, no reason).
+    const RECEIVE_SPLIT: &str = "format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:__u16 sport;\toffset:16;\tsize:2;\tsigned:0;
+\tfield:__u16 dport;\toffset:18;\tsize:2;\tsigned:0;
+\tfield:__u16 family;\toffset:20;\tsize:2;\tsigned:0;
+\tfield:__u8 saddr[4];\toffset:22;\tsize:4;\tsigned:0;
+\tfield:__u8 daddr[4];\toffset:26;\tsize:4;\tsigned:0;
+\tfield:__u8 saddr_v6[16];\toffset:30;\tsize:16;\tsigned:0;
+\tfield:__u8 daddr_v6[16];\toffset:46;\tsize:16;\tsigned:0;
+\tfield:__u64 sock_cookie;\toffset:64;\tsize:8;\tsigned:0;
+";
+
+    #[test]
+    fn decodes_sockaddr_layout_ipv6_with_state() {
+        let dec = ResetDecoder::new("tcp_send_reset", &Format::parse(SEND_6_18).unwrap(), None).unwrap();
+        assert_eq!(dec.layout().skaddr, 16);
+        assert_eq!(dec.layout().skbaddr, 8);
+        assert_eq!(dec.layout().record_len, 88);
+        let mut rec = vec![0u8; 88];
+        rec[24..28].copy_from_slice(&1i32.to_ne_bytes());
+        rec[28..32].copy_from_slice(&1i32.to_ne_bytes());
+        rec[32..34].copy_from_slice(&AF_INET6.to_ne_bytes());
+        rec[34..36].copy_from_slice(&8080u16.to_be_bytes());
+        rec[40..56].copy_from_slice(&Ipv6Addr::LOCALHOST.octets());
+        rec[60..62].copy_from_slice(&AF_INET6.to_ne_bytes());
+        rec[62..64].copy_from_slice(&40000u16.to_be_bytes());
+        rec[68..84].copy_from_slice(&"fd00::2".parse::<Ipv6Addr>().unwrap().octets());
+        let d = dec.decode(&rec).unwrap();
+        assert_eq!(d.family, "ipv6");
+        assert_eq!(d.local, (IpAddr::V6(Ipv6Addr::LOCALHOST), 8080));
+        assert_eq!(d.remote, ("fd00::2".parse().unwrap(), 40000));
+        assert_eq!(d.state, Some("TCP_ESTABLISHED"));
+        // Without BTF the reason stays numeric rather than guessed.
+        assert_eq!(d.reason.as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn decodes_split_layout_ipv4() {
+        let dec = ResetDecoder::new("tcp_receive_reset", &Format::parse(RECEIVE_SPLIT).unwrap(), None).unwrap();
+        assert_eq!(dec.layout().skbaddr, OFFSET_UNKNOWN);
+        let mut rec = vec![0u8; 72];
+        rec[16..18].copy_from_slice(&1234u16.to_ne_bytes());
+        rec[18..20].copy_from_slice(&80u16.to_ne_bytes());
+        rec[20..22].copy_from_slice(&AF_INET.to_ne_bytes());
+        rec[22..26].copy_from_slice(&[10, 0, 0, 1]);
+        rec[26..30].copy_from_slice(&[10, 0, 0, 2]);
+        let d = dec.decode(&rec).unwrap();
+        assert_eq!(d.family, "ipv4");
+        assert_eq!(d.local, (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 1234));
+        assert_eq!(d.remote, (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 80));
+        assert_eq!((d.state, d.reason), (None, None));
+    }
+
+    #[test]
+    fn short_records_are_rejected_not_misread() {
+        let dec = ResetDecoder::new("tcp_receive_reset", &Format::parse(RECEIVE_SPLIT).unwrap(), None).unwrap();
+        assert!(dec.decode(&[0u8; 20]).is_none());
+    }
+
+    #[test]
+    fn unknown_layout_is_an_error_naming_the_fields() {
+        let fmt = Format::parse("\tfield:int foo;\toffset:8;\tsize:4;\tsigned:1;").unwrap();
+        let err = ResetDecoder::new("tcp_send_reset", &fmt, None).unwrap_err();
+        assert!(err.to_string().contains("fields: foo"), "{err}");
+    }
+
+    #[test]
+    fn reason_prefix_is_stripped_like_tracefs_prints_it() {
+        let names = strip_common_prefix(&[
+            ("SK_RST_REASON_NOT_SPECIFIED".into(), 0),
+            ("SK_RST_REASON_NO_SOCKET".into(), 1),
+        ]);
+        assert_eq!(names[&0], "NOT_SPECIFIED");
+        assert_eq!(names[&1], "NO_SOCKET");
+    }
+
+    #[test]
+    fn tcp_states_are_named() {
+        assert_eq!(tcp_state_name(7), Some("TCP_CLOSE"));
+        assert_eq!(tcp_state_name(0), None);
+        assert_eq!(tcp_state_name(13), None);
+    }
+}
