@@ -1,6 +1,213 @@
-//! `observer check` (filled in below).
+//! `observer check`: probe the kernel, then say per signal (SPEC §1) which
+//! mechanism observer will use, or why none works.
+
 use std::process::ExitCode;
 
-pub fn run(_args: &crate::config::CheckArgs) -> ExitCode {
-    ExitCode::SUCCESS
+use serde::Serialize;
+
+use crate::{
+    config::CheckArgs,
+    kernel::{
+        features::{self, Features, Probe},
+        privileges,
+    },
+};
+
+/// One signal's verdict.
+#[derive(Debug, Serialize)]
+pub struct SignalPlan {
+    pub signal: &'static str,
+    /// A run fails without it.
+    pub required: bool,
+    /// This build collects the signal (the others are on the roadmap).
+    pub implemented: bool,
+    /// The mechanism that will be used, or why none can be.
+    pub mechanism: Probe,
+}
+
+#[derive(Debug, Serialize)]
+struct Report<'a> {
+    features: &'a Features,
+    signals: &'a [SignalPlan],
+    ok: bool,
+}
+
+pub fn run(args: &CheckArgs) -> ExitCode {
+    if let Err(err) = privileges::check() {
+        eprintln!("observer: error: {err}");
+        return ExitCode::FAILURE;
+    }
+    let features = features::detect();
+    let signals = plan(&features);
+    let ok = signals.iter().all(|s| !s.required || s.mechanism.is_ok());
+    if args.json {
+        match serde_json::to_string_pretty(&Report { features: &features, signals: &signals, ok }) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("observer: error: encoding the report: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", table(&features, &signals));
+    }
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// Picks, per signal, the first mechanism this kernel supports.
+pub fn plan(f: &Features) -> Vec<SignalPlan> {
+    let tracepoint = |name: &'static str| -> Probe {
+        if !f.program("tracepoint") {
+            return Err("tracepoint programs do not attach here".into());
+        }
+        if f.tracepoint(name) { Ok(format!("tracepoint {name}")) } else { Err(format!("no tracepoint {name}")) }
+    };
+    let memcg = || -> Result<(), String> {
+        if f.cgroup.memory_v2() {
+            Ok(())
+        } else if f.cgroup.v1_controllers.iter().any(|c| c == "memory") {
+            Err("no cgroup v2 memory controller (memory is on cgroup v1 here)".into())
+        } else {
+            Err("no cgroup v2 memory controller".into())
+        }
+    };
+    let first = |options: Vec<Probe>| -> Probe {
+        let mut reasons = Vec::new();
+        for o in options {
+            match o {
+                Ok(m) => return Ok(m),
+                Err(e) => reasons.push(e),
+            }
+        }
+        Err(reasons.join("; "))
+    };
+    let function_hook = |kind: &str, function: &str| -> Probe {
+        if !f.function(function) {
+            Err(format!("{function} not in kallsyms"))
+        } else if !f.program(kind) {
+            Err(format!("{kind} programs do not attach here"))
+        } else {
+            Ok(format!("{kind} {function}"))
+        }
+    };
+    let uprobe = |what: &str| -> Probe {
+        if f.program("uprobe") { Ok(format!("uprobes on {what}")) } else { Err("uprobes do not attach here".into()) }
+    };
+    let mut plans = vec![
+        ("tcp.reset.sent", true, true, tracepoint("tcp:tcp_send_reset")),
+        ("tcp.reset.received", true, true, tracepoint("tcp:tcp_receive_reset")),
+        (
+            "net.drop",
+            false,
+            false,
+            tracepoint("skb:kfree_skb").and_then(|m| {
+                if f.kfree_skb_reason { Ok(format!("{m} (reason)")) } else { Err("skb:kfree_skb has no reason field".into()) }
+            }),
+        ),
+        ("tcp.retransmit", false, false, tracepoint("tcp:tcp_retransmit_skb")),
+        ("memcg.high", false, false, memcg().map(|()| "memory.events change notifications (inotify)".into())),
+        (
+            "memcg.throttle",
+            false,
+            false,
+            memcg().and_then(|()| {
+                first(vec![
+                    function_hook("fentry", "mem_cgroup_handle_over_high"),
+                    function_hook("kprobe", "mem_cgroup_handle_over_high"),
+                    tracepoint("vmscan:mm_vmscan_memcg_reclaim_begin").map(|m| format!("{m} (inferred)")),
+                ])
+            }),
+        ),
+        ("memcg.reclaim", false, false, memcg().and_then(|()| tracepoint("vmscan:mm_vmscan_memcg_reclaim_begin"))),
+        (
+            "memcg.pressure",
+            false,
+            false,
+            memcg().and_then(|()| f.psi.clone().map(|_| "memory.pressure (PSI) triggers".into())),
+        ),
+        (
+            "memcg.oom_kill",
+            false,
+            false,
+            first(vec![
+                tracepoint("oom:mark_victim"),
+                memcg().map(|()| "memory.events oom_kill".into()),
+            ]),
+        ),
+        ("memcg.max", false, false, memcg().map(|()| "memory.events max".into())),
+        ("go.gc", false, false, uprobe("Go runtime GC functions")),
+        ("go.assist", false, false, uprobe("the Go runtime's assist path")),
+        ("go.heap", false, false, uprobe("the Go runtime's heap growth and scavenger")),
+        (
+            "profile.cpu",
+            false,
+            false,
+            if f.program("perf_event") { Ok("perf_event cpu-clock sampling".into()) } else { Err("perf_event programs do not attach here".into()) },
+        ),
+        ("profile.alloc", false, false, uprobe("runtime.mProf_Malloc")),
+    ];
+    // A signal without a ring buffer or perf buffer has nowhere to send events.
+    if f.ring_buffer.is_err() && f.perf_buffer.is_err() {
+        for p in &mut plans {
+            p.3 = Err("neither ring buffer nor perf buffer maps work".into());
+        }
+    }
+    plans
+        .into_iter()
+        .map(|(signal, required, implemented, mechanism)| SignalPlan { signal, required, implemented, mechanism })
+        .collect()
+}
+
+fn table(f: &Features, signals: &[SignalPlan]) -> String {
+    let mut out = format!("observer check: Linux {}\n\nKERNEL\n", f.kernel);
+    let row = |out: &mut String, name: &str, probe: &Probe| {
+        let (verdict, detail) = match probe {
+            Ok(d) => ("ok", d.as_str()),
+            Err(e) => ("unavailable", e.as_str()),
+        };
+        out.push_str(&format!("  {name:<28} {verdict:<12} {detail}\n"));
+    };
+    row(&mut out, "BTF", &f.btf);
+    row(&mut out, "tracefs", &f.tracefs);
+    for (kind, probe) in &f.programs {
+        row(&mut out, &format!("program {kind}"), probe);
+    }
+    row(&mut out, "ring buffer", &f.ring_buffer);
+    row(&mut out, "perf buffer", &f.perf_buffer);
+    let c = &f.cgroup;
+    let v2 = c.v2_mount.as_ref().map_or("none".into(), |m| m.display().to_string());
+    out.push_str(&format!(
+        "  {:<28} {:<12} v2 at {v2} (controllers: {}); v1 controllers: {}\n",
+        "cgroup",
+        c.layout,
+        if c.v2_controllers.is_empty() { "none".into() } else { c.v2_controllers.join(" ") },
+        if c.v1_controllers.is_empty() { "none".into() } else { c.v1_controllers.join(" ") },
+    ));
+    row(&mut out, "PSI", &f.psi);
+    out.push_str("\nTRACEPOINTS AND FUNCTIONS\n");
+    for (tp, present) in &f.tracepoints {
+        out.push_str(&format!("  {tp:<40} {}\n", if *present { "present" } else { "absent" }));
+    }
+    for (func, present) in &f.functions {
+        out.push_str(&format!("  {:<40} {}\n", format!("{func}()"), if *present { "in kallsyms" } else { "absent" }));
+    }
+    out.push_str(&format!("\nSIGNALS\n  {:<20} {:<9} {:<13} mechanism\n", "signal", "required", "status"));
+    for s in signals {
+        let status = match (&s.mechanism, s.implemented) {
+            (Ok(_), true) => "active",
+            (Ok(_), false) => "not built yet",
+            (Err(_), _) => "unavailable",
+        };
+        let mechanism = match &s.mechanism {
+            Ok(m) => m.clone(),
+            Err(e) => format!("unavailable: {e}"),
+        };
+        out.push_str(&format!(
+            "  {:<20} {:<9} {:<13} {mechanism}\n",
+            s.signal,
+            if s.required { "yes" } else { "no" },
+            status
+        ));
+    }
+    out
 }

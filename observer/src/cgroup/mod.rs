@@ -27,6 +27,7 @@ impl CgroupPaths {
     }
 
     /// The cgroup2 mount point, if this host has one.
+    #[cfg(test)]
     pub fn root(&self) -> Option<&Path> {
         self.root.as_deref()
     }

@@ -1,0 +1,107 @@
+//! Developer tasks for the observer workspace, run as `cargo xtask <task>`
+//! (the alias lives in `.cargo/config.toml`).
+//!
+//! - `setup`: install the eBPF toolchain and the tools the tests use (idempotent);
+//! - `build`: build the agent with its eBPF programs embedded;
+//! - `run`:   setup, build, then run the agent (`observer run ARGS...`);
+//! - `test`:  setup, build, and the whole test suite against the real kernel;
+//! - `bench`: benchmarks that print figures.
+
+mod bench;
+mod build;
+mod cmd;
+mod host;
+mod run;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "observer's developer tasks",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what building and testing need: apt packages, rust-src,
+    /// bpf-linker 0.13.0, a mounted tracefs. Idempotent; needs root for apt.
+    Setup,
+    /// Build the agent (`target/release/observer`) with its eBPF programs embedded.
+    Build,
+    /// Setup, build, then run `observer run ARGS...` (through sudo when not root).
+    Run {
+        /// Arguments passed to `observer run`, after `--`
+        /// (e.g. `cargo xtask run -- --duration 10s`).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
+    /// Setup, build, then the whole test suite (as root: the tests use the real kernel).
+    Test,
+    /// Benchmarks: print figures, assert nothing.
+    Bench {
+        #[command(subcommand)]
+        bench: bench::Bench,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::run().map(|()| ExitCode::SUCCESS),
+        Task::Build => build::run().map(|()| ExitCode::SUCCESS),
+        Task::Run { args } => run::run(&args),
+        Task::Test => test::run().map(|()| ExitCode::SUCCESS),
+        Task::Bench { bench } => bench::run(bench),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Task};
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_passes_everything_after_the_separator() {
+        let cli = Cli::parse_from(["xtask", "run", "--", "--duration", "10s"]);
+        let Task::Run { args } = cli.task else {
+            panic!("parsed as {:?}", cli.task);
+        };
+        assert_eq!(args, ["--duration", "10s"]);
+    }
+
+    #[test]
+    fn run_without_arguments_passes_none() {
+        let cli = Cli::parse_from(["xtask", "run"]);
+        let Task::Run { args } = cli.task else {
+            panic!("parsed as {:?}", cli.task);
+        };
+        assert!(args.is_empty());
+    }
+}

@@ -1,0 +1,132 @@
+//! `cargo xtask test`: setup, build, and the whole test suite on this machine's
+//! kernel, one stage after another, each timed; stops at the first failing stage.
+
+use std::{
+    ffi::OsString,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, bail};
+
+use crate::{
+    build,
+    cmd::{self, Cmd},
+    host, setup,
+};
+
+/// The stages, in the order they run.
+///
+/// Hook for later: a `VmTest` stage (the same tests inside VMs booted with
+/// Debian kernels, for what this kernel lacks) goes after `Test`; add it to
+/// [`Stage::ALL`], give it a name and a body in [`Stage::run`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    Setup,
+    Build,
+    BuildTests,
+    Test,
+}
+
+impl Stage {
+    const ALL: [Stage; 4] = [Stage::Setup, Stage::Build, Stage::BuildTests, Stage::Test];
+
+    fn name(self) -> &'static str {
+        match self {
+            Stage::Setup => "setup",
+            Stage::Build => "build",
+            Stage::BuildTests => "build-tests",
+            Stage::Test => "test",
+        }
+    }
+
+    fn run(self) -> Result<()> {
+        match self {
+            Stage::Setup => setup::run(),
+            Stage::Build => build::run(),
+            Stage::BuildTests => cmd::step("build-tests: observer-e2e (release)", || {
+                test_env(Cmd::cargo())?
+                    .args([
+                        "build",
+                        "--release",
+                        "--package",
+                        "observer-e2e",
+                        "--bins",
+                        "--tests",
+                    ])
+                    .run()?;
+                Ok("built".into())
+            }),
+            Stage::Test => cmd::step("test: workspace (release)", || {
+                // observer-ebpf only builds for the bpf target (observer's build.rs
+                // builds it), never as a host test. End-to-end tests share the
+                // kernel (network namespaces, tracefs), so one test at a time.
+                test_env(Cmd::cargo())?
+                    .args([
+                        "test",
+                        "--release",
+                        "--workspace",
+                        "--exclude",
+                        "observer-ebpf",
+                    ])
+                    .args(["--no-fail-fast", "--", "--test-threads=1"])
+                    .run()?;
+                Ok("passed".into())
+            }),
+        }
+    }
+}
+
+/// The environment of the test binaries (set on their build too, so that
+/// building and testing see the same values and nothing rebuilds in between).
+fn test_env(cmd: Cmd) -> Result<Cmd> {
+    let bin = host::observer_bin();
+    if !bin.is_file() {
+        bail!(
+            "{} does not exist: the build stage should have made it",
+            bin.display()
+        );
+    }
+    Ok(cmd
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("OBSERVER_E2E_REQUIRED", "1")
+        .env("OBSERVER_BIN", OsString::from(bin)))
+}
+
+pub fn run() -> Result<()> {
+    let start = Instant::now();
+    let mut done: Vec<(Stage, Duration)> = Vec::new();
+    for stage in Stage::ALL {
+        eprintln!("==> stage {}", stage.name());
+        let stage_start = Instant::now();
+        let result = stage.run();
+        let took = stage_start.elapsed();
+        match result {
+            Ok(()) => {
+                eprintln!("==> stage {}: {}", stage.name(), cmd::secs(took));
+                done.push((stage, took));
+            }
+            Err(err) => {
+                eprintln!(
+                    "==> stage {}: FAILED after {}",
+                    stage.name(),
+                    cmd::secs(took)
+                );
+                summary(&done, Some(stage), start.elapsed());
+                return Err(err.context(format!("stage {} failed", stage.name())));
+            }
+        }
+    }
+    summary(&done, None, start.elapsed());
+    Ok(())
+}
+
+fn summary(done: &[(Stage, Duration)], failed: Option<Stage>, total: Duration) {
+    eprintln!("==> summary");
+    for (stage, took) in done {
+        eprintln!("    {:<12} {:>8}", stage.name(), cmd::secs(*took));
+    }
+    if let Some(stage) = failed {
+        eprintln!("    {:<12} {:>8}", stage.name(), "FAILED");
+    }
+    eprintln!("==> total: {}", cmd::secs(total));
+}
