@@ -11,6 +11,8 @@ pub struct KernelOffsets {
     pub sock_common_state: u32,
     /// `struct sock_common.skc_net` (a `struct net *`).
     pub sock_common_net: u32,
+    /// `struct sock.sk_socket`: NULL once the socket is orphaned (closed by its owner).
+    pub sock_socket: u32,
     /// `struct sock.sk_cgrp_data.cgroup` (a `struct cgroup *`), one offset from the socket.
     pub sock_cgroup: u32,
     /// `struct cgroup.kn` (a `struct kernfs_node *`).
@@ -33,6 +35,7 @@ impl KernelOffsets {
     pub const UNKNOWN: Self = Self {
         sock_common_state: OFFSET_UNKNOWN,
         sock_common_net: OFFSET_UNKNOWN,
+        sock_socket: OFFSET_UNKNOWN,
         sock_cgroup: OFFSET_UNKNOWN,
         cgroup_kn: OFFSET_UNKNOWN,
         kernfs_node_id: OFFSET_UNKNOWN,
@@ -44,7 +47,7 @@ impl KernelOffsets {
     };
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 40);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 44);
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data: only u32 fields, no padding.

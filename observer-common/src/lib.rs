@@ -5,6 +5,7 @@
 //! asserted at compile time so the two sides can never drift apart.
 #![no_std]
 
+pub mod goruntime;
 pub mod kernel;
 pub mod tcp;
 
@@ -20,12 +21,14 @@ pub const OFFSET_UNKNOWN: u32 = u32::MAX;
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum EventKind {
     TcpReset = 1,
+    GoGc = 2,
 }
 
 impl EventKind {
     pub fn from_u32(v: u32) -> Option<Self> {
         match v {
             1 => Some(Self::TcpReset),
+            2 => Some(Self::GoGc),
             _ => None,
         }
     }
@@ -39,7 +42,9 @@ pub mod counter {
     pub const RESET_SENT_SEEN: u32 = 1;
     /// `tcp:tcp_receive_reset` hits.
     pub const RESET_RECEIVED_SEEN: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// `runtime.gcMarkTermination` hits in watched Go processes.
+    pub const GO_GC_SEEN: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 /// Common head of every ring buffer record.

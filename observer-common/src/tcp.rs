@@ -60,7 +60,9 @@ pub struct TcpResetEvent {
     pub sk_full: u8,
     /// `sk->sk_state`, 0 without a socket.
     pub sk_state: u8,
-    pub _pad: u8,
+    /// 1 when the full socket still has an owner (`sk->sk_socket` set); an
+    /// orphan (closed, lingering in FIN_WAIT or LAST_ACK) has none.
+    pub sk_owned: u8,
     /// Bytes of `record` that were copied.
     pub record_len: u32,
     pub comm: [u8; COMM_LEN],

@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod goruntime;
 mod kernel;
 mod maps;
 mod tcp;

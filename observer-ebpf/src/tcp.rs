@@ -62,6 +62,7 @@ fn try_reset(ctx: &TracePointContext, layout: &ResetTracepointLayout, direction:
     let skb = read::<*const u8>(record, layout.skbaddr).unwrap_or(core::ptr::null());
     let sk_state = kernel::socket_state(&off, sk);
     let sk_full = kernel::is_full_socket(sk_state);
+    let sk_owned = sk_full && read::<*const u8>(sk, off.sock_socket).is_some_and(|s| !s.is_null());
     let pid_tgid = bpf_get_current_pid_tgid();
     let task_netns = kernel::task_netns(&off);
     let netns = if !sk.is_null() {
@@ -87,7 +88,7 @@ fn try_reset(ctx: &TracePointContext, layout: &ResetTracepointLayout, direction:
         (*event).direction = direction;
         (*event).sk_full = sk_full as u8;
         (*event).sk_state = sk_state;
-        (*event)._pad = 0;
+        (*event).sk_owned = sk_owned as u8;
         (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         let dst = &mut (*event).record;
         let copied = bpf_probe_read_kernel_buf(record, &mut dst[..record_len]).is_ok();

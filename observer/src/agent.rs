@@ -5,16 +5,19 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use observer_common::{EventHeader, EventKind, counter, tcp::TcpResetEvent};
+use observer_common::{EventHeader, EventKind, counter, goruntime::GoGcEvent, tcp::TcpResetEvent};
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
     cgroup::CgroupPaths,
     config::RunConfig,
-    event::{Attribution, CgroupSource, Event, Record},
+    event::{Attribution, CgroupSource, Event, GoGc, Record},
     export::{jsonl::JsonlWriter, live::LiveView},
     kernel::{btf::Btf, loader, offsets, privileges, tracefs},
-    sources::tcp::{self, ResetSource},
+    sources::{
+        goruntime::{self, GoRuntimeSource},
+        tcp::{self, ResetSource},
+    },
 };
 
 pub async fn run(config: RunConfig) -> Result<()> {
@@ -42,6 +45,18 @@ pub async fn run(config: RunConfig) -> Result<()> {
     })
     .context("loading the eBPF programs")?;
     resets.attach(&mut ebpf)?;
+    // Go processes are one signal among several: without it, carry on.
+    let mut go = match GoRuntimeSource::new(&mut ebpf) {
+        Ok(mut go) => {
+            go.poll(&mut ebpf);
+            Some(go)
+        }
+        Err(err) => {
+            tracing::warn!("{err}; Go GC cycles are not traced");
+            None
+        }
+    };
+    let go_watched = go.as_ref().map_or(0, GoRuntimeSource::watched);
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
     let counters: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS missing")?)?;
@@ -51,13 +66,14 @@ pub async fn run(config: RunConfig) -> Result<()> {
 
     let mut state = State {
         resets,
+        go: go.take(),
         cgroups: CgroupPaths::new(),
         clock: Clock::now(),
         live: LiveView::new(config.quiet),
         jsonl: &mut jsonl,
     };
     eprintln!(
-        "observer: ready: tcp:tcp_send_reset and tcp:tcp_receive_reset attached; writing {}",
+        "observer: ready: tcp:tcp_send_reset and tcp:tcp_receive_reset attached; go: {go_watched} processes watched; writing {}",
         state.jsonl.path().display()
     );
 
@@ -66,6 +82,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
     let deadline = tokio::time::sleep(config.duration.unwrap_or(Duration::MAX / 4));
     tokio::pin!(deadline);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut go_scan = tokio::time::interval(goruntime::SCAN_EVERY);
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -76,6 +93,12 @@ pub async fn run(config: RunConfig) -> Result<()> {
             _ = tick.tick() => {
                 state.jsonl.flush()?;
                 state.live.status(lost(&counters));
+            }
+            _ = go_scan.tick(), if state.go.is_some() => {
+                state.live.clear_status();
+                if let Some(go) = state.go.as_mut() {
+                    go.poll(&mut ebpf);
+                }
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
@@ -107,6 +130,7 @@ fn lost(counters: &PerCpuArray<MapData, u64>) -> u64 {
 
 struct State<'a> {
     resets: ResetSource,
+    go: Option<GoRuntimeSource>,
     cgroups: CgroupPaths,
     clock: Clock,
     live: LiveView,
@@ -135,26 +159,49 @@ impl State<'_> {
                 let who = self.attribution(&raw);
                 Event::TcpReset(tcp::to_event(direction, decoded, raw.netns, who))
             }
+            EventKind::GoGc => {
+                let raw: GoGcEvent = read(bytes)?;
+                let info = self.go.as_ref().and_then(|go| go.info(raw.pid));
+                let (go_version, go_module) =
+                    info.map_or((None, None), |i| (Some(i.go_version.clone()), i.main_module.clone()));
+                let cgroup_id = (raw.cgroup_id != 0).then_some(raw.cgroup_id);
+                Event::GoGc(GoGc {
+                    cycle: GoRuntimeSource::cycle(&raw),
+                    go_version,
+                    go_module,
+                    who: Attribution {
+                        cgroup_id,
+                        cgroup_path: cgroup_id.and_then(|id| self.cgroups.path(id)),
+                        cgroup_source: if cgroup_id.is_some() { CgroupSource::Process } else { CgroupSource::None },
+                        pid: Some(raw.pid),
+                        comm: Some(comm(&raw.comm)),
+                    },
+                })
+            }
         };
         let (time, time_unix_nano) = self.clock.wall(header.ts_ns);
         Some(Record { time, time_unix_nano, event })
     }
 
-    /// The socket's owner when the kernel had a full socket; else the current
-    /// task, but only when it ran in the event's network namespace (a reset
-    /// sent from softirq for another namespace's packet has no meaningful task).
+    /// The socket's owner when the kernel had a full socket. A reset with no
+    /// full socket (a closed port, a time-wait socket) belongs to no cgroup:
+    /// the kernel sends it from softirq on whatever task the CPU interrupted,
+    /// so only its network namespace says where it happened.
+    ///
+    /// The current task is reported only when it plausibly is the owner: the
+    /// socket still has one, and the task shares its namespace and cgroup (a
+    /// softirq can still land on another task of the same container).
     fn attribution(&mut self, ev: &TcpResetEvent) -> Attribution {
-        let same_netns = ev.netns != 0 && ev.netns == ev.task_netns;
         let (cgroup_id, cgroup_source) = if ev.sk_full == 1 && ev.sk_cgroup_id != 0 {
             (Some(ev.sk_cgroup_id), CgroupSource::Socket)
-        } else if same_netns {
-            (Some(ev.task_cgroup_id), CgroupSource::Task)
         } else {
             (None, CgroupSource::None)
         };
-        let task_meaningful = same_netns
+        let task_meaningful = cgroup_source == CgroupSource::Socket
+            && ev.sk_owned == 1
             && ev.pid != 0
-            && (cgroup_source != CgroupSource::Socket || ev.sk_cgroup_id == ev.task_cgroup_id);
+            && ev.netns == ev.task_netns
+            && ev.sk_cgroup_id == ev.task_cgroup_id;
         Attribution {
             cgroup_id,
             cgroup_path: cgroup_id.and_then(|id| self.cgroups.path(id)),

@@ -68,8 +68,8 @@ pub struct RunConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read config file {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("config file {path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -105,7 +105,7 @@ impl RunConfig {
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text =
-        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_path_buf(), error })?;
     toml::from_str(&text).map_err(|e| ConfigError::Invalid { path: path.to_path_buf(), message: e.message().to_string() })
 }
 

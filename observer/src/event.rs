@@ -20,6 +20,8 @@ pub struct Record {
 pub enum Event {
     #[serde(rename = "tcp.reset")]
     TcpReset(TcpReset),
+    #[serde(rename = "go.gc")]
+    GoGc(GoGc),
 }
 
 /// Who an event belongs to.
@@ -40,9 +42,9 @@ pub struct Attribution {
 pub enum CgroupSource {
     /// The socket's owner (`sk->sk_cgrp_data`): right even in softirq context.
     Socket,
-    /// The task that was running in the event's network namespace.
-    Task,
-    /// Neither is known (a reset sent from softirq for a packet of another namespace).
+    /// The process the event happened in (a uprobe runs in the traced process itself).
+    Process,
+    /// Not known (a reset sent for a packet that matched no full socket).
     #[default]
     None,
 }
@@ -67,6 +69,18 @@ pub struct TcpReset {
     pub reason: Option<String>,
     /// Network namespace inode.
     pub netns: u32,
+    #[serde(flatten)]
+    pub who: Attribution,
+}
+
+/// One Go GC cycle of a watched process (at its mark termination).
+#[derive(Debug, Clone, Serialize)]
+pub struct GoGc {
+    /// The cycle's number as `GODEBUG=gctrace=1` prints it; `null` when the
+    /// runtime's layout for this Go version is unknown.
+    pub cycle: Option<u32>,
+    pub go_version: Option<String>,
+    pub go_module: Option<String>,
     #[serde(flatten)]
     pub who: Attribution,
 }

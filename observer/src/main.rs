@@ -8,6 +8,7 @@ mod config;
 mod event;
 mod export;
 mod kernel;
+mod process;
 mod sources;
 
 use std::process::ExitCode;

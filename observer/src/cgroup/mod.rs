@@ -4,7 +4,7 @@
 use std::{
     collections::HashMap,
     os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -28,7 +28,7 @@ impl CgroupPaths {
 
     /// The cgroup2 mount point, if this host has one.
     #[cfg(test)]
-    pub fn root(&self) -> Option<&Path> {
+    pub fn root(&self) -> Option<&std::path::Path> {
         self.root.as_deref()
     }
 
@@ -98,7 +98,7 @@ mod tests {
     #[test]
     fn own_cgroup_resolves_to_the_path_in_proc() {
         let mut paths = CgroupPaths::new();
-        let Some(root) = paths.root().map(Path::to_path_buf) else {
+        let Some(root) = paths.root().map(std::path::Path::to_path_buf) else {
             eprintln!("SKIPPED: no cgroup2 mount on this machine");
             return;
         };

@@ -10,10 +10,10 @@ use crate::event::Record;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
-    #[error("output directory {dir} is not usable: {source}")]
-    Dir { dir: PathBuf, source: std::io::Error },
-    #[error("writing {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    #[error("output directory {dir} is not usable: {error}")]
+    Dir { dir: PathBuf, error: std::io::Error },
+    #[error("writing {path}: {error}")]
+    Write { path: PathBuf, error: std::io::Error },
 }
 
 pub struct JsonlWriter {
@@ -25,7 +25,7 @@ impl JsonlWriter {
     /// Creates the directory and opens the file for appending, so an
     /// unwritable directory is reported before any program is attached.
     pub fn create(dir: &Path) -> Result<Self, OutputError> {
-        let dir_err = |source| OutputError::Dir { dir: dir.to_path_buf(), source };
+        let dir_err = |error| OutputError::Dir { dir: dir.to_path_buf(), error };
         std::fs::create_dir_all(dir).map_err(dir_err)?;
         let path = dir.join("events.jsonl");
         let file = OpenOptions::new().create(true).append(true).open(&path).map_err(dir_err)?;
@@ -37,13 +37,13 @@ impl JsonlWriter {
     }
 
     pub fn write(&mut self, record: &Record) -> Result<(), OutputError> {
-        let err = |source| OutputError::Write { path: self.path.clone(), source };
+        let err = |error| OutputError::Write { path: self.path.clone(), error };
         serde_json::to_writer(&mut self.out, record).map_err(|e| err(e.into()))?;
         self.out.write_all(b"\n").map_err(err)
     }
 
     pub fn flush(&mut self) -> Result<(), OutputError> {
-        self.out.flush().map_err(|source| OutputError::Write { path: self.path.clone(), source })
+        self.out.flush().map_err(|error| OutputError::Write { path: self.path.clone(), error })
     }
 }
 
@@ -71,7 +71,7 @@ mod tests {
                 who: Attribution {
                     cgroup_id: Some(1),
                     cgroup_path: Some("/".into()),
-                    cgroup_source: CgroupSource::Task,
+                    cgroup_source: CgroupSource::Socket,
                     pid: Some(42),
                     comm: Some("curl".into()),
                 },
@@ -88,7 +88,7 @@ mod tests {
         assert_eq!(lines[0]["kind"], "tcp.reset");
         assert_eq!(lines[0]["direction"], "sent");
         assert_eq!(lines[0]["local_port"], 80);
-        assert_eq!(lines[0]["cgroup_source"], "task");
+        assert_eq!(lines[0]["cgroup_source"], "socket");
         assert_eq!(lines[0]["pid"], 42);
         assert_eq!(lines[0]["netns"], 4026531840u64);
     }

@@ -88,6 +88,17 @@ pub fn line(record: &Record) -> String {
             }
             s
         }
+        Event::GoGc(g) => {
+            let cycle = g.cycle.map_or_else(|| "?".to_string(), |c| c.to_string());
+            let mut s = format!("{clock} go.gc     cycle={cycle} {}", g.go_version.as_deref().unwrap_or("go?"));
+            if let Some(path) = &g.who.cgroup_path {
+                s += &format!(" cgroup={path}");
+            }
+            if let Some(pid) = g.who.pid {
+                s += &format!(" pid={pid} ({})", g.who.comm.as_deref().unwrap_or("?"));
+            }
+            s
+        }
     }
 }
 

@@ -7,8 +7,8 @@ use std::{collections::HashMap, path::Path};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
-    #[error("cannot read BTF at {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    #[error("cannot read BTF at {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("malformed BTF: {0}")]
     Malformed(&'static str),
     #[error("BTF has no struct or union named `{0}`")]
@@ -68,9 +68,9 @@ impl Btf {
     }
 
     pub fn from_file(path: &Path) -> Result<Self, BtfError> {
-        let data = std::fs::read(path).map_err(|source| BtfError::Read {
+        let data = std::fs::read(path).map_err(|error| BtfError::Read {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Self::parse(&data)
     }

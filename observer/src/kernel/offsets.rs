@@ -23,6 +23,7 @@ pub fn resolve(btf: &Btf) -> (KernelOffsets, Vec<String>) {
     let offsets = KernelOffsets {
         sock_common_state: get("sock_common", &["skc_state"]),
         sock_common_net: get("sock_common", &["skc_net"]),
+        sock_socket: get("sock", &["sk_socket"]),
         sock_cgroup: add(sk_cgrp_data, cgrp_data_cgroup),
         cgroup_kn: get("cgroup", &["kn"]),
         kernfs_node_id: get("kernfs_node", &["id"]),

@@ -11,8 +11,8 @@ pub enum TracefsError {
     NotMounted { path: &'static str, errno: nix::errno::Errno },
     #[error("tracepoint {category}:{name} does not exist on this kernel")]
     NoTracepoint { category: String, name: String },
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("cannot parse {path}: line `{line}`")]
     Parse { path: String, line: String },
 }
@@ -77,7 +77,7 @@ impl Format {
             return Err(TracefsError::NoTracepoint { category: category.into(), name: name.into() });
         }
         let text = std::fs::read_to_string(&path)
-            .map_err(|source| TracefsError::Read { path: path.display().to_string(), source })?;
+            .map_err(|error| TracefsError::Read { path: path.display().to_string(), error })?;
         Self::parse(&text).map_err(|line| TracefsError::Parse { path: path.display().to_string(), line })
     }
 

@@ -21,6 +21,7 @@ use crate::{
     event::{Direction, TcpReset},
     kernel::{
         btf::Btf,
+        features::chain,
         tracefs::{Format, TracefsError},
     },
 };
@@ -33,8 +34,8 @@ pub enum TcpError {
     UnknownLayout { tracepoint: &'static str, fields: String },
     #[error("tcp:{tracepoint} record is {len} bytes, more than the {RECORD_MAX} the program copies")]
     TooLong { tracepoint: &'static str, len: usize },
-    #[error("attaching tcp:{tracepoint}: {source}")]
-    Attach { tracepoint: &'static str, source: aya::programs::ProgramError },
+    #[error("attaching tcp:{tracepoint}: {error}")]
+    Attach { tracepoint: &'static str, error: String },
     #[error("program {0} is missing from the embedded eBPF object")]
     MissingProgram(&'static str),
 }
@@ -110,7 +111,7 @@ impl ResetDecoder {
                 .c_type
                 .strip_prefix("enum ")
                 .and_then(|name| btf?.enum_values(name).ok())
-                .map(|values| strip_common_prefix(values))
+                .map(strip_common_prefix)
                 .unwrap_or_default();
             (f.offset, names)
         });
@@ -242,13 +243,11 @@ impl ResetSource {
 
     pub fn attach(&self, ebpf: &mut Ebpf) -> Result<(), TcpError> {
         for name in ["tcp_send_reset", "tcp_receive_reset"] {
-            let program: &mut TracePoint = ebpf
-                .program_mut(name)
-                .ok_or(TcpError::MissingProgram(name))?
-                .try_into()
-                .map_err(|source| TcpError::Attach { tracepoint: name, source })?;
-            program.load().map_err(|source| TcpError::Attach { tracepoint: name, source })?;
-            program.attach("tcp", name).map_err(|source| TcpError::Attach { tracepoint: name, source })?;
+            let attach_err = |e: aya::programs::ProgramError| TcpError::Attach { tracepoint: name, error: chain(&e) };
+            let program: &mut TracePoint =
+                ebpf.program_mut(name).ok_or(TcpError::MissingProgram(name))?.try_into().map_err(attach_err)?;
+            program.load().map_err(attach_err)?;
+            program.attach("tcp", name).map_err(attach_err)?;
         }
         Ok(())
     }

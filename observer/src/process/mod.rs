@@ -1,0 +1,7 @@
+//! Processes and their binaries: which processes run Go, which runtime
+//! symbols their binaries have, and where the runtime's structs keep things.
+
+pub mod buildinfo;
+pub mod discovery;
+pub mod gobinary;
+pub mod layout;

@@ -1,0 +1,221 @@
+//! Go GC cycles: finds Go processes (by build info), attaches a uprobe scoped
+//! to each one at `runtime.gcMarkTermination`'s entry, tells the program where
+//! that process keeps `memstats.numgc`, and drops all of it when the process
+//! ends.
+
+use std::{
+    collections::{HashMap, HashSet},
+    num::NonZeroU32,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use aya::{
+    Ebpf,
+    maps::{HashMap as BpfHashMap, MapData},
+    programs::{ProgramError, UProbe, uprobe::UProbeLinkId, uprobe::UProbeScope},
+};
+use observer_common::goruntime::{GO_GC_CYCLE_KNOWN, GO_NUMGC_KNOWN, GoGcEvent, GoProcess};
+
+use crate::process::{
+    discovery::{BinaryId, Change, ProcScan, first_mapping},
+    gobinary::{GC_MARK_TERMINATION, GoBinary, MEMSTATS},
+    layout::{self, GoRelease},
+};
+
+const PROGRAM: &str = "go_gc_mark_termination";
+const MAP: &str = "GO_PROCS";
+/// How often `/proc` is scanned for new and ended processes.
+pub const SCAN_EVERY: Duration = Duration::from_millis(250);
+/// Events of an ended process may still sit in the ring buffer: keep what
+/// decoding them needs this long.
+const KEEP_ENDED: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum GoRuntimeError {
+    #[error("program {PROGRAM} missing from the eBPF object")]
+    MissingProgram,
+    #[error("map {MAP} missing from the eBPF object")]
+    MissingMap,
+    #[error("loading {PROGRAM}: {0}")]
+    Program(#[from] ProgramError),
+    #[error("map {MAP}: {0}")]
+    Map(#[from] aya::maps::MapError),
+}
+
+/// What the events of one process are decorated with.
+#[derive(Debug, Clone)]
+pub struct GoProcessInfo {
+    pub go_version: String,
+    pub main_module: Option<String>,
+}
+
+struct Watched {
+    info: GoProcessInfo,
+    link: Option<UProbeLinkId>,
+}
+
+pub struct GoRuntimeSource {
+    scan: ProcScan,
+    /// Per binary, read once: `None` for binaries that are not Go (or unreadable).
+    binaries: HashMap<BinaryId, Option<Arc<GoBinary>>>,
+    watched: HashMap<u32, Watched>,
+    ended: Vec<(Instant, u32, GoProcessInfo)>,
+    /// Binaries already warned about, so each problem is said once.
+    warned: HashSet<BinaryId>,
+    procs: BpfHashMap<MapData, u32, GoProcess>,
+}
+
+impl GoRuntimeSource {
+    pub fn new(ebpf: &mut Ebpf) -> Result<Self, GoRuntimeError> {
+        let procs = BpfHashMap::try_from(ebpf.take_map(MAP).ok_or(GoRuntimeError::MissingMap)?)?;
+        program(ebpf)?.load()?;
+        Ok(Self {
+            scan: ProcScan::default(),
+            binaries: HashMap::new(),
+            watched: HashMap::new(),
+            ended: Vec::new(),
+            warned: HashSet::new(),
+            procs,
+        })
+    }
+
+    /// Number of Go processes being watched.
+    pub fn watched(&self) -> usize {
+        self.watched.len()
+    }
+
+    /// Rescans `/proc`: attaches to new Go processes, detaches from ended ones.
+    pub fn poll(&mut self, ebpf: &mut Ebpf) {
+        self.ended.retain(|(at, _, _)| at.elapsed() < KEEP_ENDED);
+        for change in self.scan.scan() {
+            match change {
+                Change::Exited { pid } => self.forget(ebpf, pid),
+                Change::Started { pid, binary } => self.consider(ebpf, pid, binary),
+            }
+        }
+    }
+
+    /// Process info for an event of `pid`, also shortly after it ended.
+    pub fn info(&self, pid: u32) -> Option<&GoProcessInfo> {
+        self.watched
+            .get(&pid)
+            .map(|w| &w.info)
+            .or_else(|| self.ended.iter().rev().find(|(_, p, _)| *p == pid).map(|(_, _, info)| info))
+    }
+
+    pub fn cycle(raw: &GoGcEvent) -> Option<u32> {
+        (raw.flags & GO_GC_CYCLE_KNOWN != 0).then_some(raw.cycle)
+    }
+
+    fn forget(&mut self, ebpf: &mut Ebpf, pid: u32) {
+        let Some(watched) = self.watched.remove(&pid) else { return };
+        if let Some(link) = watched.link {
+            match program(ebpf) {
+                Ok(prog) => {
+                    if let Err(err) = prog.detach(link) {
+                        tracing::warn!("detaching {GC_MARK_TERMINATION} from pid {pid}: {err}");
+                    }
+                }
+                Err(err) => tracing::warn!("{err}"),
+            }
+        }
+        // Absent already is fine: the entry may never have been written.
+        let _ = self.procs.remove(&pid);
+        self.ended.push((Instant::now(), pid, watched.info));
+        eprintln!("observer: go: detached pid={pid}");
+    }
+
+    fn consider(&mut self, ebpf: &mut Ebpf, pid: u32, binary: BinaryId) {
+        if self.watched.contains_key(&pid) {
+            self.forget(ebpf, pid);
+        }
+        let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+        let go = self
+            .binaries
+            .entry(binary)
+            .or_insert_with(|| match GoBinary::open(&exe) {
+                Ok(go) => go.map(Arc::new),
+                Err(err) => {
+                    tracing::debug!("pid {pid}: {err}");
+                    None
+                }
+            })
+            .clone();
+        let Some(go) = go else { return };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string();
+        let Some(offset) = go.gc_mark_termination else {
+            if self.warned.insert(binary) {
+                let why = if go.stripped { " (stripped binary; .gopclntab is not read yet)" } else { "" };
+                tracing::warn!(
+                    "Go process {pid} ({comm}, {}): no symbol {GC_MARK_TERMINATION}{why}; its GC cycles are not traced",
+                    go.build.go_version
+                );
+            }
+            return;
+        };
+        let numgc = self.numgc_address(pid, binary, &go, &comm);
+        let entry = GoProcess {
+            numgc_addr: numgc.unwrap_or(0),
+            flags: if numgc.is_some() { GO_NUMGC_KNOWN } else { 0 },
+            _pad: 0,
+        };
+        // The entry first: the program ignores hits of processes without one.
+        if let Err(err) = self.procs.insert(pid, entry, 0) {
+            tracing::warn!("Go process {pid} ({comm}): {MAP} full or unusable ({err}); not traced");
+            return;
+        }
+        let link = NonZeroU32::new(pid).ok_or(()).and_then(|nz| {
+            program(ebpf).map_err(|err| tracing::warn!("{err}")).and_then(|prog| {
+                prog.attach(offset, &exe, UProbeScope::OneProcess(nz))
+                    .map_err(|err| tracing::debug!("pid {pid}: attaching {GC_MARK_TERMINATION}: {err}"))
+            })
+        });
+        let info = GoProcessInfo { go_version: go.build.go_version.clone(), main_module: go.build.main_module.clone() };
+        let Ok(link) = link else {
+            // Most likely the process ended in between.
+            let _ = self.procs.remove(&pid);
+            return;
+        };
+        eprintln!(
+            "observer: go: attached pid={pid} comm={comm} version={} module={}",
+            info.go_version,
+            info.main_module.as_deref().unwrap_or("-")
+        );
+        self.watched.insert(pid, Watched { info, link: Some(link) });
+    }
+
+    /// Where `memstats.numgc` lives in `pid`, or `None` after one warning
+    /// naming the process and what is missing.
+    fn numgc_address(&mut self, pid: u32, binary: BinaryId, go: &GoBinary, comm: &str) -> Option<u64> {
+        let release = GoRelease::parse(&go.build.go_version);
+        let layout = release.and_then(layout::for_release);
+        let missing = match (go.memstats, layout) {
+            (None, _) => format!("no symbol {MEMSTATS}"),
+            (Some(_), None) => format!(
+                "no runtime layout for {} (known: {})",
+                go.build.go_version,
+                layout::known_releases()
+            ),
+            (Some(memstats), Some(layout)) => {
+                let mapping = if go.pie { first_mapping(pid, binary) } else { Some((0, 0)) };
+                match mapping.and_then(|(start, off)| go.relocate(memstats + layout.mstats_numgc, start, off)) {
+                    Some(addr) => return Some(addr),
+                    None => "cannot find its load address in /proc/PID/maps".to_string(),
+                }
+            }
+        };
+        if self.warned.insert(binary) {
+            tracing::warn!(
+                "Go process {pid} ({comm}, {}): {missing}; its GC events carry no cycle number",
+                go.build.go_version
+            );
+        }
+        None
+    }
+}
+
+fn program(ebpf: &mut Ebpf) -> Result<&mut UProbe, GoRuntimeError> {
+    Ok(ebpf.program_mut(PROGRAM).ok_or(GoRuntimeError::MissingProgram)?.try_into()?)
+}

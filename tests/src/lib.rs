@@ -1,0 +1,13 @@
+//! Helpers for observer's end-to-end tests.
+//!
+//! The tests run the real agent (`OBSERVER_BIN`) against this machine's kernel,
+//! make traffic only on loopback or between network namespaces they create,
+//! and compare what the agent reports with the kernel's own counters.
+
+pub mod cgroup;
+pub mod command;
+pub mod netns;
+pub mod nstat;
+pub mod observer;
+pub mod require;
+pub mod resetgen;

@@ -1,0 +1,239 @@
+//! The agent under test: spawned, awaited until ready, stopped with SIGTERM,
+//! and its events read back.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::Deserialize;
+use tempfile::TempDir;
+
+use crate::command::{line_channel, wait_within};
+
+const READY: &str = "observer: ready";
+const STOPPED: &str = "observer: stopped";
+const READY_WITHIN: Duration = Duration::from_secs(30);
+const EXIT_WITHIN: Duration = Duration::from_secs(30);
+
+/// A running `observer run`, writing into its own temporary directory.
+/// Dropping it without [`Observer::stop`] kills it.
+pub struct Observer {
+    child: Child,
+    dir: TempDir,
+    stderr: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+/// What a stopped agent left behind.
+#[derive(Debug)]
+pub struct Stopped {
+    /// Every line of `events.jsonl`, parsed.
+    pub events: Vec<serde_json::Value>,
+    /// `events=` and `lost=` of the summary line.
+    pub summary_events: u64,
+    pub lost: u64,
+    pub stderr: Vec<String>,
+}
+
+impl Observer {
+    /// Starts `bin run --output-dir TMP --quiet` and waits for its ready line.
+    pub fn start(bin: &Path) -> Observer {
+        let dir = tempfile::tempdir().expect("temporary output directory");
+        let mut child = Command::new(bin)
+            .arg("run")
+            .arg("--output-dir")
+            .arg(dir.path())
+            .arg("--quiet")
+            // A backstop: the agent ends by itself should this test process die.
+            .args(["--duration", "10m"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
+        let stderr = line_channel(child.stderr.take().expect("piped stderr"));
+        let mut observer = Observer {
+            child,
+            dir,
+            stderr,
+            seen: Vec::new(),
+        };
+        observer.wait_ready();
+        observer
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_WITHIN;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    let ready = line.contains(READY);
+                    self.seen.push(line);
+                    if ready {
+                        return;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = wait_within(&mut self.child, Duration::ZERO);
+                    panic!(
+                        "no {READY:?} within {READY_WITHIN:?}; stderr:\n{}",
+                        self.seen.join("\n")
+                    );
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = wait_within(&mut self.child, EXIT_WITHIN);
+                    panic!(
+                        "observer exited ({status:?}) before {READY:?}; stderr:\n{}",
+                        self.seen.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sends SIGTERM to the agent (its pid only), waits for it, checks it
+    /// exited 0 with a summary line, and returns its events.
+    pub fn stop(mut self) -> Stopped {
+        let pid = Pid::from_raw(self.child.id() as i32);
+        kill(pid, Signal::SIGTERM).expect("SIGTERM to observer");
+        let status = wait_within(&mut self.child, EXIT_WITHIN);
+        let stderr = self.rest_of_stderr();
+        let status: ExitStatus = status.unwrap_or_else(|| {
+            panic!(
+                "observer still running {EXIT_WITHIN:?} after SIGTERM; killed it. stderr:\n{}",
+                stderr.join("\n")
+            )
+        });
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "observer exited with {status} after SIGTERM; stderr:\n{}",
+            stderr.join("\n")
+        );
+        let summary = stderr
+            .iter()
+            .find(|l| l.contains(STOPPED))
+            .unwrap_or_else(|| panic!("no {STOPPED:?} line; stderr:\n{}", stderr.join("\n")));
+        let (summary_events, lost) = parse_summary(summary)
+            .unwrap_or_else(|| panic!("cannot read events=/lost= in {summary:?}"));
+        let events = read_events(&self.dir.path().join("events.jsonl"));
+        Stopped {
+            events,
+            summary_events,
+            lost,
+            stderr,
+        }
+    }
+
+    fn rest_of_stderr(&mut self) -> Vec<String> {
+        let mut lines = std::mem::take(&mut self.seen);
+        // Bounded: stderr ends when the agent exits (unless it left children).
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(5)) {
+            lines.push(line);
+        }
+        lines
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        // Only reached with the agent still running when a test failed: kill
+        // our own child by pid. A no-op once it has been reaped.
+        let _ = wait_within(&mut self.child, Duration::ZERO);
+    }
+}
+
+impl Stopped {
+    /// The `tcp.reset` events.
+    pub fn tcp_resets(&self) -> Vec<TcpReset> {
+        self.events
+            .iter()
+            .filter(|e| e["kind"] == "tcp.reset")
+            .map(|e| {
+                serde_json::from_value(e.clone())
+                    .unwrap_or_else(|err| panic!("tcp.reset event {e}: {err}"))
+            })
+            .collect()
+    }
+}
+
+/// One `tcp.reset` event as the agent writes it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TcpReset {
+    pub time: String,
+    pub time_unix_nano: u64,
+    /// `sent` or `received`.
+    pub direction: String,
+    pub family: String,
+    pub local_addr: IpAddr,
+    pub local_port: u16,
+    pub remote_addr: IpAddr,
+    pub remote_port: u16,
+    pub state: Option<String>,
+    pub reason: Option<String>,
+    pub netns: u64,
+    /// `None` when the reset had no full socket to attribute it to.
+    pub cgroup_id: Option<u64>,
+    pub cgroup_path: Option<String>,
+    /// `socket` or `none`.
+    pub cgroup_source: String,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+}
+
+impl TcpReset {
+    pub fn local(&self) -> SocketAddr {
+        SocketAddr::new(self.local_addr, self.local_port)
+    }
+    pub fn remote(&self) -> SocketAddr {
+        SocketAddr::new(self.remote_addr, self.remote_port)
+    }
+}
+
+/// `events=N lost=M` from the summary line.
+pub fn parse_summary(line: &str) -> Option<(u64, u64)> {
+    let value = |key: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key)?.parse().ok())
+    };
+    Some((value("events=")?, value("lost=")?))
+}
+
+fn read_events(path: &Path) -> Vec<serde_json::Value> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        // No event at all may leave no file.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => panic!("read {}: {e}", path.display()),
+    };
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{}:{}: not JSON ({e}): {l}", path.display(), i + 1))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_summary;
+
+    #[test]
+    fn reads_the_summary_line() {
+        assert_eq!(
+            parse_summary("observer: stopped events=60 lost=0"),
+            Some((60, 0))
+        );
+        assert_eq!(
+            parse_summary("2026-01-01 observer: stopped events=7 lost=2 exported=7"),
+            Some((7, 2))
+        );
+        assert_eq!(parse_summary("observer: stopped events=x lost=0"), None);
+    }
+}
