@@ -5,7 +5,7 @@
 //! - `build`: build the agent with its eBPF programs embedded;
 //! - `run`:   setup, build, then run the agent (`observer run ARGS...`);
 //! - `test`:  setup, build, and the whole test suite against the real kernel;
-//! - `bench`: benchmarks that print figures.
+//! - `bench`: benchmarks that print figures (`__resetgen`, hidden, is theirs).
 
 mod bench;
 mod build;
@@ -56,6 +56,9 @@ enum Task {
         #[command(subcommand)]
         bench: bench::Bench,
     },
+    /// The reset generator that `bench resets` runs inside its namespace.
+    #[command(name = "__resetgen", hide = true)]
+    ResetGen(bench::resetgen::Args),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Task::Run { args } => run::run(&args),
         Task::Test => test::run().map(|()| ExitCode::SUCCESS),
         Task::Bench { bench } => bench::run(bench),
+        Task::ResetGen(args) => bench::resetgen::main(&args),
     };
     match result {
         Ok(code) => code,

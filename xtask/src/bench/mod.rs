@@ -1,27 +1,56 @@
 //! `cargo xtask bench <name>`: benchmarks that print figures and assert nothing.
+//!
+//! - `resets`: the agent against TCP resets, see [`resets`];
+//! - `__resetgen` (hidden, in `main.rs`): the reset generator the benchmark
+//!   runs inside its network namespace, see [`resetgen`].
 
-use std::process::ExitCode;
+mod bpftrace;
+mod child;
+mod interrupt;
+mod netns;
+mod observer;
+mod report;
+pub mod resetgen;
+mod resets;
+
+use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
+use crate::host;
+
 #[derive(Debug, Subcommand)]
 pub enum Bench {
-    /// TCP resets: agent overhead and events/s at a given reset rate.
+    /// TCP resets: events/s and agent CPU per event at several reset rates, and
+    /// the kernel-side cost (agent and bpftrace against nothing attached).
+    /// Needs root; builds the agent first unless given one (--observer).
     Resets(ResetsArgs),
 }
 
 /// Options of `cargo xtask bench resets`.
 #[derive(Debug, Args)]
-pub struct ResetsArgs {}
+pub struct ResetsArgs {
+    /// Refused connects per run (each one RST sent and one received).
+    #[arg(long, default_value_t = 20_000)]
+    count: u64,
+    /// Connect rates per second for the sweep, comma-separated; 0 = unpaced.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,20000,0")]
+    rates: Vec<u64>,
+    /// Rounds of the kernel-side comparison (baseline, observer, bpftrace).
+    #[arg(long, default_value_t = 5)]
+    repeat: usize,
+    /// The agent binary to measure, as it is; without it the agent is built
+    /// first (`cargo xtask build`) and `target/release/observer` measured.
+    #[arg(long, value_name = "PATH")]
+    observer: Option<PathBuf>,
+    /// Where the figures go as JSON.
+    #[arg(long, default_value_os_t = host::workspace_root().join("bench/results/resets.json"))]
+    output: PathBuf,
+}
 
 pub fn run(bench: Bench) -> Result<ExitCode> {
     match bench {
-        Bench::Resets(args) => resets(&args),
+        Bench::Resets(args) => resets::run(&args),
     }
-}
-
-fn resets(_args: &ResetsArgs) -> Result<ExitCode> {
-    eprintln!("bench resets: not implemented yet");
-    Ok(ExitCode::from(2))
 }
