@@ -14,6 +14,7 @@ mod host;
 mod run;
 mod setup;
 mod test;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -51,6 +52,12 @@ enum Task {
     },
     /// Setup, build, then the whole test suite (as root: the tests use the real kernel).
     Test,
+    /// The end-to-end tests inside VMs booted with Debian's 6.1 and 6.12 kernels.
+    VmTest {
+        /// Only this kernel (`6.1` or `6.12`).
+        #[arg(long)]
+        kernel: Option<String>,
+    },
     /// Benchmarks: print figures, assert nothing.
     Bench {
         #[command(subcommand)]
@@ -68,6 +75,7 @@ fn main() -> ExitCode {
         Task::Build => build::run().map(|()| ExitCode::SUCCESS),
         Task::Run { args } => run::run(&args),
         Task::Test => test::run().map(|()| ExitCode::SUCCESS),
+        Task::VmTest { kernel } => vm::run(kernel.as_deref()).map(|()| ExitCode::SUCCESS),
         Task::Bench { bench } => bench::run(bench),
         Task::ResetGen(args) => bench::resetgen::main(&args),
     };

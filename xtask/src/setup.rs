@@ -46,7 +46,7 @@ pub fn run() -> Result<()> {
              if a package is missing (re-run `cargo xtask setup` as root)"
         );
     }
-    cmd::step("setup: apt packages", || apt_packages(root))?;
+    cmd::step("setup: apt packages", || apt_install(APT_PACKAGES, root))?;
     cmd::step("setup: rust-src", rust_src)?;
     cmd::step("setup: bpf-linker", bpf_linker)?;
     cmd::step("setup: tracefs", || tracefs(root))?;
@@ -54,18 +54,16 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-fn apt_packages(root: bool) -> Result<String> {
+/// Installs the packages that are not installed yet (`apt-get update` only then).
+pub fn apt_install(packages: &[&str], root: bool) -> Result<String> {
     let mut missing = Vec::new();
-    for &package in APT_PACKAGES {
+    for &package in packages {
         if !dpkg_installed(package)? {
             missing.push(package);
         }
     }
     if missing.is_empty() {
-        return Ok(format!(
-            "all {} packages already installed",
-            APT_PACKAGES.len()
-        ));
+        return Ok(format!("all {} packages already installed", packages.len()));
     }
     if !root {
         bail!(

@@ -78,7 +78,7 @@ impl Stage {
 
 /// The environment of the test binaries (set on their build too, so that
 /// building and testing see the same values and nothing rebuilds in between).
-fn test_env(cmd: Cmd) -> Result<Cmd> {
+pub fn test_env(cmd: Cmd) -> Result<Cmd> {
     let bin = host::observer_bin();
     if !bin.is_file() {
         bail!(

@@ -1,6 +1,8 @@
 //! cgroup v2 ids → paths. The kernel reports a cgroup by id (its directory's
 //! inode in the cgroup2 mount); people want the path.
 
+pub mod container;
+
 use std::{
     collections::HashMap,
     os::unix::fs::MetadataExt,

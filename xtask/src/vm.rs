@@ -1,0 +1,279 @@
+//! `cargo xtask vm-test`: the end-to-end tests inside VMs booted with Debian's
+//! kernels (6.1 and 6.12), for what this machine's kernel lacks (cgroup v2
+//! memory controller, kprobes, fentry) and to prove the probes portable.
+//!
+//! virtme-ng boots each kernel over the host's root filesystem under QEMU
+//! software emulation (no KVM here), once per kernel; every test binary runs
+//! inside that one boot and writes its log to a host directory shared
+//! read-write with the guest. One result line per kernel and test; any failure
+//! (or a test binary that did not report) fails the command.
+
+use std::{
+    fmt::Write as _,
+    fs,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use crate::{
+    cmd::{self, Cmd},
+    host, setup,
+};
+
+/// A Debian kernel to boot: the metapackage that tracks it, and the prefix of
+/// its `/boot/vmlinuz-*` file (the newest installed one is booted).
+struct Kernel {
+    name: &'static str,
+    package: &'static str,
+    vmlinuz_prefix: &'static str,
+}
+
+const KERNELS: &[Kernel] = &[
+    Kernel { name: "6.1", package: "linux-image-amd64", vmlinuz_prefix: "vmlinuz-6.1." },
+    Kernel { name: "6.12", package: "linux-image-6.12-amd64", vmlinuz_prefix: "vmlinuz-6.12." },
+];
+
+const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static"];
+/// The test binaries whose subject differs between kernels; the others gain
+/// nothing from a slow emulated run (uprobes and the CLI behave the same).
+const VM_TESTS: &[&str] = &["tcp_resets"];
+const VIRTME_NG_VERSION: &str = "1.42";
+/// Bound on one boot with all its tests (emulation is slow; a hang must end).
+const BOOT_TIMEOUT_SECS: u32 = 1500;
+
+pub fn run(only: Option<&str>) -> Result<()> {
+    let start = Instant::now();
+    let root = host::is_root()?;
+    let mut packages: Vec<&str> = VM_PACKAGES.to_vec();
+    packages.extend(KERNELS.iter().map(|k| k.package));
+    cmd::step("vm-test: apt packages", || setup::apt_install(&packages, root))?;
+    cmd::step("vm-test: virtme-ng", virtme_ng)?;
+    let tests = test_binaries()?;
+    let mut failed = Vec::new();
+    for kernel in KERNELS.iter().filter(|k| only.is_none_or(|o| o == k.name)) {
+        let boot = Instant::now();
+        let outcome = boot_and_test(kernel, &tests);
+        let took = cmd::secs(boot.elapsed());
+        match outcome {
+            Ok(results) => {
+                let bad = results.iter().filter(|r| !r.ok).count();
+                for r in &results {
+                    println!("vm-test {} {} {}", kernel.name, r.name, if r.ok { "ok" } else { "FAILED" });
+                }
+                println!("vm-test {}: {} passed, {bad} failed ({took})", kernel.name, results.len() - bad);
+                if bad > 0 {
+                    failed.push(kernel.name);
+                }
+            }
+            Err(err) => {
+                println!("vm-test {}: FAILED ({took}): {err:#}", kernel.name);
+                failed.push(kernel.name);
+            }
+        }
+    }
+    eprintln!("==> vm-test: {}", cmd::secs(start.elapsed()));
+    if !failed.is_empty() {
+        bail!("vm-test failed on {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn virtme_ng() -> Result<String> {
+    let version = |out: Option<std::process::Output>| {
+        out.filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1).map(String::from))
+    };
+    if let Some(v) = version(Cmd::new("vng").arg("--version").probe()?)
+        && v == VIRTME_NG_VERSION
+    {
+        return Ok(format!("{v} already installed"));
+    }
+    Cmd::new("pip")
+        .args(["install", "--quiet", &format!("virtme-ng=={VIRTME_NG_VERSION}")])
+        .run()
+        .context("installing virtme-ng")?;
+    match version(Cmd::new("vng").arg("--version").probe()?) {
+        Some(v) if v == VIRTME_NG_VERSION => Ok(format!("installed {v}")),
+        other => bail!("installed virtme-ng {VIRTME_NG_VERSION} but `vng --version` says {other:?}"),
+    }
+}
+
+/// One integration test binary of observer-e2e.
+struct TestBinary {
+    name: String,
+    path: PathBuf,
+}
+
+#[derive(Deserialize)]
+struct Artifact {
+    reason: String,
+    #[serde(default)]
+    executable: Option<PathBuf>,
+    #[serde(default)]
+    target: Option<Target>,
+    #[serde(default)]
+    profile: Option<Profile>,
+}
+
+#[derive(Deserialize)]
+struct Target {
+    name: String,
+    kind: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Profile {
+    test: bool,
+}
+
+/// Builds the end-to-end test binaries (no-op when `cargo xtask test` already
+/// did) and lists them.
+fn test_binaries() -> Result<Vec<TestBinary>> {
+    let out = crate::test::test_env(Cmd::cargo())?
+        .args(["test", "--release", "--package", "observer-e2e", "--no-run", "--message-format=json"])
+        .probe()?
+        .context("cargo not found")?;
+    if !out.status.success() {
+        bail!("building the test binaries failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let binaries: Vec<TestBinary> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Artifact>(l).ok())
+        .filter(|a| a.reason == "compiler-artifact" && a.profile.as_ref().is_some_and(|p| p.test))
+        .filter_map(|a| {
+            let target = a.target?;
+            let wanted = target.kind.iter().any(|k| k == "test") && VM_TESTS.contains(&target.name.as_str());
+            wanted.then_some(TestBinary { name: target.name, path: a.executable? })
+        })
+        .collect();
+    if binaries.is_empty() {
+        bail!("no test binaries found in observer-e2e");
+    }
+    Ok(binaries)
+}
+
+/// The newest `/boot/vmlinuz-<prefix>*`.
+fn vmlinuz(kernel: &Kernel) -> Result<PathBuf> {
+    let mut found: Vec<PathBuf> = fs::read_dir("/boot")
+        .context("reading /boot")?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(kernel.vmlinuz_prefix)))
+        .collect();
+    found.sort_by_key(|p| version_key(&p.to_string_lossy()));
+    found.pop().with_context(|| format!("no /boot/{}* after installing {}", kernel.vmlinuz_prefix, kernel.package))
+}
+
+/// Numbers in a file name, for a version sort (6.1.0-9 before 6.1.0-56).
+fn version_key(name: &str) -> Vec<u64> {
+    name.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect()
+}
+
+struct TestResult {
+    name: String,
+    ok: bool,
+}
+
+fn boot_and_test(kernel: &Kernel, tests: &[TestBinary]) -> Result<Vec<TestResult>> {
+    let vmlinuz = vmlinuz(kernel)?;
+    let rw = host::target_dir().join("vm-test").join(kernel.name);
+    if rw.exists() {
+        fs::remove_dir_all(&rw).with_context(|| format!("clearing {}", rw.display()))?;
+    }
+    fs::create_dir_all(&rw).with_context(|| format!("creating {}", rw.display()))?;
+    let script = rw.join("run.sh");
+    fs::write(&script, guest_script(&rw, tests)).context("writing the guest script")?;
+    eprintln!("==> vm-test {}: booting {}", kernel.name, vmlinuz.display());
+    let status = Cmd::new("timeout")
+        .arg(BOOT_TIMEOUT_SECS.to_string())
+        .args(["vng", "--run"])
+        .arg(&vmlinuz)
+        .args(["--disable-kvm", "--memory", "2G", "--cpus", "2", "--user", "root", "--rwdir"])
+        .arg(&rw)
+        .arg("--exec")
+        .arg(format!("sh {}", script.display()))
+        .run();
+    if let Err(err) = status {
+        eprintln!("    vng: {err:#}");
+    }
+    if !rw.join("done").is_file() {
+        bail!("the guest did not finish its tests (see {})", rw.display());
+    }
+    let mut results = Vec::new();
+    let check_rc = fs::read_to_string(rw.join("check.rc")).unwrap_or_default();
+    results.push(TestResult { name: "observer-check".into(), ok: check_rc.trim() == "0" });
+    for t in tests {
+        let log = fs::read_to_string(rw.join(format!("{}.log", t.name))).unwrap_or_default();
+        let rc = fs::read_to_string(rw.join(format!("{}.rc", t.name))).unwrap_or_default();
+        let parsed = parse_libtest(&log);
+        if parsed.is_empty() || rc.trim() != "0" && parsed.iter().all(|r| r.ok) {
+            // No per-test lines, or the binary failed outside a test: report it whole.
+            results.push(TestResult { name: format!("{} (exit {})", t.name, rc.trim()), ok: rc.trim() == "0" });
+        }
+        results.extend(parsed.into_iter().map(|r| TestResult { name: format!("{}::{}", t.name, r.name), ok: r.ok }));
+    }
+    Ok(results)
+}
+
+/// `test NAME ... ok` / `... FAILED` lines of a libtest run.
+fn parse_libtest(log: &str) -> Vec<TestResult> {
+    log.lines()
+        .filter_map(|l| l.strip_prefix("test "))
+        .filter_map(|l| l.rsplit_once(" ... "))
+        .filter(|(_, verdict)| matches!(*verdict, "ok" | "FAILED" | "ignored"))
+        .map(|(name, verdict)| TestResult { name: name.to_string(), ok: verdict == "ok" })
+        .collect()
+}
+
+/// The shell script the guest runs: `observer check`, then each test binary,
+/// one at a time, logs and exit codes into the shared directory.
+fn guest_script(rw: &Path, tests: &[TestBinary]) -> String {
+    let rw = rw.display();
+    let path = std::env::join_paths(
+        std::env::split_paths(&host::child_path()).chain([PathBuf::from("/usr/local/go/bin")]),
+    )
+    .unwrap_or_default();
+    let mut s = format!(
+        "set -u\nRW={rw}\nexport PATH='{}'\nexport OBSERVER_BIN='{}' OBSERVER_E2E_REQUIRED=1\n\
+         export TMPDIR=$RW/tmp HOME=$RW/home GOCACHE=$RW/gocache GOPATH=$RW/gopath GOTOOLCHAIN=local\n\
+         mkdir -p $TMPDIR $HOME\ncd '{}'\nuname -r > $RW/uname\n\
+         $OBSERVER_BIN check > $RW/check.log 2>&1; echo $? > $RW/check.rc\n",
+        path.to_string_lossy(),
+        host::observer_bin().display(),
+        host::workspace_root().display(),
+    );
+    for t in tests {
+        let _ = writeln!(
+            s,
+            "echo '== {name}'; timeout 900 '{exe}' --test-threads=1 > $RW/{name}.log 2>&1; echo $? > $RW/{name}.rc; tail -n 3 $RW/{name}.log",
+            name = t.name,
+            exe = t.path.display()
+        );
+    }
+    s.push_str("touch $RW/done\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libtest_lines_are_parsed() {
+        let log = "running 2 tests\ntest a::b ... ok\ntest c ... FAILED\nSKIPPED: x\n\ntest result: FAILED. 1 passed; 1 failed";
+        let r = parse_libtest(log);
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].name.as_str(), r[0].ok), ("a::b", true));
+        assert_eq!((r[1].name.as_str(), r[1].ok), ("c", false));
+    }
+
+    #[test]
+    fn kernels_sort_by_version_numbers() {
+        let mut v = vec!["vmlinuz-6.1.0-9-amd64", "vmlinuz-6.1.0-56-amd64"];
+        v.sort_by_key(|n| version_key(n));
+        assert_eq!(v.last(), Some(&"vmlinuz-6.1.0-56-amd64"));
+    }
+}
