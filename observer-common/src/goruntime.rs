@@ -6,8 +6,8 @@
 
 use crate::{COMM_LEN, EventHeader};
 
-/// `GoProcess.flags`: `numgc_addr` is valid.
-pub const GO_NUMGC_KNOWN: u32 = 1;
+/// `GoProcess.flags`: `cycles_addr` is valid.
+pub const GO_CYCLES_KNOWN: u32 = 1;
 
 /// `GoGcEvent.flags`: `cycle` was read from the runtime.
 pub const GO_GC_CYCLE_KNOWN: u32 = 1;
@@ -16,9 +16,13 @@ pub const GO_GC_CYCLE_KNOWN: u32 = 1;
 #[repr(C)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct GoProcess {
-    /// Address of `runtime.memstats.numgc` (u32) in the process.
-    pub numgc_addr: u64,
-    /// [`GO_NUMGC_KNOWN`] and later bits.
+    /// Address of `runtime.work.cycles` (u32) in the process: the number of
+    /// the cycle in progress, as gctrace prints it. Written by `gcStart`, so
+    /// its page is present when mark termination reads it (an untouched BSS
+    /// page, like `memstats.numgc`'s before the first cycle, cannot be read
+    /// from a uprobe).
+    pub cycles_addr: u64,
+    /// [`GO_CYCLES_KNOWN`] and later bits.
     pub flags: u32,
     pub _pad: u32,
 }

@@ -7,6 +7,7 @@
 
 pub mod goruntime;
 pub mod kernel;
+pub mod net;
 pub mod tcp;
 
 /// Length of a task's `comm`, as the kernel defines it (`TASK_COMM_LEN`).
@@ -22,6 +23,8 @@ pub const OFFSET_UNKNOWN: u32 = u32::MAX;
 pub enum EventKind {
     TcpReset = 1,
     GoGc = 2,
+    NetDrop = 10,
+    TcpRetransmit = 11,
 }
 
 impl EventKind {
@@ -29,6 +32,8 @@ impl EventKind {
         match v {
             1 => Some(Self::TcpReset),
             2 => Some(Self::GoGc),
+            10 => Some(Self::NetDrop),
+            11 => Some(Self::TcpRetransmit),
             _ => None,
         }
     }

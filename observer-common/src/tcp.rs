@@ -12,6 +12,27 @@ pub const RECORD_MAX: usize = 128;
 
 pub const DIRECTION_SENT: u8 = 1;
 pub const DIRECTION_RECEIVED: u8 = 2;
+/// Sent for a packet that matched no full socket, seen by the fallback hook on
+/// `tcp_v{4,6}_send_reset` (kernels before 6.10, whose tracepoint misses these):
+/// `record` holds a [`PacketTuple`] of the packet being answered.
+pub const DIRECTION_SENT_NO_SOCKET: u8 = 3;
+
+/// Addresses of a packet, as the fallback hook copies them into `record`.
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct PacketTuple {
+    /// 4 or 6.
+    pub family: u8,
+    pub _pad: u8,
+    /// Host byte order.
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad2: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<PacketTuple>() == 40);
 
 /// Where the programs find the socket and packet pointers in one tracepoint's
 /// record, read by the agent from the tracepoint's `format` file.

@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use observer_common::{
     EventKind, counter,
-    goruntime::{GO_GC_CYCLE_KNOWN, GO_NUMGC_KNOWN, GoGcEvent, GoProcess},
+    goruntime::{GO_CYCLES_KNOWN, GO_GC_CYCLE_KNOWN, GoGcEvent, GoProcess},
 };
 
 use crate::maps::{EVENTS, count};
@@ -41,11 +41,10 @@ fn try_gc_mark_termination() -> Result<(), ()> {
         return Ok(());
     };
     count(counter::GO_GC_SEEN);
-    // memstats.numgc is incremented inside mark termination: at its entry it
-    // still holds the previous cycle's number.
-    let cycle = if proc_.flags & GO_NUMGC_KNOWN != 0 {
+    // work.cycles was incremented when this cycle started.
+    let cycle = if proc_.flags & GO_CYCLES_KNOWN != 0 {
         // SAFETY: bpf_probe_read_user checks the address and fails cleanly.
-        unsafe { bpf_probe_read_user(proc_.numgc_addr as *const u32) }.ok().map(|n| n.wrapping_add(1))
+        unsafe { bpf_probe_read_user(proc_.cycles_addr as *const u32) }.ok()
     } else {
         None
     };
@@ -67,6 +66,6 @@ fn try_gc_mark_termination() -> Result<(), ()> {
         (*event).flags = if cycle.is_some() { GO_GC_CYCLE_KNOWN } else { 0 };
         (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
     }
-    entry.submit(0);
+    entry.submit(crate::maps::submit_flags());
     Ok(())
 }

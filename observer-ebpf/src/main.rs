@@ -6,6 +6,7 @@
 mod goruntime;
 mod kernel;
 mod maps;
+mod net;
 mod tcp;
 
 #[cfg(not(test))]

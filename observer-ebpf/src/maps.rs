@@ -21,3 +21,19 @@ pub fn count(index: u32) {
         unsafe { *slot += 1 };
     }
 }
+
+/// Wake the agent only once this much is waiting: a wake-up per event costs
+/// the traced task more than the program itself. The agent also drains on a
+/// short timer, so a lone event waits at most that long.
+const WAKEUP_BYTES: u64 = 32 * 1024;
+
+/// Flags for `submit`: no wake-up until [`WAKEUP_BYTES`] are pending.
+#[inline(always)]
+pub fn submit_flags() -> u64 {
+    use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}

@@ -8,16 +8,21 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel_buf,
     },
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{fentry, kprobe, tracepoint},
+    programs::{FEntryContext, ProbeContext, TracePointContext},
 };
 use observer_common::{
     EventKind, counter,
-    tcp::{DIRECTION_RECEIVED, DIRECTION_SENT, RECORD_MAX, ResetTracepointLayout, TcpResetEvent},
+    net::{FAMILY_NONE, TCP_RST},
+    tcp::{
+        DIRECTION_RECEIVED, DIRECTION_SENT, DIRECTION_SENT_NO_SOCKET, PacketTuple, RECORD_MAX, ResetTracepointLayout,
+        TcpResetEvent,
+    },
 };
 
 use crate::{
     kernel::{self, read},
+    net::{self, ETH_P_IP, ETH_P_IPV6},
     maps::{EVENTS, count},
 };
 
@@ -47,6 +52,94 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
         Ok(()) => 0,
         Err(()) => 1,
     }
+}
+
+/// Before 6.10, `tcp:tcp_send_reset` fires only for full sockets: a reset sent
+/// for a packet with no socket (a closed port) or a time-wait socket is missed
+/// (measured on Debian 6.1). These hooks on the senders' entry fill exactly
+/// that gap; the agent attaches them only on such kernels.
+#[fentry(function = "tcp_v4_send_reset")]
+pub fn tcp_v4_send_reset_fentry(ctx: FEntryContext) -> i32 {
+    // Arguments 0 and 1 of tcp_v4_send_reset are `sk` and `skb`.
+    let (sk, skb) = (ctx.arg::<*const u8>(0), ctx.arg::<*const u8>(1));
+    no_socket_reset(sk, skb, ETH_P_IP)
+}
+
+#[fentry(function = "tcp_v6_send_reset")]
+pub fn tcp_v6_send_reset_fentry(ctx: FEntryContext) -> i32 {
+    // Arguments 0 and 1 of tcp_v6_send_reset are `sk` and `skb`.
+    let (sk, skb) = (ctx.arg::<*const u8>(0), ctx.arg::<*const u8>(1));
+    no_socket_reset(sk, skb, ETH_P_IPV6)
+}
+
+#[kprobe]
+pub fn tcp_v4_send_reset_kprobe(ctx: ProbeContext) -> u32 {
+    let sk = ctx.arg::<*const u8>(0).unwrap_or(core::ptr::null());
+    let skb = ctx.arg::<*const u8>(1).unwrap_or(core::ptr::null());
+    no_socket_reset(sk, skb, ETH_P_IP) as u32
+}
+
+#[kprobe]
+pub fn tcp_v6_send_reset_kprobe(ctx: ProbeContext) -> u32 {
+    let sk = ctx.arg::<*const u8>(0).unwrap_or(core::ptr::null());
+    let skb = ctx.arg::<*const u8>(1).unwrap_or(core::ptr::null());
+    no_socket_reset(sk, skb, ETH_P_IPV6) as u32
+}
+
+#[inline(always)]
+fn no_socket_reset(sk: *const u8, skb: *const u8, protocol: u16) -> i32 {
+    let off = kernel::offsets();
+    let sk_state = kernel::socket_state(&off, sk);
+    // Full sockets: the tracepoint reports those.
+    if !sk.is_null() && kernel::is_full_socket(sk_state) {
+        return 0;
+    }
+    let pkt = net::parse(&net::net_offsets(), skb, protocol);
+    // "Never send a reset in response to a reset": the kernel returns early.
+    if pkt.family == FAMILY_NONE || pkt.tcp_flags & TCP_RST != 0 {
+        return 0;
+    }
+    count(counter::RESET_SENT_SEEN);
+    let Some(mut entry) = EVENTS.reserve::<TcpResetEvent>(0) else {
+        count(counter::LOST);
+        return 1;
+    };
+    let event = entry.as_mut_ptr();
+    let task_netns = kernel::task_netns(&off);
+    let netns = if sk.is_null() { kernel::skb_netns(&off, skb) } else { kernel::socket_netns(&off, sk) };
+    let tuple = PacketTuple {
+        family: pkt.family,
+        _pad: 0,
+        sport: pkt.sport,
+        dport: pkt.dport,
+        _pad2: 0,
+        saddr: pkt.saddr,
+        daddr: pkt.daddr,
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: `event` points at a reserved, exclusively owned ring buffer slot
+    // of the right size; every field is written before submit.
+    unsafe {
+        (*event).header.kind = EventKind::TcpReset as u32;
+        (*event).header.cpu = bpf_get_smp_processor_id();
+        (*event).header.ts_ns = bpf_ktime_get_ns();
+        (*event).sk_cgroup_id = 0;
+        (*event).task_cgroup_id = bpf_get_current_cgroup_id();
+        (*event).netns = netns;
+        (*event).task_netns = task_netns;
+        (*event).pid = (pid_tgid >> 32) as u32;
+        (*event).tid = pid_tgid as u32;
+        (*event).direction = DIRECTION_SENT_NO_SOCKET;
+        (*event).sk_full = 0;
+        (*event).sk_state = sk_state;
+        (*event).sk_owned = 0;
+        (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        (*event).record = [0; RECORD_MAX];
+        core::ptr::write_unaligned((*event).record.as_mut_ptr() as *mut PacketTuple, tuple);
+        (*event).record_len = core::mem::size_of::<PacketTuple>() as u32;
+    }
+    entry.submit(crate::maps::submit_flags());
+    0
 }
 
 #[inline(always)]
@@ -94,6 +187,6 @@ fn try_reset(ctx: &TracePointContext, layout: &ResetTracepointLayout, direction:
         let copied = bpf_probe_read_kernel_buf(record, &mut dst[..record_len]).is_ok();
         (*event).record_len = if copied { record_len as u32 } else { 0 };
     }
-    entry.submit(0);
+    entry.submit(crate::maps::submit_flags());
     Ok(())
 }

@@ -16,9 +16,13 @@ use crate::{
     kernel::{btf::Btf, loader, offsets, privileges, tracefs},
     sources::{
         goruntime::{self, GoRuntimeSource},
+        net::NetSources,
         tcp::{self, ResetSource},
     },
 };
+
+/// Longest a lone event waits in the ring buffer before the agent reads it.
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
 
 pub async fn run(config: RunConfig) -> Result<()> {
     privileges::check()?;
@@ -38,13 +42,18 @@ pub async fn run(config: RunConfig) -> Result<()> {
         tracing::warn!("{m}; the attribution that needs it is skipped");
     }
     let resets = ResetSource::prepare(&tracefs, btf.as_ref())?;
+    let mut net = NetSources::prepare(&tracefs, btf.as_ref(), config.drop_events_per_sec);
     let mut ebpf = loader::load(&loader::Globals {
         offsets: kernel_offsets,
         send_reset: resets.sent.layout(),
         receive_reset: resets.received.layout(),
+        net_offsets: NetSources::offsets(btf.as_ref()),
+        drop: net.drop_config(),
+        retransmit: net.retransmit_config(),
     })
     .context("loading the eBPF programs")?;
-    resets.attach(&mut ebpf)?;
+    let reset_mechanism = resets.attach(&mut ebpf)?;
+    net.attach(&mut ebpf);
     // Go processes are one signal among several: without it, carry on.
     let mut go = match GoRuntimeSource::new(&mut ebpf) {
         Ok(mut go) => {
@@ -67,13 +76,15 @@ pub async fn run(config: RunConfig) -> Result<()> {
     let mut state = State {
         resets,
         go: go.take(),
+        net,
         cgroups: CgroupPaths::new(),
         clock: Clock::now(),
         live: LiveView::new(config.quiet),
         jsonl: &mut jsonl,
     };
     eprintln!(
-        "observer: ready: tcp:tcp_send_reset and tcp:tcp_receive_reset attached; go: {go_watched} processes watched; writing {}",
+        "observer: ready: tcp resets: {reset_mechanism}; {} attached; go: {go_watched} processes watched; writing {}",
+        state.net.attached(),
         state.jsonl.path().display()
     );
 
@@ -82,6 +93,8 @@ pub async fn run(config: RunConfig) -> Result<()> {
     let deadline = tokio::time::sleep(config.duration.unwrap_or(Duration::MAX / 4));
     tokio::pin!(deadline);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // The programs wake us only when a batch is waiting; this picks up the rest.
+    let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
     let mut go_scan = tokio::time::interval(goruntime::SCAN_EVERY);
     loop {
         tokio::select! {
@@ -90,8 +103,11 @@ pub async fn run(config: RunConfig) -> Result<()> {
                 state.drain(guard.get_inner_mut())?;
                 guard.clear_ready();
             }
+            _ = drain_tick.tick() => state.drain(ring.get_mut())?,
             _ = tick.tick() => {
+                state.net_summaries()?;
                 state.jsonl.flush()?;
+                state.live.extra = state.net.status_text();
                 state.live.status(lost(&counters));
             }
             _ = go_scan.tick(), if state.go.is_some() => {
@@ -108,9 +124,15 @@ pub async fn run(config: RunConfig) -> Result<()> {
     // Detach first so nothing new arrives, then take what is left.
     drop(ebpf);
     state.drain(ring.get_mut())?;
+    state.net_summaries()?;
     state.jsonl.flush()?;
     state.live.clear_status();
-    eprintln!("observer: stopped events={} lost={}", state.live.events, lost(&counters));
+    eprintln!(
+        "observer: stopped events={} lost={}{}",
+        state.live.events,
+        lost(&counters),
+        state.net.stopped_text()
+    );
     Ok(())
 }
 
@@ -131,6 +153,7 @@ fn lost(counters: &PerCpuArray<MapData, u64>) -> u64 {
 struct State<'a> {
     resets: ResetSource,
     go: Option<GoRuntimeSource>,
+    net: NetSources,
     cgroups: CgroupPaths,
     clock: Clock,
     live: LiveView,
@@ -148,6 +171,18 @@ impl State<'_> {
         Ok(())
     }
 
+    /// Writes the drop counts that grew since the last call.
+    fn net_summaries(&mut self) -> Result<()> {
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map(ns).unwrap_or(0);
+        let (time, time_unix_nano) = self.clock.wall(u64::try_from(now).unwrap_or(0));
+        for event in self.net.summaries() {
+            let record = Record { time: time.clone(), time_unix_nano, event };
+            self.jsonl.write(&record)?;
+            self.live.event(&record);
+        }
+        Ok(())
+    }
+
     fn record(&mut self, bytes: &[u8]) -> Option<Record> {
         let header: EventHeader = read(bytes)?;
         let event = match EventKind::from_u32(header.kind)? {
@@ -158,6 +193,9 @@ impl State<'_> {
                 decoded.state = decoded.state.or_else(|| tcp::tcp_state_name(i32::from(raw.sk_state)));
                 let who = self.attribution(&raw);
                 Event::TcpReset(tcp::to_event(direction, decoded, raw.netns, who))
+            }
+            kind @ (EventKind::NetDrop | EventKind::TcpRetransmit) => {
+                self.net.record(kind, bytes, &mut self.cgroups)?
             }
             EventKind::GoGc => {
                 let raw: GoGcEvent = read(bytes)?;

@@ -93,18 +93,32 @@ pub fn plan(f: &Features) -> Vec<SignalPlan> {
     let uprobe = |what: &str| -> Probe {
         if f.program("uprobe") { Ok(format!("uprobes on {what}")) } else { Err("uprobes do not attach here".into()) }
     };
+    // Before 6.10 the tracepoint misses resets sent without a full socket;
+    // a hook on the senders fills that gap.
+    let reset_sent = || -> Probe {
+        let tp = tracepoint("tcp:tcp_send_reset")?;
+        if !f.send_reset_partial {
+            return Ok(tp);
+        }
+        let hook = first(vec![
+            function_hook("fentry", "tcp_v4_send_reset"),
+            function_hook("kprobe", "tcp_v4_send_reset"),
+        ])
+        .map_err(|e| format!("{tp} misses resets without a full socket on this kernel, and no hook for them: {e}"))?;
+        Ok(format!("{tp} + {hook}/tcp_v6_send_reset (no-socket resets)"))
+    };
     let mut plans = vec![
-        ("tcp.reset.sent", true, true, tracepoint("tcp:tcp_send_reset")),
+        ("tcp.reset.sent", true, true, reset_sent()),
         ("tcp.reset.received", true, true, tracepoint("tcp:tcp_receive_reset")),
         (
             "net.drop",
             false,
-            false,
+            true,
             tracepoint("skb:kfree_skb").and_then(|m| {
                 if f.kfree_skb_reason { Ok(format!("{m} (reason)")) } else { Err("skb:kfree_skb has no reason field".into()) }
             }),
         ),
-        ("tcp.retransmit", false, false, tracepoint("tcp:tcp_retransmit_skb")),
+        ("tcp.retransmit", false, true, tracepoint("tcp:tcp_retransmit_skb")),
         ("memcg.high", false, false, memcg().map(|()| "memory.events change notifications (inotify)".into())),
         (
             "memcg.throttle",

@@ -31,7 +31,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// TOML file with the same settings as the flags (`duration`, `output_dir`, `quiet`).
+    /// TOML file with the same settings as the flags (`duration`, `output_dir`, `quiet`, `drop_events_per_sec`).
     #[arg(long, env = "OBSERVER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Stop after this long (e.g. `10s`, `5m`); runs until stopped when absent.
@@ -43,6 +43,10 @@ pub struct RunArgs {
     /// Do not print a line per event (the status line and files stay).
     #[arg(long, env = "OBSERVER_QUIET")]
     pub quiet: bool,
+    /// Individual packet-drop events each CPU may send per second (all drops
+    /// are still counted per netns and reason) [default: 200].
+    #[arg(long, env = "OBSERVER_DROP_EVENTS_PER_SEC", value_name = "N")]
+    pub drop_events_per_sec: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -64,7 +68,10 @@ pub struct RunConfig {
     pub duration: Option<Duration>,
     pub output_dir: PathBuf,
     pub quiet: bool,
+    pub drop_events_per_sec: u32,
 }
+
+pub const DEFAULT_DROP_EVENTS_PER_SEC: u32 = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -81,6 +88,7 @@ struct FileConfig {
     duration: Option<String>,
     output_dir: Option<PathBuf>,
     quiet: Option<bool>,
+    drop_events_per_sec: Option<u32>,
 }
 
 impl RunConfig {
@@ -99,6 +107,10 @@ impl RunConfig {
             duration: args.duration.or(file_duration),
             output_dir: args.output_dir.or(file.output_dir).unwrap_or_else(|| DEFAULT_OUTPUT_DIR.into()),
             quiet: args.quiet || file.quiet.unwrap_or(false),
+            drop_events_per_sec: args
+                .drop_events_per_sec
+                .or(file.drop_events_per_sec)
+                .unwrap_or(DEFAULT_DROP_EVENTS_PER_SEC),
         })
     }
 }
@@ -124,7 +136,15 @@ mod tests {
     #[test]
     fn defaults() {
         let cfg = RunConfig::resolve(run_args(&["observer", "run"])).unwrap();
-        assert_eq!(cfg, RunConfig { duration: None, output_dir: DEFAULT_OUTPUT_DIR.into(), quiet: false });
+        assert_eq!(
+            cfg,
+            RunConfig {
+                duration: None,
+                output_dir: DEFAULT_OUTPUT_DIR.into(),
+                quiet: false,
+                drop_events_per_sec: DEFAULT_DROP_EVENTS_PER_SEC,
+            }
+        );
     }
 
     #[test]

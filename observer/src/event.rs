@@ -5,6 +5,8 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+use crate::netns::NetnsOwner;
+
 /// One observed event, stamped with wall-clock time.
 #[derive(Debug, Clone, Serialize)]
 pub struct Record {
@@ -22,6 +24,12 @@ pub enum Event {
     TcpReset(TcpReset),
     #[serde(rename = "go.gc")]
     GoGc(GoGc),
+    #[serde(rename = "net.drop")]
+    NetDrop(NetDrop),
+    #[serde(rename = "net.drop.summary")]
+    NetDropSummary(NetDropSummary),
+    #[serde(rename = "tcp.retransmit")]
+    TcpRetransmit(TcpRetransmit),
 }
 
 /// Who an event belongs to.
@@ -81,6 +89,73 @@ pub struct GoGc {
     pub cycle: Option<u32>,
     pub go_version: Option<String>,
     pub go_module: Option<String>,
+    #[serde(flatten)]
+    pub who: Attribution,
+}
+
+/// One dropped packet (`skb:kfree_skb`), sent within the kernel's per-second
+/// budget; every drop, sent or not, is also in the `net.drop.summary` counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct NetDrop {
+    /// The kernel's `enum skb_drop_reason` name without `SKB_DROP_REASON_`.
+    pub reason: String,
+    /// Its value on this kernel (differs between kernels).
+    pub reason_code: u32,
+    /// Where the skb was freed, `function+0xoff` (from /proc/kallsyms).
+    pub location: Option<String>,
+    /// `ipv4`, `ipv6` or `other`.
+    pub family: &'static str,
+    /// TCP header flags (`["RST"]`), `null` when not TCP.
+    pub tcp_flags: Option<Vec<&'static str>>,
+    /// `rst`, `syn`, `tcp` or `non_tcp`: the class the counts are kept by.
+    pub flags_class: &'static str,
+    /// The packet's own source and destination (ports 0 when not TCP).
+    pub src_addr: Option<IpAddr>,
+    pub src_port: Option<u16>,
+    pub dst_addr: Option<IpAddr>,
+    pub dst_port: Option<u16>,
+    /// Network namespace inode (of the packet's device, else its socket).
+    pub netns: u32,
+    /// Who uses that namespace (processes, cgroups, `ip netns` name).
+    pub netns_owner: Option<NetnsOwner>,
+    /// The socket's owner, when the skb belonged to a full socket.
+    #[serde(flatten)]
+    pub who: Attribution,
+}
+
+/// Drops counted in the kernel per (netns, reason, flags class) since the
+/// previous summary of the same key.
+#[derive(Debug, Clone, Serialize)]
+pub struct NetDropSummary {
+    pub netns: u32,
+    pub netns_owner: Option<NetnsOwner>,
+    pub reason: String,
+    pub reason_code: u32,
+    pub flags_class: &'static str,
+    /// Drops since the previous summary of this key.
+    pub count: u64,
+    /// Drops of this key since the agent attached.
+    pub total: u64,
+}
+
+/// One retransmitted skb (`tcp:tcp_retransmit_skb`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TcpRetransmit {
+    pub family: &'static str,
+    pub local_addr: IpAddr,
+    pub local_port: u16,
+    pub remote_addr: IpAddr,
+    pub remote_port: u16,
+    pub state: Option<&'static str>,
+    /// Segments retransmitted (the skb's GSO segment count, at least 1): the
+    /// sum over events is what `nstat` `TcpRetransSegs` counts.
+    pub segs: u32,
+    /// `skb_shinfo(skb)->gso_segs` as read.
+    pub gso_segs: u32,
+    /// The attempt's error (kernels whose tracepoint has `err`); 0 = sent.
+    pub err: Option<i32>,
+    pub netns: u32,
+    pub netns_owner: Option<NetnsOwner>,
     #[serde(flatten)]
     pub who: Attribution,
 }

@@ -8,6 +8,7 @@ mod config;
 mod event;
 mod export;
 mod kernel;
+mod netns;
 mod process;
 mod sources;
 

@@ -6,8 +6,13 @@
 
 pub mod cgroup;
 pub mod command;
+pub mod inns;
+pub mod gofixture;
 pub mod netns;
+pub mod nft;
 pub mod nstat;
 pub mod observer;
+pub mod rawtcp;
 pub mod require;
 pub mod resetgen;
+pub mod tracefs;

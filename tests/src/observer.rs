@@ -96,6 +96,33 @@ impl Observer {
         }
     }
 
+    /// The agent's pid (to look at its descriptors).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until the agent printed a stderr line containing `needle`
+    /// (also before it was ready) and returns that line.
+    pub fn wait_for_stderr(&mut self, needle: &str, within: Duration) -> String {
+        if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    self.seen.push(line.clone());
+                    if found {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("observer printed no {needle:?} within {within:?}; stderr:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
     /// Sends SIGTERM to the agent (its pid only), waits for it, checks it
     /// exited 0 with a summary line, and returns its events.
     pub fn stop(mut self) -> Stopped {

@@ -7,7 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::event::{Event, Record};
+use crate::{
+    event::{Attribution, Event, Record},
+    netns::NetnsOwner,
+};
 
 const STATUS_EVERY_PIPE: Duration = Duration::from_secs(10);
 
@@ -17,12 +20,14 @@ pub struct LiveView {
     started: Instant,
     last_status: Instant,
     pub events: u64,
+    /// Appended to the status line (e.g. drop counts per netns and reason).
+    pub extra: Option<String>,
 }
 
 impl LiveView {
     pub fn new(quiet: bool) -> Self {
         let now = Instant::now();
-        Self { quiet, tty: std::io::stderr().is_terminal(), started: now, last_status: now, events: 0 }
+        Self { quiet, tty: std::io::stderr().is_terminal(), started: now, last_status: now, events: 0, extra: None }
     }
 
     pub fn event(&mut self, record: &Record) {
@@ -49,7 +54,8 @@ impl LiveView {
     pub fn status_text(&self, lost: u64) -> String {
         let secs = self.started.elapsed().as_secs_f64();
         let rate = if secs > 0.0 { self.events as f64 / secs } else { 0.0 };
-        format!("observer: {:.0}s events={} lost={} rate={rate:.1}/s", secs, self.events, lost)
+        let extra = self.extra.as_deref().map(|e| format!(" {e}")).unwrap_or_default();
+        format!("observer: {:.0}s events={} lost={} rate={rate:.1}/s{extra}", secs, self.events, lost)
     }
 
     pub fn clear_status(&self) {
@@ -88,6 +94,36 @@ pub fn line(record: &Record) -> String {
             }
             s
         }
+        Event::NetDrop(d) => {
+            let mut s = format!("{clock} net.drop  {} {}", d.reason, d.family);
+            if let (Some(src), Some(dst)) = (d.src_addr, d.dst_addr) {
+                s += &format!(" {} -> {}", endpoint(src, d.src_port.unwrap_or(0)), endpoint(dst, d.dst_port.unwrap_or(0)));
+            }
+            if let Some(flags) = &d.tcp_flags {
+                s += &format!(" [{}]", flags.join(","));
+            }
+            if let Some(loc) = &d.location {
+                s += &format!(" at {loc}");
+            }
+            s + &net_owner(d.netns, d.netns_owner.as_ref(), &d.who)
+        }
+        Event::NetDropSummary(d) => {
+            let s = format!("{clock} net.drop.summary {} {} +{} (total {})", d.reason, d.flags_class, d.count, d.total);
+            s + &net_owner(d.netns, d.netns_owner.as_ref(), &Attribution::default())
+        }
+        Event::TcpRetransmit(r) => {
+            let mut s = format!(
+                "{clock} tcp.retransmit {} {} -> {} segs={}",
+                r.family,
+                endpoint(r.local_addr, r.local_port),
+                endpoint(r.remote_addr, r.remote_port),
+                r.segs
+            );
+            if let Some(state) = r.state {
+                s += &format!(" {state}");
+            }
+            s + &net_owner(r.netns, r.netns_owner.as_ref(), &r.who)
+        }
         Event::GoGc(g) => {
             let cycle = g.cycle.map_or_else(|| "?".to_string(), |c| c.to_string());
             let mut s = format!("{clock} go.gc     cycle={cycle} {}", g.go_version.as_deref().unwrap_or("go?"));
@@ -100,6 +136,28 @@ pub fn line(record: &Record) -> String {
             s
         }
     }
+}
+
+/// ` netns=… (name) cgroup=…`: where a network event happened and whose it is.
+fn net_owner(netns: u32, owner: Option<&NetnsOwner>, who: &Attribution) -> String {
+    let mut s = format!(" netns={netns}");
+    if let Some(o) = owner {
+        if let Some(name) = &o.name {
+            s += &format!(" ({name})");
+        }
+        if let Some(path) = o.cgroup_paths.first() {
+            s += &format!(" ns_cgroup={path}");
+        }
+        if let (Some(pid), Some(comm)) = (o.pids.first(), &o.comm) {
+            s += &format!(" ns_pid={pid} ({comm})");
+        }
+    }
+    match (&who.cgroup_path, who.cgroup_id) {
+        (Some(path), _) => s += &format!(" cgroup={path}"),
+        (None, Some(id)) => s += &format!(" cgroup_id={id}"),
+        _ => {}
+    }
+    s
 }
 
 fn endpoint(addr: std::net::IpAddr, port: u16) -> String {

@@ -36,6 +36,8 @@ pub struct Features {
     pub tracepoints: Vec<(&'static str, bool)>,
     /// `skb:kfree_skb` carries a `reason` field.
     pub kfree_skb_reason: bool,
+    /// `tcp:tcp_send_reset` misses resets without a full socket (before 6.10).
+    pub send_reset_partial: bool,
     /// Kernel functions we would probe, and whether kallsyms has them.
     pub functions: Vec<(&'static str, bool)>,
 }
@@ -71,7 +73,8 @@ pub const TRACEPOINTS: &[&str] = &[
 ];
 
 /// Kernel functions some signals' preferred or fallback hooks need.
-pub const FUNCTIONS: &[&str] = &["mem_cgroup_handle_over_high", "tcp_send_active_reset"];
+pub const FUNCTIONS: &[&str] =
+    &["mem_cgroup_handle_over_high", "tcp_send_active_reset", "tcp_v4_send_reset", "tcp_v6_send_reset"];
 
 /// A function in this binary for the uprobe probe to attach to.
 #[unsafe(no_mangle)]
@@ -100,6 +103,11 @@ pub fn detect() -> Features {
         .ok()
         .and_then(|t| tracefs::Format::read(t, "skb", "kfree_skb").ok())
         .is_some_and(|f| f.field("reason").is_some());
+    let send_reset_partial = tracefs_path
+        .as_ref()
+        .ok()
+        .and_then(|t| tracefs::Format::read(t, "tcp", "tcp_send_reset").ok())
+        .is_some_and(|f| crate::sources::tcp::tracepoint_misses_no_socket_resets(&f));
     let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
     let functions = FUNCTIONS
         .iter()
@@ -118,6 +126,7 @@ pub fn detect() -> Features {
             .map_err(|e| format!("/proc/pressure/memory: {e}")),
         tracepoints,
         kfree_skb_reason,
+        send_reset_partial,
         functions,
     }
 }

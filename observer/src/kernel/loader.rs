@@ -1,7 +1,11 @@
 //! The embedded eBPF objects, and the one place that loads them.
 
 use aya::{Ebpf, EbpfError, EbpfLoader};
-use observer_common::{kernel::KernelOffsets, tcp::ResetTracepointLayout};
+use observer_common::{
+    kernel::KernelOffsets,
+    net::{DropConfig, NetOffsets, RetransmitConfig},
+    tcp::ResetTracepointLayout,
+};
 
 #[cfg(all(observer_ebpf_missing, not(clippy), not(doc)))]
 compile_error!(
@@ -19,6 +23,9 @@ pub struct Globals {
     pub offsets: KernelOffsets,
     pub send_reset: ResetTracepointLayout,
     pub receive_reset: ResetTracepointLayout,
+    pub net_offsets: NetOffsets,
+    pub drop: DropConfig,
+    pub retransmit: RetransmitConfig,
 }
 
 pub fn load(globals: &Globals) -> Result<Ebpf, EbpfError> {
@@ -26,5 +33,8 @@ pub fn load(globals: &Globals) -> Result<Ebpf, EbpfError> {
         .override_global("KERNEL_OFFSETS", &globals.offsets, true)
         .override_global("SEND_RESET_LAYOUT", &globals.send_reset, true)
         .override_global("RECEIVE_RESET_LAYOUT", &globals.receive_reset, true)
+        .override_global("NET_OFFSETS", &globals.net_offsets, true)
+        .override_global("DROP_CONFIG", &globals.drop, true)
+        .override_global("RETRANSMIT_CONFIG", &globals.retransmit, true)
         .load(OBSERVER_OBJECT)
 }

@@ -2,6 +2,7 @@
 
 pub mod btf;
 pub mod features;
+pub mod kallsyms;
 pub mod loader;
 pub mod offsets;
 pub mod privileges;

@@ -1,6 +1,6 @@
 //! Struct offsets for the programs, resolved from the running kernel's BTF.
 
-use observer_common::{OFFSET_UNKNOWN, kernel::KernelOffsets};
+use observer_common::{OFFSET_UNKNOWN, kernel::KernelOffsets, net::NetOffsets};
 
 use super::btf::Btf;
 
@@ -36,6 +36,31 @@ pub fn resolve(btf: &Btf) -> (KernelOffsets, Vec<String>) {
     (offsets, missing)
 }
 
+/// The `sk_buff` offsets of the drop and retransmit programs, like [`resolve`].
+pub fn resolve_net(btf: &Btf) -> (NetOffsets, Vec<String>) {
+    let mut missing = Vec::new();
+    let mut get = |ty: &str, path: &[&str]| match btf.member_offset(ty, path) {
+        Ok(off) => off,
+        Err(err) => {
+            missing.push(err.to_string());
+            OFFSET_UNKNOWN
+        }
+    };
+    let cb = get("sk_buff", &["cb"]);
+    let tcp_gso_segs = get("tcp_skb_cb", &["tcp_gso_segs"]);
+    let offsets = NetOffsets {
+        skb_head: get("sk_buff", &["head"]),
+        skb_end: get("sk_buff", &["end"]),
+        skb_network_header: get("sk_buff", &["network_header"]),
+        skb_transport_header: get("sk_buff", &["transport_header"]),
+        skb_sk: get("sk_buff", &["sk"]),
+        skb_tcp_gso_segs: add(cb, tcp_gso_segs),
+        shinfo_gso_segs: get("skb_shared_info", &["gso_segs"]),
+        _pad: 0,
+    };
+    (offsets, missing)
+}
+
 fn add(a: u32, b: u32) -> u32 {
     if a == OFFSET_UNKNOWN || b == OFFSET_UNKNOWN { OFFSET_UNKNOWN } else { a + b }
 }
@@ -55,5 +80,9 @@ mod tests {
         // `skc_net` is a `possible_net_t`, a struct holding only the pointer.
         assert_ne!(offsets.sock_cgroup, OFFSET_UNKNOWN);
         assert_ne!(offsets.net_ns_inum, OFFSET_UNKNOWN);
+        let (net, missing) = resolve_net(&btf);
+        assert!(missing.is_empty(), "{missing:?}");
+        // `tcp_skb_cb` lives in `sk_buff.cb`, which is 48 bytes.
+        assert!(net.skb_tcp_gso_segs > net.skb_sk, "{net:?}");
     }
 }

@@ -9,7 +9,7 @@ use object::{Object, ObjectKind, ObjectSection, ObjectSegment, ObjectSymbol, Rea
 use super::buildinfo::{self, BuildInfo, BuildInfoError};
 
 pub const GC_MARK_TERMINATION: &str = "runtime.gcMarkTermination";
-pub const MEMSTATS: &str = "runtime.memstats";
+pub const WORK: &str = "runtime.work";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GoBinaryError {
@@ -28,8 +28,8 @@ pub struct GoBinary {
     pub pie: bool,
     /// File offset of `runtime.gcMarkTermination`'s entry, for the uprobe.
     pub gc_mark_termination: Option<u64>,
-    /// Link-time address of `runtime.memstats`.
-    pub memstats: Option<u64>,
+    /// Link-time address of `runtime.work`.
+    pub work: Option<u64>,
     /// Loadable segments as (virtual address, file offset).
     pub segments: Vec<(u64, u64)>,
     /// The binary has no `.symtab` (built with `-ldflags=-s`).
@@ -50,12 +50,12 @@ impl GoBinary {
             .map_err(|source| GoBinaryError::BuildInfo { path: name(), source })?;
 
         let mut gc_mark_termination = None;
-        let mut memstats = None;
+        let mut work = None;
         // TODO(issue 4): stripped binaries: resolve functions from .gopclntab.
         for symbol in elf.symbols() {
             match symbol.name() {
                 Ok(GC_MARK_TERMINATION) => gc_mark_termination = file_offset(&elf, &symbol),
-                Ok(MEMSTATS) => memstats = Some(symbol.address()),
+                Ok(WORK) => work = Some(symbol.address()),
                 _ => {}
             }
         }
@@ -64,7 +64,7 @@ impl GoBinary {
             build,
             pie: elf.kind() == ObjectKind::Dynamic,
             gc_mark_termination,
-            memstats,
+            work,
             segments,
             stripped: elf.section_by_name(".symtab").is_none(),
         }))

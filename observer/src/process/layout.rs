@@ -36,12 +36,12 @@ impl std::fmt::Display for GoRelease {
 /// Byte offsets inside runtime globals for one release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RuntimeLayout {
-    /// `runtime.mstats.numgc` (u32), from the start of `runtime.memstats`.
-    pub mstats_numgc: u64,
+    /// `runtime.workType.cycles` (u32), from the start of `runtime.work`.
+    pub work_cycles: u64,
 }
 
 /// (release, layout), read from the release's DWARF (`debug/dwarf`).
-const TABLE: &[(GoRelease, RuntimeLayout)] = &[(GoRelease { major: 1, minor: 26 }, RuntimeLayout { mstats_numgc: 7680 })];
+const TABLE: &[(GoRelease, RuntimeLayout)] = &[(GoRelease { major: 1, minor: 26 }, RuntimeLayout { work_cycles: 648 })];
 
 pub fn for_release(release: GoRelease) -> Option<RuntimeLayout> {
     TABLE.iter().find(|(r, _)| *r == release).map(|(_, layout)| *layout)
@@ -70,7 +70,7 @@ mod tests {
 
     #[test]
     fn table_knows_the_verified_releases_only() {
-        assert_eq!(for_release(GoRelease { major: 1, minor: 26 }), Some(RuntimeLayout { mstats_numgc: 7680 }));
+        assert_eq!(for_release(GoRelease { major: 1, minor: 26 }), Some(RuntimeLayout { work_cycles: 648 }));
         assert_eq!(for_release(GoRelease { major: 1, minor: 19 }), None);
         assert_eq!(known_releases(), "go1.26");
     }

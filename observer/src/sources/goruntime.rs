@@ -1,6 +1,6 @@
 //! Go GC cycles: finds Go processes (by build info), attaches a uprobe scoped
 //! to each one at `runtime.gcMarkTermination`'s entry, tells the program where
-//! that process keeps `memstats.numgc`, and drops all of it when the process
+//! that process keeps the GC cycle count, and drops all of it when the process
 //! ends.
 
 use std::{
@@ -16,11 +16,11 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData},
     programs::{ProgramError, UProbe, uprobe::UProbeLinkId, uprobe::UProbeScope},
 };
-use observer_common::goruntime::{GO_GC_CYCLE_KNOWN, GO_NUMGC_KNOWN, GoGcEvent, GoProcess};
+use observer_common::goruntime::{GO_CYCLES_KNOWN, GO_GC_CYCLE_KNOWN, GoGcEvent, GoProcess};
 
 use crate::process::{
     discovery::{BinaryId, Change, ProcScan, first_mapping},
-    gobinary::{GC_MARK_TERMINATION, GoBinary, MEMSTATS},
+    gobinary::{GC_MARK_TERMINATION, GoBinary, WORK},
     layout::{self, GoRelease},
 };
 
@@ -155,10 +155,10 @@ impl GoRuntimeSource {
             }
             return;
         };
-        let numgc = self.numgc_address(pid, binary, &go, &comm);
+        let cycles = self.cycles_address(pid, binary, &go, &comm);
         let entry = GoProcess {
-            numgc_addr: numgc.unwrap_or(0),
-            flags: if numgc.is_some() { GO_NUMGC_KNOWN } else { 0 },
+            cycles_addr: cycles.unwrap_or(0),
+            flags: if cycles.is_some() { GO_CYCLES_KNOWN } else { 0 },
             _pad: 0,
         };
         // The entry first: the program ignores hits of processes without one.
@@ -186,21 +186,21 @@ impl GoRuntimeSource {
         self.watched.insert(pid, Watched { info, link: Some(link) });
     }
 
-    /// Where `memstats.numgc` lives in `pid`, or `None` after one warning
+    /// Where `work.cycles` lives in `pid`, or `None` after one warning
     /// naming the process and what is missing.
-    fn numgc_address(&mut self, pid: u32, binary: BinaryId, go: &GoBinary, comm: &str) -> Option<u64> {
+    fn cycles_address(&mut self, pid: u32, binary: BinaryId, go: &GoBinary, comm: &str) -> Option<u64> {
         let release = GoRelease::parse(&go.build.go_version);
         let layout = release.and_then(layout::for_release);
-        let missing = match (go.memstats, layout) {
-            (None, _) => format!("no symbol {MEMSTATS}"),
+        let missing = match (go.work, layout) {
+            (None, _) => format!("no symbol {WORK}"),
             (Some(_), None) => format!(
                 "no runtime layout for {} (known: {})",
                 go.build.go_version,
                 layout::known_releases()
             ),
-            (Some(memstats), Some(layout)) => {
+            (Some(work), Some(layout)) => {
                 let mapping = if go.pie { first_mapping(pid, binary) } else { Some((0, 0)) };
-                match mapping.and_then(|(start, off)| go.relocate(memstats + layout.mstats_numgc, start, off)) {
+                match mapping.and_then(|(start, off)| go.relocate(work + layout.work_cycles, start, off)) {
                     Some(addr) => return Some(addr),
                     None => "cannot find its load address in /proc/PID/maps".to_string(),
                 }

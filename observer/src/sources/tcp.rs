@@ -11,10 +11,13 @@ use std::{
     path::Path,
 };
 
-use aya::{Ebpf, programs::TracePoint};
+use aya::{
+    Ebpf,
+    programs::{FEntry, KProbe, TracePoint},
+};
 use observer_common::{
     OFFSET_UNKNOWN,
-    tcp::{DIRECTION_SENT, RECORD_MAX, ResetTracepointLayout, TcpResetEvent},
+    tcp::{DIRECTION_SENT, DIRECTION_SENT_NO_SOCKET, PacketTuple, RECORD_MAX, ResetTracepointLayout, TcpResetEvent},
 };
 
 use crate::{
@@ -231,17 +234,22 @@ pub fn tcp_state_name(state: i32) -> Option<&'static str> {
 pub struct ResetSource {
     pub sent: ResetDecoder,
     pub received: ResetDecoder,
+    /// The send tracepoint misses resets without a full socket (before 6.10).
+    needs_fallback: bool,
 }
 
 impl ResetSource {
     pub fn prepare(tracefs: &Path, btf: Option<&Btf>) -> Result<Self, TcpError> {
-        let sent = ResetDecoder::new("tcp_send_reset", &Format::read(tracefs, "tcp", "tcp_send_reset")?, btf)?;
+        let send_format = Format::read(tracefs, "tcp", "tcp_send_reset")?;
+        let sent = ResetDecoder::new("tcp_send_reset", &send_format, btf)?;
         let received =
             ResetDecoder::new("tcp_receive_reset", &Format::read(tracefs, "tcp", "tcp_receive_reset")?, btf)?;
-        Ok(Self { sent, received })
+        Ok(Self { sent, received, needs_fallback: tracepoint_misses_no_socket_resets(&send_format) })
     }
 
-    pub fn attach(&self, ebpf: &mut Ebpf) -> Result<(), TcpError> {
+    /// Attaches the tracepoints, plus the no-socket hook where this kernel's
+    /// tracepoint misses those resets; returns the mechanisms in use.
+    pub fn attach(&self, ebpf: &mut Ebpf) -> Result<String, TcpError> {
         for name in ["tcp_send_reset", "tcp_receive_reset"] {
             let attach_err = |e: aya::programs::ProgramError| TcpError::Attach { tracepoint: name, error: chain(&e) };
             let program: &mut TracePoint =
@@ -249,19 +257,88 @@ impl ResetSource {
             program.load().map_err(attach_err)?;
             program.attach("tcp", name).map_err(attach_err)?;
         }
-        Ok(())
+        let mut mechanism = "tracepoints tcp:tcp_send_reset, tcp:tcp_receive_reset".to_string();
+        if self.needs_fallback {
+            match attach_no_socket_hooks(ebpf) {
+                Ok(kind) => mechanism += &format!(" + {kind} tcp_v4_send_reset/tcp_v6_send_reset"),
+                Err(why) => tracing::warn!(
+                    "this kernel's tcp:tcp_send_reset misses resets sent without a full socket (closed ports, \
+                     time-wait), and neither fentry nor kprobe could hook them: {why}; those resets go unseen"
+                ),
+            }
+        }
+        Ok(mechanism)
     }
 
     /// Decodes one ring buffer record; `None` when it is malformed.
     pub fn decode(&self, event: &TcpResetEvent) -> Option<(Direction, Decoded)> {
-        let (direction, decoder) = if event.direction == DIRECTION_SENT {
-            (Direction::Sent, &self.sent)
-        } else {
-            (Direction::Received, &self.received)
-        };
         let len = (event.record_len as usize).min(RECORD_MAX);
-        Some((direction, decoder.decode(&event.record[..len])?))
+        let record = &event.record[..len];
+        match event.direction {
+            DIRECTION_SENT => Some((Direction::Sent, self.sent.decode(record)?)),
+            DIRECTION_SENT_NO_SOCKET => Some((Direction::Sent, decode_packet_tuple(record)?)),
+            _ => Some((Direction::Received, self.received.decode(record)?)),
+        }
     }
+}
+
+/// Kernels before 6.10 fire `tcp:tcp_send_reset` only for full sockets; the
+/// same release added the `reason` field, so its absence marks them.
+pub fn tracepoint_misses_no_socket_resets(send_format: &Format) -> bool {
+    send_format.field("reason").is_none()
+}
+
+/// fentry where it works, else kprobe: one program per IP version.
+fn attach_no_socket_hooks(ebpf: &mut Ebpf) -> Result<&'static str, String> {
+    let mut fentry = || -> Result<(), String> {
+        let btf = aya::Btf::from_sys_fs().map_err(|e| chain(&e))?;
+        for (program, function) in
+            [("tcp_v4_send_reset_fentry", "tcp_v4_send_reset"), ("tcp_v6_send_reset_fentry", "tcp_v6_send_reset")]
+        {
+            let p: &mut FEntry = program_mut(ebpf, program)?;
+            p.load(function, &btf).map_err(|e| chain(&e))?;
+            p.attach().map_err(|e| chain(&e))?;
+        }
+        Ok(())
+    };
+    let fentry_err = match fentry() {
+        Ok(()) => return Ok("fentry"),
+        Err(e) => e,
+    };
+    for (program, function) in
+        [("tcp_v4_send_reset_kprobe", "tcp_v4_send_reset"), ("tcp_v6_send_reset_kprobe", "tcp_v6_send_reset")]
+    {
+        let p: &mut KProbe = program_mut(ebpf, program)?;
+        p.load().map_err(|e| format!("fentry: {fentry_err}; kprobe: {}", chain(&e)))?;
+        p.attach(function, 0).map_err(|e| format!("fentry: {fentry_err}; kprobe: {}", chain(&e)))?;
+    }
+    Ok("kprobe")
+}
+
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| format!("program {name} is missing from the embedded object"))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| chain(&e))
+}
+
+/// A reset the fallback hook saw: the packet it answers, so its sender is the
+/// packet's destination.
+fn decode_packet_tuple(record: &[u8]) -> Option<Decoded> {
+    if record.len() < size_of::<PacketTuple>() {
+        return None;
+    }
+    // SAFETY: length checked; PacketTuple is plain old data.
+    let t: PacketTuple = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+    let (family, src, dst) = match t.family {
+        4 => ("ipv4", IpAddr::V4(v4(&t.saddr, 0)?), IpAddr::V4(v4(&t.daddr, 0)?)),
+        6 => ("ipv6", IpAddr::V6(Ipv6Addr::from(t.saddr)), IpAddr::V6(Ipv6Addr::from(t.daddr))),
+        _ => return None,
+    };
+    Some(Decoded { family, local: (dst, t.dport), remote: (src, t.sport), state: None, reason: None })
 }
 
 /// Builds the event from a decoded record and its attribution.
@@ -370,6 +447,29 @@ mod tests {
         ]);
         assert_eq!(names[&0], "NOT_SPECIFIED");
         assert_eq!(names[&1], "NO_SOCKET");
+    }
+
+    #[test]
+    fn a_packet_tuple_answers_with_its_destination_as_the_sender() {
+        let mut record = vec![0u8; 40];
+        record[0] = 4;
+        record[2..4].copy_from_slice(&40000u16.to_ne_bytes());
+        record[4..6].copy_from_slice(&7001u16.to_ne_bytes());
+        record[8..12].copy_from_slice(&[10, 0, 0, 1]);
+        record[24..28].copy_from_slice(&[10, 0, 0, 2]);
+        let d = decode_packet_tuple(&record).unwrap();
+        assert_eq!(d.local, (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 7001));
+        assert_eq!(d.remote, (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 40000));
+        assert!(decode_packet_tuple(&record[..39]).is_none());
+        record[0] = 9;
+        assert!(decode_packet_tuple(&record).is_none());
+    }
+
+    #[test]
+    fn only_kernels_without_a_reason_field_need_the_fallback() {
+        assert!(!tracepoint_misses_no_socket_resets(&Format::parse(SEND_6_18).unwrap()));
+        let send_6_1 = "\tfield:const void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:__u16 sport;\toffset:16;\tsize:2;\tsigned:0;";
+        assert!(tracepoint_misses_no_socket_resets(&Format::parse(send_6_1).unwrap()));
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! `cargo xtask bench <name>`: benchmarks that print figures and assert nothing.
 //!
 //! - `resets`: the agent against TCP resets, see [`resets`];
+//! - `drops`: the agent against a flood of dropped packets, see [`drops`];
 //! - `__resetgen` (hidden, in `main.rs`): the reset generator the benchmark
 //!   runs inside its network namespace, see [`resetgen`].
 
 mod bpftrace;
 mod child;
+mod drops;
 mod interrupt;
 mod netns;
 mod observer;
@@ -26,6 +28,28 @@ pub enum Bench {
     /// the kernel-side cost (agent and bpftrace against nothing attached).
     /// Needs root; builds the agent first unless given one (--observer).
     Resets(ResetsArgs),
+    /// Dropped packets: a flood of stray RSTs into an nftables `ct state
+    /// invalid drop` namespace; the kernel-side cost with the agent attached
+    /// against without, events sent vs drops aggregated, agent CPU.
+    /// Needs root; builds the agent first unless given one (--observer).
+    Drops(DropsArgs),
+}
+
+/// Options of `cargo xtask bench drops`.
+#[derive(Debug, Args)]
+pub struct DropsArgs {
+    /// Stray RSTs per run.
+    #[arg(long, default_value_t = 200_000)]
+    count: u64,
+    /// Rounds (each: one run without the agent, one with it, order alternating).
+    #[arg(long, default_value_t = 5)]
+    repeat: usize,
+    /// The agent binary to measure; without it `cargo xtask build` runs first.
+    #[arg(long, value_name = "PATH")]
+    observer: Option<PathBuf>,
+    /// Where the figures go as JSON.
+    #[arg(long, default_value_os_t = host::workspace_root().join("bench/results/drops.json"))]
+    output: PathBuf,
 }
 
 /// Options of `cargo xtask bench resets`.
@@ -52,5 +76,6 @@ pub struct ResetsArgs {
 pub fn run(bench: Bench) -> Result<ExitCode> {
     match bench {
         Bench::Resets(args) => resets::run(&args),
+        Bench::Drops(args) => drops::run(&args),
     }
 }

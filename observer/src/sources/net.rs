@@ -1,0 +1,213 @@
+//! The network signals beyond resets, wired together for the agent: packet
+//! drops and retransmits, each named with its namespace's owner (the drop
+//! and retransmit hooks run in softirq as often as not, where `current`
+//! means nothing).
+
+use std::path::Path;
+
+use aya::Ebpf;
+use observer_common::{
+    EventKind,
+    net::{DropConfig, NetDropEvent, NetOffsets, RetransmitConfig, TcpRetransmitEvent},
+};
+
+use crate::{
+    cgroup::CgroupPaths,
+    event::{Attribution, CgroupSource, Event, NetDrop, TcpRetransmit},
+    kernel::btf::Btf,
+    netns::NetnsOwners,
+    sources::{
+        drops::{self, DropSource},
+        retransmit::RetransmitSource,
+    },
+};
+
+pub struct NetSources {
+    drops: Option<DropSource>,
+    retransmits: Option<RetransmitSource>,
+    owners: NetnsOwners,
+}
+
+impl NetSources {
+    /// Reads the tracepoints' layouts; a signal this kernel lacks is left
+    /// out with a warning, the others carry on.
+    pub fn prepare(tracefs: &Path, btf: Option<&Btf>, drop_events_per_sec: u32) -> Self {
+        let drops = DropSource::prepare(tracefs, btf, drop_events_per_sec)
+            .inspect_err(|e| tracing::warn!("{e}; packet drops are not traced"))
+            .ok();
+        let retransmits = RetransmitSource::prepare(tracefs, btf)
+            .inspect_err(|e| tracing::warn!("{e}; TCP retransmits are not traced"))
+            .ok();
+        Self {
+            drops,
+            retransmits,
+            owners: NetnsOwners::new(),
+        }
+    }
+
+    pub fn drop_config(&self) -> DropConfig {
+        self.drops
+            .as_ref()
+            .map_or(DropConfig::UNKNOWN, DropSource::config)
+    }
+
+    pub fn retransmit_config(&self) -> RetransmitConfig {
+        self.retransmits
+            .as_ref()
+            .map_or(RetransmitConfig::UNKNOWN, RetransmitSource::config)
+    }
+
+    /// The `sk_buff` offsets from BTF, warning about those missing.
+    pub fn offsets(btf: Option<&Btf>) -> NetOffsets {
+        let Some(btf) = btf else {
+            return NetOffsets::UNKNOWN;
+        };
+        let (offsets, missing) = crate::kernel::offsets::resolve_net(btf);
+        for m in &missing {
+            tracing::warn!("{m}; drop packet headers or retransmit segment counts may be missing");
+        }
+        offsets
+    }
+
+    /// Attaches what was prepared; a failure leaves that signal out.
+    pub fn attach(&mut self, ebpf: &mut Ebpf) {
+        if let Some(d) = self.drops.as_mut()
+            && let Err(e) = d.attach(ebpf)
+        {
+            tracing::warn!("{e}; packet drops are not traced");
+            self.drops = None;
+        }
+        if let Some(r) = self.retransmits.as_ref()
+            && let Err(e) = r.attach(ebpf)
+        {
+            tracing::warn!("{e}; TCP retransmits are not traced");
+            self.retransmits = None;
+        }
+    }
+
+    /// For the ready line: `skb:kfree_skb and tcp:tcp_retransmit_skb attached`.
+    pub fn attached(&self) -> String {
+        let mut names = Vec::new();
+        if self.drops.is_some() {
+            names.push("skb:kfree_skb");
+        }
+        if self.retransmits.is_some() {
+            names.push("tcp:tcp_retransmit_skb");
+        }
+        if names.is_empty() {
+            "no network drop/retransmit tracepoints".into()
+        } else {
+            names.join(" and ")
+        }
+    }
+
+    /// Decodes a ring buffer record of one of our kinds.
+    pub fn record(
+        &mut self,
+        kind: EventKind,
+        bytes: &[u8],
+        cgroups: &mut CgroupPaths,
+    ) -> Option<Event> {
+        match kind {
+            EventKind::NetDrop => {
+                let raw: NetDropEvent = read(bytes)?;
+                let drops = self.drops.as_mut()?;
+                let pkt = drops::packet(&raw);
+                Some(Event::NetDrop(NetDrop {
+                    reason: drops.reason_name(raw.reason),
+                    reason_code: raw.reason,
+                    location: drops.location(raw.location),
+                    family: pkt.family,
+                    tcp_flags: pkt.tcp_flags,
+                    flags_class: drops::class_name(u32::from(raw.class)),
+                    src_addr: pkt.src.map(|s| s.0),
+                    src_port: pkt.src.map(|s| s.1),
+                    dst_addr: pkt.dst.map(|d| d.0),
+                    dst_port: pkt.dst.map(|d| d.1),
+                    netns: raw.netns,
+                    netns_owner: self.owners.owner(raw.netns),
+                    who: socket_owner(raw.sk_full == 1, raw.sk_cgroup_id, cgroups),
+                }))
+            }
+            EventKind::TcpRetransmit => {
+                let raw: TcpRetransmitEvent = read(bytes)?;
+                let r = self.retransmits.as_ref()?.decode(&raw)?;
+                let state = r
+                    .decoded
+                    .state
+                    .or_else(|| crate::sources::tcp::tcp_state_name(i32::from(raw.sk_state)));
+                Some(Event::TcpRetransmit(TcpRetransmit {
+                    family: r.decoded.family,
+                    local_addr: r.decoded.local.0,
+                    local_port: r.decoded.local.1,
+                    remote_addr: r.decoded.remote.0,
+                    remote_port: r.decoded.remote.1,
+                    state,
+                    segs: r.segs,
+                    gso_segs: r.gso_segs,
+                    err: r.err,
+                    netns: raw.netns,
+                    netns_owner: self.owners.owner(raw.netns),
+                    who: socket_owner(raw.sk_full == 1, raw.sk_cgroup_id, cgroups),
+                }))
+            }
+            _ => None,
+        }
+    }
+
+    /// The drop counts that grew since the last call, as summary events.
+    pub fn summaries(&mut self) -> Vec<Event> {
+        let Some(drops) = self.drops.as_mut() else {
+            return Vec::new();
+        };
+        let mut out = drops.poll();
+        for s in &mut out {
+            s.netns_owner = self.owners.owner(s.netns);
+        }
+        out.into_iter().map(Event::NetDropSummary).collect()
+    }
+
+    /// Compact drop counts per (netns, reason) for the status line.
+    pub fn status_text(&self) -> Option<String> {
+        self.drops.as_ref()?.status_text()
+    }
+
+    /// ` kfree_skb_seen=K drops=N drop_events=S drop_events_unsent=U retransmits=R` for the
+    /// stopped line.
+    pub fn stopped_text(&self) -> String {
+        let Some(d) = &self.drops else {
+            return String::new();
+        };
+        let c = d.counters();
+        let full = if c.aggregate_full > 0 {
+            format!(" drop_aggregate_full={}", c.aggregate_full)
+        } else {
+            String::new()
+        };
+        format!(
+            " kfree_skb_seen={} drops={} drop_events={} drop_events_unsent={} retransmits={}{full}",
+            c.seen, c.counted, c.events_sent, c.events_unsent, c.retransmits_seen
+        )
+    }
+}
+
+/// The socket's owner when it is a full socket: right even in softirq context.
+fn socket_owner(full: bool, cgroup_id: u64, cgroups: &mut CgroupPaths) -> Attribution {
+    if !full || cgroup_id == 0 {
+        return Attribution::default();
+    }
+    Attribution {
+        cgroup_id: Some(cgroup_id),
+        cgroup_path: cgroups.path(cgroup_id),
+        cgroup_source: CgroupSource::Socket,
+        pid: None,
+        comm: None,
+    }
+}
+
+/// Reads a `#[repr(C)]` record from the start of a ring buffer item.
+fn read<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
+    (bytes.len() >= size_of::<T>())
+        // SAFETY: length checked; T is plain old data; the read is unaligned-safe.
+        .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
