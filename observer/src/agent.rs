@@ -208,11 +208,9 @@ impl State<'_> {
                     go_version,
                     go_module,
                     who: Attribution {
-                        cgroup_id,
-                        cgroup_path: cgroup_id.and_then(|id| self.cgroups.path(id)),
-                        cgroup_source: if cgroup_id.is_some() { CgroupSource::Process } else { CgroupSource::None },
                         pid: Some(raw.pid),
                         comm: Some(comm(&raw.comm)),
+                        ..self.cgroups.attribute(cgroup_id, CgroupSource::Process)
                     },
                 })
             }
@@ -241,11 +239,9 @@ impl State<'_> {
             && ev.netns == ev.task_netns
             && ev.sk_cgroup_id == ev.task_cgroup_id;
         Attribution {
-            cgroup_id,
-            cgroup_path: cgroup_id.and_then(|id| self.cgroups.path(id)),
-            cgroup_source,
             pid: task_meaningful.then_some(ev.pid),
             comm: task_meaningful.then(|| comm(&ev.comm)),
+            ..self.cgroups.attribute(cgroup_id, cgroup_source)
         }
     }
 }

@@ -5,6 +5,8 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+use crate::cgroup::container::{self, Qos, Runtime};
+
 use crate::netns::NetnsOwner;
 
 /// One observed event, stamped with wall-clock time.
@@ -40,8 +42,32 @@ pub struct Attribution {
     /// Path below the cgroup2 mount, when the cgroup still exists.
     pub cgroup_path: Option<String>,
     pub cgroup_source: CgroupSource,
+    #[serde(flatten)]
+    pub workload: Workload,
     pub pid: Option<u32>,
     pub comm: Option<String>,
+}
+
+/// The container and pod a cgroup path names (all `None` outside containers).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Workload {
+    pub container_id: Option<String>,
+    pub container_runtime: Option<Runtime>,
+    pub k8s_pod_uid: Option<String>,
+    pub k8s_pod_qos: Option<Qos>,
+}
+
+impl Workload {
+    pub fn from_cgroup_path(path: Option<&str>) -> Self {
+        let Some(c) = path.and_then(container::parse) else { return Self::default() };
+        Self {
+            // conmon's processes are the pod's overhead, not the container.
+            container_id: c.container_id.filter(|_| !c.conmon),
+            container_runtime: Some(c.runtime),
+            k8s_pod_uid: c.pod_uid,
+            k8s_pod_qos: c.qos,
+        }
+    }
 }
 
 /// Where the cgroup came from.

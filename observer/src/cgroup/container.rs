@@ -20,9 +20,6 @@
 //! its own and the innermost container wins. Unknown forms give `None`: the
 //! caller keeps the plain cgroup path, never an error.
 
-// Wired into event attribution separately; until then only the tests use it.
-#![allow(dead_code)]
-
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -3,6 +3,8 @@
 
 pub mod container;
 
+use crate::event::{Attribution, CgroupSource, Workload};
+
 use std::{
     collections::HashMap,
     os::unix::fs::MetadataExt,
@@ -32,6 +34,20 @@ impl CgroupPaths {
     #[cfg(test)]
     pub fn root(&self) -> Option<&std::path::Path> {
         self.root.as_deref()
+    }
+
+    /// Who an event of this cgroup belongs to: its path, container and pod
+    /// (the task fields are left for the caller).
+    pub fn attribute(&mut self, cgroup_id: Option<u64>, source: CgroupSource) -> Attribution {
+        let cgroup_path = cgroup_id.and_then(|id| self.path(id));
+        Attribution {
+            cgroup_id,
+            workload: Workload::from_cgroup_path(cgroup_path.as_deref()),
+            cgroup_path,
+            cgroup_source: if cgroup_id.is_some() { source } else { CgroupSource::None },
+            pid: None,
+            comm: None,
+        }
     }
 
     pub fn path(&mut self, id: u64) -> Option<String> {

@@ -50,7 +50,7 @@ impl JsonlWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Attribution, CgroupSource, Direction, Event, TcpReset};
+    use crate::event::{Attribution, CgroupSource, Direction, Event, TcpReset, Workload};
 
     #[test]
     fn appends_one_json_object_per_line() {
@@ -72,6 +72,9 @@ mod tests {
                     cgroup_id: Some(1),
                     cgroup_path: Some("/".into()),
                     cgroup_source: CgroupSource::Socket,
+                    workload: Workload::from_cgroup_path(Some(
+                        "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0f5e6a4c_1b2d_4c3e_9f80_a1b2c3d4e5f6.slice/cri-containerd-8b3f5f0a9c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f.scope",
+                    )),
                     pid: Some(42),
                     comm: Some("curl".into()),
                 },
@@ -90,6 +93,10 @@ mod tests {
         assert_eq!(lines[0]["local_port"], 80);
         assert_eq!(lines[0]["cgroup_source"], "socket");
         assert_eq!(lines[0]["pid"], 42);
+        assert_eq!(lines[0]["k8s_pod_uid"], "0f5e6a4c-1b2d-4c3e-9f80-a1b2c3d4e5f6");
+        assert_eq!(lines[0]["k8s_pod_qos"], "besteffort");
+        assert_eq!(lines[0]["container_runtime"], "containerd");
+        assert_eq!(lines[0]["container_id"], "8b3f5f0a9c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f");
         assert_eq!(lines[0]["netns"], 4026531840u64);
     }
 

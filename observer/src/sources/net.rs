@@ -196,13 +196,7 @@ fn socket_owner(full: bool, cgroup_id: u64, cgroups: &mut CgroupPaths) -> Attrib
     if !full || cgroup_id == 0 {
         return Attribution::default();
     }
-    Attribution {
-        cgroup_id: Some(cgroup_id),
-        cgroup_path: cgroups.path(cgroup_id),
-        cgroup_source: CgroupSource::Socket,
-        pid: None,
-        comm: None,
-    }
+    cgroups.attribute(Some(cgroup_id), CgroupSource::Socket)
 }
 
 /// Reads a `#[repr(C)]` record from the start of a ring buffer item.
