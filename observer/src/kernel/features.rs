@@ -193,7 +193,8 @@ fn probe_programs(have_tracefs: bool, btf: Option<&aya::Btf>) -> Vec<(&'static s
     ]
 }
 
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+/// A program of the object, as its concrete type; errors as one line.
+pub fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {

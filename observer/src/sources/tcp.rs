@@ -24,7 +24,7 @@ use crate::{
     event::{Direction, TcpReset},
     kernel::{
         btf::Btf,
-        features::chain,
+        features::{chain, program},
         tracefs::{Format, TracefsError},
     },
 };
@@ -292,10 +292,10 @@ pub fn tracepoint_misses_no_socket_resets(send_format: &Format) -> bool {
 fn attach_no_socket_hooks(ebpf: &mut Ebpf) -> Result<&'static str, String> {
     let mut fentry = || -> Result<(), String> {
         let btf = aya::Btf::from_sys_fs().map_err(|e| chain(&e))?;
-        for (program, function) in
+        for (name, function) in
             [("tcp_v4_send_reset_fentry", "tcp_v4_send_reset"), ("tcp_v6_send_reset_fentry", "tcp_v6_send_reset")]
         {
-            let p: &mut FEntry = program_mut(ebpf, program)?;
+            let p: &mut FEntry = program(ebpf, name)?;
             p.load(function, &btf).map_err(|e| chain(&e))?;
             p.attach().map_err(|e| chain(&e))?;
         }
@@ -305,24 +305,14 @@ fn attach_no_socket_hooks(ebpf: &mut Ebpf) -> Result<&'static str, String> {
         Ok(()) => return Ok("fentry"),
         Err(e) => e,
     };
-    for (program, function) in
+    for (name, function) in
         [("tcp_v4_send_reset_kprobe", "tcp_v4_send_reset"), ("tcp_v6_send_reset_kprobe", "tcp_v6_send_reset")]
     {
-        let p: &mut KProbe = program_mut(ebpf, program)?;
+        let p: &mut KProbe = program(ebpf, name)?;
         p.load().map_err(|e| format!("fentry: {fentry_err}; kprobe: {}", chain(&e)))?;
         p.attach(function, 0).map_err(|e| format!("fentry: {fentry_err}; kprobe: {}", chain(&e)))?;
     }
     Ok("kprobe")
-}
-
-fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
-where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
-{
-    ebpf.program_mut(name)
-        .ok_or_else(|| format!("program {name} is missing from the embedded object"))?
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| chain(&e))
 }
 
 /// A reset the fallback hook saw: the packet it answers, so its sender is the

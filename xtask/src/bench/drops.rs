@@ -13,7 +13,7 @@
 use std::{
     fs,
     net::Ipv4Addr,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, ExitCode},
     time::{Duration, Instant},
 };
@@ -28,7 +28,7 @@ use nix::{
 };
 use serde_json::json;
 
-use super::{DropsArgs, interrupt, netns::Netns, observer::Observer};
+use super::{DropsArgs, interrupt, netns::Netns, observer::Observer, report};
 use crate::{build, host};
 
 const RULESET: &str = "table inet t {
@@ -152,7 +152,7 @@ pub fn run(args: &DropsArgs) -> Result<ExitCode> {
         "  agent cpu {agent_cpu:.3} s per run ({:.0} ns per drop)",
         agent_cpu * 1e9 / aggregated.max(1.0)
     );
-    write_atomically(
+    report::write_atomically(
         &args.output,
         &(serde_json::to_string_pretty(&results)? + "\n"),
     )?;
@@ -300,24 +300,6 @@ fn count_drops(dir: &Path, netns: u64) -> Result<(u64, u64)> {
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
     v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len().is_multiple_of(2) {
-        (v[m - 1] + v[m]) / 2.0
-    } else {
-        v[m]
-    }
-}
-
-fn write_atomically(path: &PathBuf, text: &str) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("json.tmp");
-    fs::write(&tmp, text)?;
-    fs::rename(&tmp, path)?;
-    Ok(())
+    report::median(&v).unwrap_or(f64::NAN)
 }

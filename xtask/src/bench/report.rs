@@ -472,13 +472,26 @@ fn rate_name(rate: u64) -> String {
 }
 
 /// Median of sorted values.
-fn median(sorted: &[f64]) -> Option<f64> {
+/// The median of sorted figures.
+pub(super) fn median(sorted: &[f64]) -> Option<f64> {
     let n = sorted.len();
     match n {
         0 => None,
         _ if n % 2 == 1 => Some(sorted[n / 2]),
         _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
     }
+}
+
+/// Writes `path` through a `.tmp` sibling and a rename, so a reader never
+/// sees half a result file.
+pub(super) fn write_atomically(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use super::{
     interrupt,
     netns::Netns,
     observer::{self, Observer, Stopped},
-    report::{Config, Overhead, RateRow, Results, Run},
+    report::{self, Config, Overhead, RateRow, Results, Run},
     resetgen,
 };
 use crate::{build, host};
@@ -65,7 +65,7 @@ pub fn run(args: &ResetsArgs) -> Result<ExitCode> {
     let results = Results::new(args.count, rates, overhead)?;
     print!("{}", results.table());
     let json = serde_json::to_string_pretty(&results.to_json())? + "\n";
-    write_atomically(&args.output, &json)?;
+    report::write_atomically(&args.output, &json)?;
     eprintln!("==> wrote {}", args.output.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -158,13 +158,3 @@ impl Drop for Scratch {
     }
 }
 
-/// Writes `path` through a `.tmp` sibling and a rename.
-fn write_atomically(path: &Path, text: &str) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("json.tmp");
-    fs::write(&tmp, text)?;
-    fs::rename(&tmp, path)?;
-    Ok(())
-}
