@@ -7,6 +7,7 @@
 
 pub mod goruntime;
 pub mod kernel;
+pub mod memcg;
 pub mod net;
 pub mod tcp;
 
@@ -25,6 +26,7 @@ pub enum EventKind {
     GoGc = 2,
     NetDrop = 10,
     TcpRetransmit = 11,
+    OomVictim = 20,
 }
 
 impl EventKind {
@@ -34,6 +36,7 @@ impl EventKind {
             2 => Some(Self::GoGc),
             10 => Some(Self::NetDrop),
             11 => Some(Self::TcpRetransmit),
+            20 => Some(Self::OomVictim),
             _ => None,
         }
     }

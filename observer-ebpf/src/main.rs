@@ -6,6 +6,7 @@
 mod goruntime;
 mod kernel;
 mod maps;
+mod memcg;
 mod net;
 mod tcp;
 

@@ -5,10 +5,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use observer_common::{EventHeader, EventKind, counter, goruntime::GoGcEvent, tcp::TcpResetEvent};
+use observer_common::{
+    EventHeader, EventKind, counter, goruntime::GoGcEvent, memcg::OomVictimEvent, tcp::TcpResetEvent,
+};
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
+    sources::abort_on_data::AbortOnData,
     cgroup::CgroupPaths,
     config::RunConfig,
     event::{Attribution, CgroupSource, Event, GoGc, Record},
@@ -16,6 +19,7 @@ use crate::{
     kernel::{btf::Btf, loader, offsets, privileges, tracefs},
     sources::{
         goruntime::{self, GoRuntimeSource},
+        memcg::{self, events::MemcgWatcher, oom::OomSource},
         net::NetSources,
         tcp::{self, ResetSource},
     },
@@ -66,6 +70,27 @@ pub async fn run(config: RunConfig) -> Result<()> {
         }
     };
     let go_watched = go.as_ref().map_or(0, GoRuntimeSource::watched);
+    // memcg signals are optional: a host without them still runs the rest.
+    let oom = match OomSource::prepare(&tracefs).and_then(|o| o.attach(&mut ebpf).map(|()| o)) {
+        Ok(o) => Some(o),
+        Err(err) => {
+            tracing::warn!("memcg.oom_kill unavailable: {err}");
+            None
+        }
+    };
+    let mut memcg_watch = match memcg::memory_root()
+        .map_err(memcg::events::MemcgError::Unavailable)
+        .and_then(|root| MemcgWatcher::start(root, config.memcg_mechanism))
+    {
+        Ok(w) => Some(w),
+        Err(err) => {
+            tracing::warn!("memcg signals memcg.high, memcg.max unavailable: {err}");
+            None
+        }
+    };
+    let memcg_text = memcg_watch
+        .as_ref()
+        .map_or_else(|| "unavailable".to_string(), |w| format!("memory.events via {}", w.mechanism().name()));
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
     let counters: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS missing")?)?;
@@ -75,7 +100,9 @@ pub async fn run(config: RunConfig) -> Result<()> {
 
     let mut state = State {
         resets,
+        aborts: AbortOnData::default(),
         go: go.take(),
+        oom,
         net,
         cgroups: CgroupPaths::new(),
         clock: Clock::now(),
@@ -83,8 +110,9 @@ pub async fn run(config: RunConfig) -> Result<()> {
         jsonl: &mut jsonl,
     };
     eprintln!(
-        "observer: ready: tcp resets: {reset_mechanism}; {} attached; go: {go_watched} processes watched; writing {}",
+        "observer: ready: tcp resets: {reset_mechanism}; {} attached; go: {go_watched} processes watched; memcg: {memcg_text}; oom kills: {}; writing {}",
         state.net.attached(),
+        if state.oom.is_some() { "oom:mark_victim" } else { "unavailable" },
         state.jsonl.path().display()
     );
 
@@ -100,10 +128,11 @@ pub async fn run(config: RunConfig) -> Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                state.drain(guard.get_inner_mut())?;
+                state.drain(guard.get_inner_mut(), false)?;
                 guard.clear_ready();
             }
-            _ = drain_tick.tick() => state.drain(ring.get_mut())?,
+            _ = drain_tick.tick() => state.drain(ring.get_mut(), false)?,
+            Some((ts, event)) = recv_memcg(memcg_watch.as_mut()) => state.write_at(ts, event)?,
             _ = tick.tick() => {
                 state.net_summaries()?;
                 state.jsonl.flush()?;
@@ -123,7 +152,13 @@ pub async fn run(config: RunConfig) -> Result<()> {
     }
     // Detach first so nothing new arrives, then take what is left.
     drop(ebpf);
-    state.drain(ring.get_mut())?;
+    state.drain(ring.get_mut(), true)?;
+    if let Some(w) = memcg_watch.as_mut() {
+        w.stop();
+        while let Ok((ts, event)) = w.rx.try_recv() {
+            state.write_at(ts, event)?;
+        }
+    }
     state.net_summaries()?;
     state.jsonl.flush()?;
     state.live.clear_status();
@@ -146,13 +181,23 @@ impl OrDefaultOffsets for Option<(observer_common::kernel::KernelOffsets, Vec<St
     }
 }
 
+/// The next `memory.events` change; never ready without a watcher.
+async fn recv_memcg(watch: Option<&mut MemcgWatcher>) -> Option<memcg::events::Change> {
+    match watch {
+        Some(w) => w.rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn lost(counters: &PerCpuArray<MapData, u64>) -> u64 {
     counters.get(&counter::LOST, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0)
 }
 
 struct State<'a> {
     resets: ResetSource,
+    aborts: AbortOnData,
     go: Option<GoRuntimeSource>,
+    oom: Option<OomSource>,
     net: NetSources,
     cgroups: CgroupPaths,
     clock: Clock,
@@ -161,13 +206,29 @@ struct State<'a> {
 }
 
 impl State<'_> {
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {
+    /// Takes what the ring buffer holds; `last` also releases every record
+    /// still held back by the abort-on-data filter.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, last: bool) -> Result<()> {
+        let mut out = Vec::new();
         while let Some(item) = ring.next() {
             if let Some(record) = self.record(&item) {
-                self.jsonl.write(&record)?;
-                self.live.event(&record);
+                self.aborts.admit(record, &mut out);
             }
         }
+        self.aborts.release(last, &mut out);
+        for record in &out {
+            self.jsonl.write(record)?;
+            self.live.event(record);
+        }
+        Ok(())
+    }
+
+    /// Writes an event found outside the ring buffer at CLOCK_MONOTONIC `ts`.
+    fn write_at(&mut self, ts: u64, event: Event) -> Result<()> {
+        let (time, time_unix_nano) = self.clock.wall(ts);
+        let record = Record { time, time_unix_nano, event };
+        self.jsonl.write(&record)?;
+        self.live.event(&record);
         Ok(())
     }
 
@@ -196,6 +257,10 @@ impl State<'_> {
             }
             kind @ (EventKind::NetDrop | EventKind::TcpRetransmit) => {
                 self.net.record(kind, bytes, &mut self.cgroups)?
+            }
+            EventKind::OomVictim => {
+                let raw: OomVictimEvent = read(bytes)?;
+                Event::MemcgOomKill(self.oom.as_ref()?.decode(&raw, &mut self.cgroups)?)
             }
             EventKind::GoGc => {
                 let raw: GoGcEvent = read(bytes)?;

@@ -119,7 +119,7 @@ pub fn plan(f: &Features) -> Vec<SignalPlan> {
             }),
         ),
         ("tcp.retransmit", false, true, tracepoint("tcp:tcp_retransmit_skb")),
-        ("memcg.high", false, false, memcg().map(|()| "memory.events change notifications (inotify)".into())),
+        ("memcg.high", false, true, memcg().map(|()| "memory.events change notifications (inotify)".into())),
         (
             "memcg.throttle",
             false,
@@ -142,13 +142,13 @@ pub fn plan(f: &Features) -> Vec<SignalPlan> {
         (
             "memcg.oom_kill",
             false,
-            false,
+            true,
             first(vec![
                 tracepoint("oom:mark_victim"),
                 memcg().map(|()| "memory.events oom_kill".into()),
             ]),
         ),
-        ("memcg.max", false, false, memcg().map(|()| "memory.events max".into())),
+        ("memcg.max", false, true, memcg().map(|()| "memory.events change notifications (inotify)".into())),
         ("go.gc", false, false, uprobe("Go runtime GC functions")),
         ("go.assist", false, false, uprobe("the Go runtime's assist path")),
         ("go.heap", false, false, uprobe("the Go runtime's heap growth and scavenger")),

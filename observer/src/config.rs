@@ -9,6 +9,8 @@ use std::{
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
+use crate::sources::memcg::Mechanism;
+
 #[derive(Debug, Parser)]
 #[command(name = "observer", version, about = "eBPF runtime observer for nodes that run Go services")]
 pub struct Cli {
@@ -31,7 +33,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// TOML file with the same settings as the flags (`duration`, `output_dir`, `quiet`, `drop_events_per_sec`).
+    /// TOML file with the same settings as the flags (`duration`, `output_dir`, `quiet`, `drop_events_per_sec`, `memcg_mechanism`).
     #[arg(long, env = "OBSERVER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Stop after this long (e.g. `10s`, `5m`); runs until stopped when absent.
@@ -47,6 +49,10 @@ pub struct RunArgs {
     /// are still counted per netns and reason) [default: 200].
     #[arg(long, env = "OBSERVER_DROP_EVENTS_PER_SEC", value_name = "N")]
     pub drop_events_per_sec: Option<u32>,
+    /// How cgroups' `memory.events` changes are noticed (inotify, or poll as
+    /// the fallback) [default: inotify].
+    #[arg(long, env = "OBSERVER_MEMCG_MECHANISM", value_name = "MECHANISM", value_enum)]
+    pub memcg_mechanism: Option<Mechanism>,
 }
 
 #[derive(Debug, Args)]
@@ -69,6 +75,7 @@ pub struct RunConfig {
     pub output_dir: PathBuf,
     pub quiet: bool,
     pub drop_events_per_sec: u32,
+    pub memcg_mechanism: Mechanism,
 }
 
 pub const DEFAULT_DROP_EVENTS_PER_SEC: u32 = 200;
@@ -89,6 +96,7 @@ struct FileConfig {
     output_dir: Option<PathBuf>,
     quiet: Option<bool>,
     drop_events_per_sec: Option<u32>,
+    memcg_mechanism: Option<Mechanism>,
 }
 
 impl RunConfig {
@@ -111,6 +119,7 @@ impl RunConfig {
                 .drop_events_per_sec
                 .or(file.drop_events_per_sec)
                 .unwrap_or(DEFAULT_DROP_EVENTS_PER_SEC),
+            memcg_mechanism: args.memcg_mechanism.or(file.memcg_mechanism).unwrap_or_default(),
         })
     }
 }
@@ -143,8 +152,18 @@ mod tests {
                 output_dir: DEFAULT_OUTPUT_DIR.into(),
                 quiet: false,
                 drop_events_per_sec: DEFAULT_DROP_EVENTS_PER_SEC,
+                memcg_mechanism: Mechanism::Inotify,
             }
         );
+    }
+
+    #[test]
+    fn memcg_mechanism_is_checked() {
+        let args = run_args(&["observer", "run", "--memcg-mechanism", "poll"]);
+        assert_eq!(RunConfig::resolve(args).unwrap().memcg_mechanism, Mechanism::Poll);
+        let err = Cli::try_parse_from(["observer", "run", "--memcg-mechanism", "fanotify"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("fanotify"), "{err}");
     }
 
     #[test]

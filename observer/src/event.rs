@@ -32,6 +32,10 @@ pub enum Event {
     NetDropSummary(NetDropSummary),
     #[serde(rename = "tcp.retransmit")]
     TcpRetransmit(TcpRetransmit),
+    #[serde(rename = "memcg.events")]
+    MemcgEvents(MemcgEvents),
+    #[serde(rename = "memcg.oom_kill")]
+    MemcgOomKill(MemcgOomKill),
 }
 
 /// Who an event belongs to.
@@ -78,6 +82,10 @@ pub enum CgroupSource {
     Socket,
     /// The process the event happened in (a uprobe runs in the traced process itself).
     Process,
+    /// The cgroup itself: its own files said so (`memory.events`).
+    Cgroup,
+    /// Looked up in /proc/PID/cgroup after the event.
+    Proc,
     /// Not known (a reset sent for a packet that matched no full socket).
     #[default]
     None,
@@ -182,6 +190,54 @@ pub struct TcpRetransmit {
     pub err: Option<i32>,
     pub netns: u32,
     pub netns_owner: Option<NetnsOwner>,
+    #[serde(flatten)]
+    pub who: Attribution,
+}
+
+/// The counters of a cgroup's `memory.events`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MemoryEventCounts {
+    pub low: u64,
+    pub high: u64,
+    pub max: u64,
+    pub oom: u64,
+    pub oom_kill: u64,
+    pub oom_group_kill: u64,
+}
+
+/// Counters of a cgroup's `memory.events` rose. The file is hierarchical: a
+/// parent's counts include its descendants' (`memory.events.local` would not).
+#[derive(Debug, Clone, Serialize)]
+pub struct MemcgEvents {
+    /// `inotify` or `poll`: how the change was noticed.
+    pub mechanism: &'static str,
+    /// Rise since the previous event of this cgroup (since the agent started
+    /// watching, or since the cgroup was created when it appeared later).
+    pub delta: MemoryEventCounts,
+    /// The file's values as read.
+    pub total: MemoryEventCounts,
+    /// `memory.current`, `memory.high`, `memory.max` in bytes, read right
+    /// after; a limit of `max` (none) is `null`.
+    pub memory_current: Option<u64>,
+    pub memory_high: Option<u64>,
+    pub memory_max: Option<u64>,
+    #[serde(flatten)]
+    pub who: Attribution,
+}
+
+/// A task chosen and killed by the OOM killer (`oom:mark_victim`). `pid`,
+/// `comm` and the cgroup fields are the victim's.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemcgOomKill {
+    /// Where `comm` came from: `record`, `task` (the victim was the current
+    /// task), `proc`, or `null` when it was gone.
+    pub comm_source: Option<&'static str>,
+    /// The task the OOM killer ran in (the one that hit the limit).
+    pub trigger_pid: u32,
+    pub trigger_comm: String,
+    /// From the record, on kernels whose tracepoint has them (kB).
+    pub total_vm_kb: Option<u64>,
+    pub anon_rss_kb: Option<u64>,
     #[serde(flatten)]
     pub who: Attribution,
 }

@@ -21,28 +21,120 @@ pub fn source_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/gofixture")
 }
 
-/// Builds the fixture into `out_dir` with the preinstalled `go`, offline.
-pub fn build(out_dir: &Path) -> PathBuf {
-    build_variant(out_dir, "gofixture", &[])
+/// The Go releases covered: the newest patch of each of the last six. The
+/// machine's `go` fetches each once from the module proxy (`GOTOOLCHAIN`)
+/// into the module cache, and reuses it from there afterwards.
+pub const RELEASES: &[&str] = &["go1.22.12", "go1.23.12", "go1.24.13", "go1.25.14", "go1.26.11", "go1.27.4"];
+
+/// Debian's `golang-1.19-go`: a release older than the table knows.
+pub const DEBIAN_GO_1_19: &str = "/usr/lib/go-1.19/bin/go";
+
+/// Which `go` builds the fixture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Toolchain {
+    /// One of [`RELEASES`], through `GOTOOLCHAIN`.
+    Release(&'static str),
+    /// [`DEBIAN_GO_1_19`], offline.
+    Debian119,
 }
 
-/// Same, named `name`, with extra `go build` flags (`-buildmode=pie`,
-/// `-ldflags=-s -w`, `-trimpath`).
-pub fn build_variant(out_dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
-    let bin = out_dir.join(name);
-    let mut cmd = Command::new("go");
+impl Toolchain {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Release(v) => v,
+            Self::Debian119 => "debian-go1.19",
+        }
+    }
+}
+
+/// How the fixture is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// `go build`: symbols and DWARF.
+    Plain,
+    /// `-ldflags=-w`: symbols, no DWARF (the per-release table applies).
+    NoDwarf,
+    /// `-buildmode=pie`.
+    Pie,
+    /// `-trimpath`.
+    Trimpath,
+    /// `CGO_ENABLED=1 -tags cgofixture`: C code, linked by gcc.
+    Cgo,
+    /// `-ldflags=-s -w`: no symbols, no DWARF.
+    Stripped,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::NoDwarf => "nodwarf",
+            Self::Pie => "pie",
+            Self::Trimpath => "trimpath",
+            Self::Cgo => "cgo",
+            Self::Stripped => "stripped",
+        }
+    }
+
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            Self::Plain => &[],
+            Self::NoDwarf => &["-ldflags=-w"],
+            Self::Pie => &["-buildmode=pie"],
+            Self::Trimpath => &["-trimpath"],
+            Self::Cgo => &["-tags", "cgofixture"],
+            Self::Stripped => &["-ldflags=-s -w"],
+        }
+    }
+}
+
+/// The fixture built by `toolchain` as `variant`, in `cache_dir`: built once
+/// and reused until a source file is newer than the binary.
+pub fn build(cache_dir: &Path, toolchain: Toolchain, variant: Variant) -> PathBuf {
+    let bin = cache_dir.join(format!("gofixture-{}-{}", toolchain.name(), variant.name()));
+    if is_fresh(&bin) {
+        return bin;
+    }
+    std::fs::create_dir_all(cache_dir).unwrap_or_else(|e| panic!("{}: {e}", cache_dir.display()));
+    // Built aside and renamed: a half-written binary is never reused.
+    // Per process: another test run may build the same one meanwhile.
+    let partial = cache_dir.join(format!("{}.partial.{}", bin_name(&bin), std::process::id()));
+    let mut cmd = match toolchain {
+        Toolchain::Release(version) => {
+            let mut cmd = Command::new("go");
+            cmd.env("GOTOOLCHAIN", version);
+            cmd
+        }
+        Toolchain::Debian119 => {
+            let mut cmd = Command::new(DEBIAN_GO_1_19);
+            cmd.env("GOTOOLCHAIN", "local").env("GOPROXY", "off");
+            cmd
+        }
+    };
     cmd.arg("build")
-        .args(flags)
+        .args(variant.flags())
         .arg("-o")
-        .arg(&bin)
+        .arg(&partial)
         .arg(".")
         .current_dir(source_dir())
         .env("GOFLAGS", "-mod=mod")
-        .env("GOTOOLCHAIN", "local")
-        .env("GOPROXY", "off");
+        .env("CGO_ENABLED", if variant == Variant::Cgo { "1" } else { "0" });
     let out = output_within(&mut cmd, BUILD_WITHIN);
     assert!(out.status.success(), "{cmd:?} failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    std::fs::rename(&partial, &bin).unwrap_or_else(|e| panic!("{} -> {}: {e}", partial.display(), bin.display()));
     bin
+}
+
+fn bin_name(bin: &Path) -> String {
+    bin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// The binary exists and no fixture source is newer.
+fn is_fresh(bin: &Path) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let Some(built) = modified(bin) else { return false };
+    let Ok(sources) = std::fs::read_dir(source_dir()) else { return false };
+    sources.flatten().all(|e| modified(&e.path()).is_some_and(|m| m <= built))
 }
 
 /// A running fixture that said `ready pid=N`.

@@ -42,12 +42,18 @@ pub struct Stopped {
 impl Observer {
     /// Starts `bin run --output-dir TMP --quiet` and waits for its ready line.
     pub fn start(bin: &Path) -> Observer {
+        Self::start_with(bin, &[])
+    }
+
+    /// [`Observer::start`] with extra `run` arguments.
+    pub fn start_with(bin: &Path, extra: &[&str]) -> Observer {
         let dir = tempfile::tempdir().expect("temporary output directory");
         let mut child = Command::new(bin)
             .arg("run")
             .arg("--output-dir")
             .arg(dir.path())
             .arg("--quiet")
+            .args(extra)
             // A backstop: the agent ends by itself should this test process die.
             .args(["--duration", "10m"])
             .stdin(Stdio::null())

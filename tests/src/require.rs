@@ -46,6 +46,15 @@ fn required() -> bool {
     std::env::var("OBSERVER_E2E_REQUIRED").is_ok_and(|v| v == "1")
 }
 
+/// `path` exists, or `None` after reporting why the test is skipped (a
+/// failure under `OBSERVER_E2E_REQUIRED=1`).
+pub fn require_path(path: &std::path::Path, why: &str) -> Option<()> {
+    if path.exists() {
+        return Some(());
+    }
+    skip(&format!("{} is missing ({why})", path.display()))
+}
+
 fn skip<T>(reason: &str) -> Option<T> {
     if required() {
         panic!("OBSERVER_E2E_REQUIRED=1 but {reason}");

@@ -1,36 +1,41 @@
 //! Go GC cycles: the agent's `go.gc` events for a fixture process against
-//! the fixture's own `GODEBUG=gctrace=1` lines (one `gc N` line per cycle).
+//! the fixture's own `GODEBUG=gctrace=1` lines (one `gc N` line per cycle),
+//! for every covered Go release and build variant.
 //!
 //! The fixture waits on stdin until the agent says it attached, so no cycle
 //! happens before the probes are in place; every cycle of the process is
-//! then both printed and seen.
+//! then both printed and seen. Fixtures are built once per release and
+//! variant into a cache under `target/` and reused by later runs.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use observer_e2e::gofixture::{self, GoFixture, cycle_set, gctrace_cycles};
+use observer_e2e::gofixture::{self, GoFixture, Toolchain, Variant, cycle_set, gctrace_cycles};
 use observer_e2e::observer::{Observer, Stopped};
-use observer_e2e::require::require_root_and_bin;
+use observer_e2e::require::{require_path, require_root_and_bin};
+use rstest::rstest;
 
 const ATTACH_WITHIN: Duration = Duration::from_secs(10);
 const RUN_WITHIN: Duration = Duration::from_secs(60);
 const GCTRACE: (&str, &str) = ("GODEBUG", "gctrace=1");
+/// Short runs: a few automatic cycles plus forced ones.
+const WORK: &[&str] = &["-wait-stdin", "-allocs", "10000", "-alloc-size", "65536", "-forced-gcs", "2"];
+/// The release the single-version tests use.
+const NEWEST: &str = "go1.27.4";
 
-fn fixture_bin() -> PathBuf {
-    gofixture::build(&build_dir())
+fn cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("gofixtures")
 }
 
-fn build_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go_gc");
-    std::fs::create_dir_all(&dir).expect("fixture build directory");
-    dir
+fn fixture_bin(toolchain: Toolchain, variant: Variant) -> PathBuf {
+    gofixture::build(&cache_dir(), toolchain, variant)
 }
 
 fn attached(pid: u32) -> String {
     format!("observer: go: attached pid={pid} ")
 }
 
-/// The `go.gc` events of `pid`, as (cycle, event).
+/// The `go.gc` events of `pid`.
 fn gc_events(stopped: &Stopped, pid: u32) -> Vec<serde_json::Value> {
     stopped.events.iter().filter(|e| e["kind"] == "go.gc" && e["pid"] == pid).cloned().collect()
 }
@@ -46,37 +51,124 @@ fn assert_same_cycles(events: &[serde_json::Value], gctrace: &[u32], stderr: &st
         .collect();
     assert_eq!(cycle_set(&cycles), cycle_set(gctrace), "cycle numbers");
     assert_eq!(cycle_set(&cycles).len(), cycles.len(), "each cycle once: {cycles:?}");
+    assert_process_named(events);
+}
+
+fn assert_process_named(events: &[serde_json::Value]) {
     let version = events[0]["go_version"].as_str().unwrap_or_default();
     assert!(version.starts_with("go1."), "go_version in {}", events[0]);
     assert_eq!(events[0]["go_module"], "example.invalid/gofixture");
     assert_eq!(events[0]["cgroup_source"], "process");
 }
 
-/// Runs a `-wait-stdin` fixture to its end once the agent watches it.
-fn run_watched(observer: &mut Observer, mut fixture: GoFixture) -> gofixture::Finished {
-    observer.wait_for_stderr(&attached(fixture.pid), ATTACH_WITHIN);
+/// Runs a `-wait-stdin` fixture to its end once the agent watches it;
+/// returns the agent's attach line too.
+fn run_watched(observer: &mut Observer, mut fixture: GoFixture) -> (String, gofixture::Finished) {
+    let line = observer.wait_for_stderr(&attached(fixture.pid), ATTACH_WITHIN);
     fixture.go();
-    fixture.finish(RUN_WITHIN)
+    (line, fixture.finish(RUN_WITHIN))
 }
 
-#[test]
-fn gc_cycles_match_gctrace() {
-    let Some(bin) = require_root_and_bin() else { return };
-    let fixture_bin = fixture_bin();
-    let mut observer = Observer::start(&bin);
-    let fixture = GoFixture::start(&fixture_bin, &["-wait-stdin", "-allocs", "20000", "-alloc-size", "65536"], &[GCTRACE]);
+/// One short fixture run under the agent: (attach line, gctrace cycles,
+/// the pid's events, fixture stderr).
+fn watched_run(bin: &Path, fixture_bin: &Path) -> (String, Vec<u32>, Vec<serde_json::Value>, String) {
+    let mut observer = Observer::start(bin);
+    let fixture = GoFixture::start(fixture_bin, WORK, &[GCTRACE]);
     let pid = fixture.pid;
-    let finished = run_watched(&mut observer, fixture);
+    let (line, finished) = run_watched(&mut observer, fixture);
     let stopped = observer.stop();
     assert_eq!(stopped.lost, 0, "ring buffer losses");
-    assert_same_cycles(&gc_events(&stopped, pid), &gctrace_cycles(&finished.stderr), &finished.stderr);
+    (line, gctrace_cycles(&finished.stderr), gc_events(&stopped, pid), finished.stderr)
+}
+
+/// Every release × variant with symbols: cycle count and numbers match
+/// gctrace. With DWARF the offset comes from the binary itself; without
+/// (`-ldflags=-w`) from the per-release table, which this verifies.
+#[rstest]
+fn cycles_match_gctrace(
+    #[values("go1.22.12", "go1.23.12", "go1.24.13", "go1.25.14", "go1.26.11", "go1.27.4")] release: &'static str,
+    #[values(Variant::Plain, Variant::NoDwarf, Variant::Pie, Variant::Trimpath, Variant::Cgo)] variant: Variant,
+) {
+    assert!(gofixture::RELEASES.contains(&release), "{release} is not in gofixture::RELEASES");
+    let Some(bin) = require_root_and_bin() else { return };
+    let fixture_bin = fixture_bin(Toolchain::Release(release), variant);
+    let (line, gctrace, events, stderr) = watched_run(&bin, &fixture_bin);
+    let layout = if variant == Variant::NoDwarf { "layout=table" } else { "layout=dwarf" };
+    assert!(line.contains(&format!("version={release} ")) && line.contains(layout), "{line}");
+    assert_same_cycles(&events, &gctrace, &stderr);
+}
+
+/// Stripped (`-ldflags=-s -w`): the function comes from `.gopclntab`, but
+/// `runtime.work` is data and has no entry there: events without cycle
+/// numbers, and one warning saying so.
+#[rstest]
+fn stripped_binary_events_without_cycle_numbers(
+    #[values("go1.22.12", "go1.23.12", "go1.24.13", "go1.25.14", "go1.26.11", "go1.27.4")] release: &'static str,
+) {
+    let Some(bin) = require_root_and_bin() else { return };
+    let fixture_bin = fixture_bin(Toolchain::Release(release), Variant::Stripped);
+    let mut observer = Observer::start(&bin);
+    let fixture = GoFixture::start(&fixture_bin, WORK, &[GCTRACE]);
+    let pid = fixture.pid;
+    // Other Go processes on the machine may get warnings too: this one's.
+    let warning = observer.wait_for_stderr(&format!("Go process {pid} "), ATTACH_WITHIN);
+    assert!(warning.contains("no symbol runtime.work ") && warning.contains("stripped"), "{warning}");
+    let (line, finished) = run_watched(&mut observer, fixture);
+    assert!(line.contains("layout=none"), "{line}");
+    let stopped = observer.stop();
+    let warnings = stopped_warnings(&stopped, pid);
+    assert_eq!(warnings, 1, "one warning for the process");
+    let gctrace = gctrace_cycles(&finished.stderr);
+    let events = gc_events(&stopped, pid);
+    assert!(!gctrace.is_empty(), "the fixture ran no GC cycle");
+    assert_eq!(events.len(), gctrace.len(), "go.gc events vs gctrace; stderr:\n{}", finished.stderr);
+    assert!(events.iter().all(|e| e["cycle"].is_null()), "no cycle numbers, never wrong ones: {events:?}");
+    assert_process_named(&events);
+}
+
+/// Warnings the agent printed about `pid`.
+fn stopped_warnings(stopped: &Stopped, pid: u32) -> usize {
+    let needle = format!("Go process {pid} ");
+    stopped.stderr.iter().filter(|l| l.contains(&needle)).count()
+}
+
+/// Debian's Go 1.19, older than any release the table knows: with DWARF
+/// the numbers are right; without, one clear unsupported-version warning
+/// and events without cycle numbers.
+#[rstest]
+fn debian_go_1_19(#[values(Variant::Plain, Variant::NoDwarf)] variant: Variant) {
+    let Some(bin) = require_root_and_bin() else { return };
+    let go = Path::new(gofixture::DEBIAN_GO_1_19);
+    if require_path(go, "apt-get install golang-1.19-go; `cargo xtask setup` does").is_none() {
+        return;
+    }
+    let fixture_bin = fixture_bin(Toolchain::Debian119, variant);
+    let mut observer = Observer::start(&bin);
+    let fixture = GoFixture::start(&fixture_bin, WORK, &[GCTRACE]);
+    let pid = fixture.pid;
+    let (line, finished) = run_watched(&mut observer, fixture);
+    let stopped = observer.stop();
+    assert!(line.contains("version=go1.19."), "{line}");
+    let gctrace = gctrace_cycles(&finished.stderr);
+    let events = gc_events(&stopped, pid);
+    if variant == Variant::Plain {
+        assert!(line.contains("layout=dwarf"), "{line}");
+        assert_same_cycles(&events, &gctrace, &finished.stderr);
+        return;
+    }
+    assert!(line.contains("layout=none"), "{line}");
+    let warning = stopped.stderr.iter().find(|l| l.contains(&format!("Go process {pid} "))).cloned().unwrap_or_default();
+    assert!(warning.contains("unsupported Go version") && warning.contains("go1.19"), "warning: {warning:?}");
+    assert_eq!(stopped_warnings(&stopped, pid), 1, "one warning for the process");
+    assert_eq!(events.len(), gctrace.len(), "go.gc events vs gctrace; stderr:\n{}", finished.stderr);
+    assert!(events.iter().all(|e| e["cycle"].is_null()), "no cycle numbers, never wrong ones: {events:?}");
 }
 
 #[test]
 fn with_gogc_off_only_forced_cycles() {
     const FORCED: u32 = 5;
     let Some(bin) = require_root_and_bin() else { return };
-    let fixture_bin = fixture_bin();
+    let fixture_bin = fixture_bin(Toolchain::Release(NEWEST), Variant::Plain);
     let mut observer = Observer::start(&bin);
     let forced = FORCED.to_string();
     let fixture = GoFixture::start(
@@ -85,46 +177,13 @@ fn with_gogc_off_only_forced_cycles() {
         &[GCTRACE, ("GOGC", "off"), ("GOMEMLIMIT", "off")],
     );
     let pid = fixture.pid;
-    let finished = run_watched(&mut observer, fixture);
+    let (_, finished) = run_watched(&mut observer, fixture);
     let stopped = observer.stop();
     let gctrace = gctrace_cycles(&finished.stderr);
     assert_eq!(gctrace, (1..=FORCED).collect::<Vec<_>>(), "gctrace of a GOGC=off run: only the forced cycles");
     let events = gc_events(&stopped, pid);
     assert_eq!(events.len(), FORCED as usize, "go.gc events with GOGC=off");
     assert_same_cycles(&events, &gctrace, &finished.stderr);
-}
-
-/// A position-independent binary: the runtime's globals move by the load
-/// bias, which the agent reads from the process's mappings.
-#[test]
-fn pie_binary_cycles_match_gctrace() {
-    let Some(bin) = require_root_and_bin() else { return };
-    let fixture_bin = gofixture::build_variant(&build_dir(), "gofixture-pie", &["-buildmode=pie"]);
-    let mut observer = Observer::start(&bin);
-    let fixture = GoFixture::start(&fixture_bin, &["-wait-stdin", "-allocs", "10000", "-forced-gcs", "2"], &[GCTRACE]);
-    let pid = fixture.pid;
-    let finished = run_watched(&mut observer, fixture);
-    let stopped = observer.stop();
-    assert_same_cycles(&gc_events(&stopped, pid), &gctrace_cycles(&finished.stderr), &finished.stderr);
-}
-
-/// Stripped (`-ldflags=-s -w`): no symbol table, and `.gopclntab` is not
-/// read yet, so the agent says so once and traces nothing for it.
-#[test]
-fn stripped_binary_gets_one_clear_warning() {
-    let Some(bin) = require_root_and_bin() else { return };
-    let fixture_bin = gofixture::build_variant(&build_dir(), "gofixture-stripped", &["-ldflags=-s -w"]);
-    let mut observer = Observer::start(&bin);
-    let fixture = GoFixture::start(&fixture_bin, &["-wait-stdin", "-forced-gcs", "2"], &[GCTRACE]);
-    let pid = fixture.pid;
-    let warning = observer.wait_for_stderr("no symbol runtime.gcMarkTermination", ATTACH_WITHIN);
-    assert!(warning.contains(&format!("Go process {pid} ")) && warning.contains("stripped"), "{warning}");
-    let mut fixture = fixture;
-    fixture.go();
-    let finished = fixture.finish(RUN_WITHIN);
-    let stopped = observer.stop();
-    assert_eq!(gctrace_cycles(&finished.stderr).len(), 2, "the fixture's own cycles");
-    assert!(gc_events(&stopped, pid).is_empty(), "no go.gc events for a binary that is not traced");
 }
 
 /// What the agent holds: BPF links, kernel-object descriptors (links, perf
@@ -171,14 +230,14 @@ fn bpftool(args: &[&str]) -> serde_json::Value {
 #[test]
 fn attaches_to_an_already_running_process() {
     let Some(bin) = require_root_and_bin() else { return };
-    let fixture_bin = fixture_bin();
-    let fixture = GoFixture::start(&fixture_bin, &["-wait-stdin", "-allocs", "10000", "-forced-gcs", "2"], &[GCTRACE]);
+    let fixture_bin = fixture_bin(Toolchain::Release(NEWEST), Variant::Plain);
+    let fixture = GoFixture::start(&fixture_bin, WORK, &[GCTRACE]);
     let pid = fixture.pid;
     let mut observer = Observer::start(&bin);
     observer.wait_for_stderr(&attached(pid), ATTACH_WITHIN);
     let watching = held(observer.pid());
     assert!(watching.links >= 1 && watching.go_procs >= 1, "while watching: {watching:?}");
-    let finished = run_watched(&mut observer, fixture);
+    let (_, finished) = run_watched(&mut observer, fixture);
     // Its probe, map entry and descriptors go when it does.
     observer.wait_for_stderr(&format!("observer: go: detached pid={pid}"), ATTACH_WITHIN);
     let after = held(observer.pid());

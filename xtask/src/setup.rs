@@ -30,6 +30,8 @@ const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
     "linux-perf",
+    // The oldest Go Debian offers: the Go tests' unsupported-release case.
+    "golang-1.19-go",
 ];
 
 /// bpf-linker release that matches rustc 1.95's LLVM 22.

@@ -39,7 +39,7 @@ const KERNELS: &[Kernel] = &[
 const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static"];
 /// The test binaries whose subject differs between kernels; the others gain
 /// nothing from a slow emulated run (uprobes and the CLI behave the same).
-const VM_TESTS: &[&str] = &["tcp_resets", "net_drops"];
+const VM_TESTS: &[&str] = &["tcp_resets", "net_drops", "memcg"];
 const VIRTME_NG_VERSION: &str = "1.42";
 /// Bound on one boot with all its tests (emulation is slow; a hang must end).
 const BOOT_TIMEOUT_SECS: u32 = 1500;

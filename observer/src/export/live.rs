@@ -124,6 +124,30 @@ pub fn line(record: &Record) -> String {
             }
             s + &net_owner(r.netns, r.netns_owner.as_ref(), &r.who)
         }
+        Event::MemcgEvents(m) => {
+            let d = &m.delta;
+            let mut s = format!(
+                "{clock} memcg.events {} high+{} max+{} oom+{} oom_kill+{} low+{}",
+                m.who.cgroup_path.as_deref().unwrap_or("?"),
+                d.high,
+                d.max,
+                d.oom,
+                d.oom_kill,
+                d.low
+            );
+            if let Some(current) = m.memory_current {
+                s += &format!(" current={current}");
+            }
+            s
+        }
+        Event::MemcgOomKill(o) => format!(
+            "{clock} memcg.oom_kill pid={} ({}) cgroup={} by pid={} ({})",
+            o.who.pid.unwrap_or(0),
+            o.who.comm.as_deref().unwrap_or("?"),
+            o.who.cgroup_path.as_deref().unwrap_or("?"),
+            o.trigger_pid,
+            o.trigger_comm
+        ),
         Event::GoGc(g) => {
             let cycle = g.cycle.map_or_else(|| "?".to_string(), |c| c.to_string());
             let mut s = format!("{clock} go.gc     cycle={cycle} {}", g.go_version.as_deref().unwrap_or("go?"));
@@ -145,7 +169,9 @@ fn net_owner(netns: u32, owner: Option<&NetnsOwner>, who: &Attribution) -> Strin
         if let Some(name) = &o.name {
             s += &format!(" ({name})");
         }
-        if let Some(path) = o.cgroup_paths.first() {
+        if let Some(pod) = o.k8s_pod_uids.first() {
+            s += &format!(" pod={pod}");
+        } else if let Some(path) = o.cgroup_paths.first() {
             s += &format!(" ns_cgroup={path}");
         }
         if let (Some(pid), Some(comm)) = (o.pids.first(), &o.comm) {

@@ -279,7 +279,7 @@ fn cgroups() -> Cgroups {
 }
 
 /// Controllers of the cgroup v1 hierarchies in /proc/self/mountinfo.
-fn v1_controllers(mountinfo: &str) -> Vec<String> {
+pub fn v1_controllers(mountinfo: &str) -> Vec<String> {
     const KNOWN: &[&str] =
         &["cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "net_cls", "net_prio", "hugetlb", "perf_event", "rdma", "misc"];
     let mut found: Vec<String> = mountinfo

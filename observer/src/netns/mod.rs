@@ -32,6 +32,9 @@ pub struct NetnsOwner {
     pub comm: Option<String>,
     /// Distinct cgroup v2 paths of its processes, at most [`MAX_CGROUPS`].
     pub cgroup_paths: Vec<String>,
+    /// The Kubernetes pods those paths name: all containers of a pod share
+    /// its network namespace, so this names the pod of a softirq-time event.
+    pub k8s_pod_uids: Vec<String>,
 }
 
 pub struct NetnsOwners {
@@ -109,6 +112,9 @@ impl NetnsOwners {
                     .ok()
                     .map(|c| c.trim().to_string())
             });
+            let pods: BTreeSet<String> =
+                cgroups.iter().filter_map(|p| crate::cgroup::container::parse(p)?.pod_uid).collect();
+            owner.k8s_pod_uids = pods.into_iter().collect();
             owner.cgroup_paths = cgroups.into_iter().collect();
         }
     }

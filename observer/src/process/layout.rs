@@ -1,9 +1,10 @@
 //! Per-Go-version layouts of runtime structs: the one place that knows them.
 //!
-//! Used when a binary carries no DWARF to derive them from. Every entry is
-//! checked by the end-to-end tests against `GODEBUG=gctrace=1` of a fixture
-//! built with that release; add a release only together with such a run.
-//! TODO(issue 4): derive offsets from DWARF when present; add 1.22–1.25, 1.27.
+//! Used when a binary carries no DWARF to derive them from (`-ldflags=-w`,
+//! stripped); with DWARF the binary's own layout wins (`dwarf.rs`). Every
+//! entry was read from the DWARF of a fixture built with that release and is
+//! checked by the end-to-end tests (`go_gc`, variant `NoDwarf`) against
+//! `GODEBUG=gctrace=1`; add a release only together with such a run.
 
 /// A Go release, major and minor (`go1.26.8` → 1.26).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -40,8 +41,15 @@ pub struct RuntimeLayout {
     pub work_cycles: u64,
 }
 
-/// (release, layout), read from the release's DWARF (`debug/dwarf`).
-const TABLE: &[(GoRelease, RuntimeLayout)] = &[(GoRelease { major: 1, minor: 26 }, RuntimeLayout { work_cycles: 648 })];
+/// (release, layout), read from the release's DWARF (`runtime.workType`).
+const TABLE: &[(GoRelease, RuntimeLayout)] = &[
+    (GoRelease { major: 1, minor: 22 }, RuntimeLayout { work_cycles: 400 }),
+    (GoRelease { major: 1, minor: 23 }, RuntimeLayout { work_cycles: 424 }),
+    (GoRelease { major: 1, minor: 24 }, RuntimeLayout { work_cycles: 424 }),
+    (GoRelease { major: 1, minor: 25 }, RuntimeLayout { work_cycles: 512 }),
+    (GoRelease { major: 1, minor: 26 }, RuntimeLayout { work_cycles: 648 }),
+    (GoRelease { major: 1, minor: 27 }, RuntimeLayout { work_cycles: 648 }),
+];
 
 pub fn for_release(release: GoRelease) -> Option<RuntimeLayout> {
     TABLE.iter().find(|(r, _)| *r == release).map(|(_, layout)| *layout)
@@ -70,8 +78,10 @@ mod tests {
 
     #[test]
     fn table_knows_the_verified_releases_only() {
+        assert_eq!(for_release(GoRelease { major: 1, minor: 22 }), Some(RuntimeLayout { work_cycles: 400 }));
         assert_eq!(for_release(GoRelease { major: 1, minor: 26 }), Some(RuntimeLayout { work_cycles: 648 }));
         assert_eq!(for_release(GoRelease { major: 1, minor: 19 }), None);
-        assert_eq!(known_releases(), "go1.26");
+        assert_eq!(for_release(GoRelease { major: 1, minor: 28 }), None);
+        assert_eq!(known_releases(), "go1.22, go1.23, go1.24, go1.25, go1.26, go1.27");
     }
 }

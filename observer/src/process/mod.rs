@@ -3,5 +3,8 @@
 
 pub mod buildinfo;
 pub mod discovery;
+pub mod dwarf;
 pub mod gobinary;
 pub mod layout;
+pub mod pclntab;
+pub mod prologue;

@@ -21,7 +21,7 @@ use observer_common::goruntime::{GO_CYCLES_KNOWN, GO_GC_CYCLE_KNOWN, GoGcEvent, 
 use crate::process::{
     discovery::{BinaryId, Change, ProcScan, first_mapping},
     gobinary::{GC_MARK_TERMINATION, GoBinary, WORK},
-    layout::{self, GoRelease},
+    layout::{self, GoRelease, RuntimeLayout},
 };
 
 const PROGRAM: &str = "go_gc_mark_termination";
@@ -147,7 +147,7 @@ impl GoRuntimeSource {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string();
         let Some(offset) = go.gc_mark_termination else {
             if self.warned.insert(binary) {
-                let why = if go.stripped { " (stripped binary; .gopclntab is not read yet)" } else { "" };
+                let why = if go.stripped { " (stripped binary; not found in .gopclntab either)" } else { "" };
                 tracing::warn!(
                     "Go process {pid} ({comm}, {}): no symbol {GC_MARK_TERMINATION}{why}; its GC cycles are not traced",
                     go.build.go_version
@@ -157,7 +157,7 @@ impl GoRuntimeSource {
         };
         let cycles = self.cycles_address(pid, binary, &go, &comm);
         let entry = GoProcess {
-            cycles_addr: cycles.unwrap_or(0),
+            cycles_addr: cycles.map_or(0, |(addr, _)| addr),
             flags: if cycles.is_some() { GO_CYCLES_KNOWN } else { 0 },
             _pad: 0,
         };
@@ -179,29 +179,27 @@ impl GoRuntimeSource {
             return;
         };
         eprintln!(
-            "observer: go: attached pid={pid} comm={comm} version={} module={}",
+            "observer: go: attached pid={pid} comm={comm} version={} module={} layout={}",
             info.go_version,
-            info.main_module.as_deref().unwrap_or("-")
+            info.main_module.as_deref().unwrap_or("-"),
+            cycles.map_or("none", |(_, source)| source.as_str())
         );
         self.watched.insert(pid, Watched { info, link: Some(link) });
     }
 
-    /// Where `work.cycles` lives in `pid`, or `None` after one warning
-    /// naming the process and what is missing.
-    fn cycles_address(&mut self, pid: u32, binary: BinaryId, go: &GoBinary, comm: &str) -> Option<u64> {
-        let release = GoRelease::parse(&go.build.go_version);
-        let layout = release.and_then(layout::for_release);
-        let missing = match (go.work, layout) {
+    /// Where `work.cycles` lives in `pid` and where its offset came from,
+    /// or `None` after one warning naming the process and what is missing.
+    fn cycles_address(&mut self, pid: u32, binary: BinaryId, go: &GoBinary, comm: &str) -> Option<(u64, LayoutSource)> {
+        let missing = match (go.work, runtime_layout(go)) {
+            (None, _) if go.stripped => {
+                format!("no symbol {WORK} (stripped binary: its .gopclntab lists functions only, not data)")
+            }
             (None, _) => format!("no symbol {WORK}"),
-            (Some(_), None) => format!(
-                "no runtime layout for {} (known: {})",
-                go.build.go_version,
-                layout::known_releases()
-            ),
-            (Some(work), Some(layout)) => {
+            (Some(_), Err(missing)) => missing,
+            (Some(work), Ok((layout, source))) => {
                 let mapping = if go.pie { first_mapping(pid, binary) } else { Some((0, 0)) };
                 match mapping.and_then(|(start, off)| go.relocate(work + layout.work_cycles, start, off)) {
-                    Some(addr) => return Some(addr),
+                    Some(addr) => return Some((addr, source)),
                     None => "cannot find its load address in /proc/PID/maps".to_string(),
                 }
             }
@@ -214,6 +212,41 @@ impl GoRuntimeSource {
         }
         None
     }
+}
+
+/// Where a process's runtime layout came from, for the attach message.
+#[derive(Debug, Clone, Copy)]
+enum LayoutSource {
+    Dwarf,
+    Table,
+}
+
+impl LayoutSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Dwarf => "dwarf",
+            Self::Table => "table",
+        }
+    }
+}
+
+/// The binary's own DWARF first; the per-release table for binaries
+/// without it. `Err` says what is missing.
+fn runtime_layout(go: &GoBinary) -> Result<(RuntimeLayout, LayoutSource), String> {
+    let no_dwarf = match &go.dwarf_layout {
+        Ok(layout) => return Ok((*layout, LayoutSource::Dwarf)),
+        Err(err) => err,
+    };
+    GoRelease::parse(&go.build.go_version)
+        .and_then(layout::for_release)
+        .map(|layout| (layout, LayoutSource::Table))
+        .ok_or_else(|| {
+            format!(
+                "{no_dwarf}, and no runtime layout for {} in the table (known: {}): unsupported Go version",
+                go.build.go_version,
+                layout::known_releases()
+            )
+        })
 }
 
 fn program(ebpf: &mut Ebpf) -> Result<&mut UProbe, GoRuntimeError> {
