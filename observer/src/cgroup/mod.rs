@@ -64,22 +64,32 @@ impl CgroupPaths {
         self.last_scan = Some(Instant::now());
         let Some(root) = self.root.clone() else { return };
         self.by_id.clear();
-        let mut stack = vec![(root.clone(), 0)];
-        while let Some((dir, depth)) = stack.pop() {
+        for dir in directories(&root) {
             let Ok(meta) = std::fs::metadata(&dir) else { continue };
             let rel = dir.strip_prefix(&root).map(|p| format!("/{}", p.display())).unwrap_or_default();
             self.by_id.insert(meta.ino(), rel);
-            if depth >= MAX_DEPTH {
-                continue;
-            }
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        }
+    }
+}
+
+/// Every cgroup directory below `root` (itself included), at most
+/// [`MAX_DEPTH`] deep; cgroups that vanish during the walk are skipped.
+pub fn directories(root: &std::path::Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![(root.to_path_buf(), 0)];
+    while let Some((dir, depth)) = stack.pop() {
+        if depth < MAX_DEPTH
+            && let Ok(entries) = std::fs::read_dir(&dir)
+        {
             for entry in entries.flatten() {
                 if entry.file_type().is_ok_and(|t| t.is_dir()) {
                     stack.push((entry.path(), depth + 1));
                 }
             }
         }
+        found.push(dir);
     }
+    found
 }
 
 /// Finds the cgroup2 mount point in the text of /proc/self/mountinfo.

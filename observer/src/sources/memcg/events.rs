@@ -35,7 +35,6 @@ const RESCAN_EVERY: Duration = Duration::from_secs(1);
 /// Polling interval of the `poll` mechanism; also how often the inotify
 /// loop looks at the stop flag.
 const POLL_EVERY: Duration = Duration::from_millis(200);
-const MAX_DEPTH: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemcgError {
@@ -207,25 +206,14 @@ impl Watch {
 
     /// Adds cgroups that appeared, drops those that went.
     fn rescan(&mut self, initial: bool) {
-        let mut seen = Vec::new();
-        let mut stack = vec![(self.root.clone(), 0)];
-        while let Some((dir, depth)) = stack.pop() {
-            // The root has no memory.events; a child has one only when its
-            // parent enables the memory controller for it.
-            if dir.join("memory.events").is_file() {
-                seen.push(dir.clone());
-            }
-            if depth >= MAX_DEPTH {
-                continue;
-            }
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-            for entry in entries.flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push((entry.path(), depth + 1));
-                }
-            }
-        }
-        let gone: Vec<PathBuf> = self.cgroups.keys().filter(|d| !seen.contains(d)).cloned().collect();
+        // The root has no memory.events; a child has one only when its parent
+        // enables the memory controller for it.
+        let seen: Vec<PathBuf> = crate::cgroup::directories(&self.root)
+            .into_iter()
+            .filter(|dir| dir.join("memory.events").is_file())
+            .collect();
+        let present: std::collections::HashSet<&PathBuf> = seen.iter().collect();
+        let gone: Vec<PathBuf> = self.cgroups.keys().filter(|d| !present.contains(d)).cloned().collect();
         for dir in gone {
             self.forget(&dir);
         }
