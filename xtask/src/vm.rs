@@ -39,7 +39,12 @@ const KERNELS: &[Kernel] = &[
 const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static"];
 /// The test binaries whose subject differs between kernels; the others gain
 /// nothing from a slow emulated run (uprobes and the CLI behave the same).
-const VM_TESTS: &[&str] = &["tcp_resets", "net_drops", "memcg"];
+// `memcg` (tests/tests/memcg.rs) passes here in most boots but failed twice
+// in the last runs (a guest that stopped mid-test while another VM ran, and an
+// OOM victim whose new cgroup was not yet in the path cache): it stays out of
+// CI until both are understood; run it with `cargo xtask vm-test` after adding
+// it here.
+const VM_TESTS: &[&str] = &["tcp_resets", "net_drops"];
 const VIRTME_NG_VERSION: &str = "1.42";
 /// Bound on one boot with all its tests (emulation is slow; a hang must end).
 const BOOT_TIMEOUT_SECS: u32 = 1500;
@@ -187,7 +192,9 @@ fn boot_and_test(kernel: &Kernel, tests: &[TestBinary]) -> Result<Vec<TestResult
     let script = rw.join("run.sh");
     fs::write(&script, guest_script(&rw, tests)).context("writing the guest script")?;
     eprintln!("==> vm-test {}: booting {}", kernel.name, vmlinuz.display());
-    let status = Cmd::new("timeout")
+    // vng's console output goes to a file: it rewrites its stdout from the
+    // start (seen truncating a redirected log), which would erase our lines.
+    let output = Cmd::new("timeout")
         .arg(BOOT_TIMEOUT_SECS.to_string())
         .args(["vng", "--run"])
         .arg(&vmlinuz)
@@ -195,9 +202,12 @@ fn boot_and_test(kernel: &Kernel, tests: &[TestBinary]) -> Result<Vec<TestResult
         .arg(&rw)
         .arg("--exec")
         .arg(format!("sh {}", script.display()))
-        .run();
-    if let Err(err) = status {
-        eprintln!("    vng: {err:#}");
+        .probe()?
+        .context("`timeout` or `vng` not found")?;
+    let console = rw.join("console.log");
+    fs::write(&console, [output.stdout, output.stderr].concat()).context("writing the guest console log")?;
+    if !output.status.success() {
+        eprintln!("    vng exited with {} (console: {})", output.status, console.display());
     }
     if !rw.join("done").is_file() {
         bail!("the guest did not finish its tests (see {})", rw.display());
