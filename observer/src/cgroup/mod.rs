@@ -15,17 +15,21 @@ use std::{
 /// Rescans for unknown ids at most this often (cgroups come and go).
 const RESCAN_EVERY: Duration = Duration::from_secs(1);
 const MAX_DEPTH: usize = 32;
+const MAX_MISSED: usize = 4096;
 
 pub struct CgroupPaths {
     root: Option<PathBuf>,
     by_id: HashMap<u64, String>,
     last_scan: Option<Instant>,
+    /// Ids a scan did not find: a new id gets one scan at once (a cgroup made
+    /// a moment ago), an id still missing waits for the rate limit.
+    missed: std::collections::HashSet<u64>,
 }
 
 impl CgroupPaths {
     pub fn new() -> Self {
         let root = std::fs::read_to_string("/proc/self/mountinfo").ok().and_then(|m| cgroup2_mount(&m));
-        let mut paths = Self { root, by_id: HashMap::new(), last_scan: None };
+        let mut paths = Self { root, by_id: HashMap::new(), last_scan: None, missed: Default::default() };
         paths.scan();
         paths
     }
@@ -54,8 +58,17 @@ impl CgroupPaths {
         if id == 0 {
             return None;
         }
-        if !self.by_id.contains_key(&id) && self.last_scan.is_none_or(|t| t.elapsed() >= RESCAN_EVERY) {
+        if !self.by_id.contains_key(&id)
+            && (!self.missed.contains(&id) || self.last_scan.is_none_or(|t| t.elapsed() >= RESCAN_EVERY))
+        {
             self.scan();
+            if !self.by_id.contains_key(&id) {
+                // Gone already (or never a cgroup): bounded, forgotten wholesale.
+                if self.missed.len() >= MAX_MISSED {
+                    self.missed.clear();
+                }
+                self.missed.insert(id);
+            }
         }
         self.by_id.get(&id).cloned()
     }
