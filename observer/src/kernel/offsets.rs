@@ -8,14 +8,8 @@ use super::btf::Btf;
 /// [`OFFSET_UNKNOWN`] (the programs then skip that read) and is named in the
 /// returned list so the agent can say which attribution is missing.
 pub fn resolve(btf: &Btf) -> (KernelOffsets, Vec<String>) {
-    let mut missing = Vec::new();
-    let mut get = |ty: &str, path: &[&str]| match btf.member_offset(ty, path) {
-        Ok(off) => off,
-        Err(err) => {
-            missing.push(err.to_string());
-            OFFSET_UNKNOWN
-        }
-    };
+    let mut lookup = Lookup { btf, missing: Vec::new() };
+    let mut get = |ty: &str, path: &[&str]| lookup.offset(ty, path);
     let net_ns = get("net", &["ns"]);
     let ns_inum = get("ns_common", &["inum"]);
     let sk_cgrp_data = get("sock", &["sk_cgrp_data"]);
@@ -33,19 +27,13 @@ pub fn resolve(btf: &Btf) -> (KernelOffsets, Vec<String>) {
         task_nsproxy: get("task_struct", &["nsproxy"]),
         nsproxy_net_ns: get("nsproxy", &["net_ns"]),
     };
-    (offsets, missing)
+    (offsets, lookup.missing)
 }
 
 /// The `sk_buff` offsets of the drop and retransmit programs, like [`resolve`].
 pub fn resolve_net(btf: &Btf) -> (NetOffsets, Vec<String>) {
-    let mut missing = Vec::new();
-    let mut get = |ty: &str, path: &[&str]| match btf.member_offset(ty, path) {
-        Ok(off) => off,
-        Err(err) => {
-            missing.push(err.to_string());
-            OFFSET_UNKNOWN
-        }
-    };
+    let mut lookup = Lookup { btf, missing: Vec::new() };
+    let mut get = |ty: &str, path: &[&str]| lookup.offset(ty, path);
     let cb = get("sk_buff", &["cb"]);
     let tcp_gso_segs = get("tcp_skb_cb", &["tcp_gso_segs"]);
     let offsets = NetOffsets {
@@ -58,7 +46,22 @@ pub fn resolve_net(btf: &Btf) -> (NetOffsets, Vec<String>) {
         shinfo_gso_segs: get("skb_shared_info", &["gso_segs"]),
         _pad: 0,
     };
-    (offsets, missing)
+    (offsets, lookup.missing)
+}
+
+/// Member offsets from BTF, remembering which ones this kernel lacks.
+struct Lookup<'a> {
+    btf: &'a Btf,
+    missing: Vec<String>,
+}
+
+impl Lookup<'_> {
+    fn offset(&mut self, ty: &str, path: &[&str]) -> u32 {
+        self.btf.member_offset(ty, path).unwrap_or_else(|err| {
+            self.missing.push(err.to_string());
+            OFFSET_UNKNOWN
+        })
+    }
 }
 
 fn add(a: u32, b: u32) -> u32 {
