@@ -9,6 +9,7 @@ pub mod goruntime;
 pub mod kernel;
 pub mod memcg;
 pub mod net;
+pub mod process;
 pub mod tcp;
 
 /// Length of a task's `comm`, as the kernel defines it (`TASK_COMM_LEN`).
@@ -27,6 +28,8 @@ pub enum EventKind {
     NetDrop = 10,
     TcpRetransmit = 11,
     OomVictim = 20,
+    ProcessExec = 30,
+    ProcessExit = 31,
 }
 
 impl EventKind {
@@ -37,6 +40,8 @@ impl EventKind {
             10 => Some(Self::NetDrop),
             11 => Some(Self::TcpRetransmit),
             20 => Some(Self::OomVictim),
+            30 => Some(Self::ProcessExec),
+            31 => Some(Self::ProcessExit),
             _ => None,
         }
     }

@@ -8,6 +8,7 @@ mod kernel;
 mod maps;
 mod memcg;
 mod net;
+mod process;
 mod tcp;
 
 #[cfg(not(test))]

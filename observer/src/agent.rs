@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use observer_common::{
-    EventHeader, EventKind, counter, goruntime::GoGcEvent, memcg::OomVictimEvent, tcp::TcpResetEvent,
+    EventHeader, EventKind, counter, goruntime::GoGcEvent, memcg::OomVictimEvent, process::ProcessEvent, tcp::TcpResetEvent,
 };
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
@@ -18,7 +18,7 @@ use crate::{
     export::{jsonl::JsonlWriter, live::LiveView},
     kernel::{btf::Btf, loader, offsets, privileges, tracefs},
     sources::{
-        goruntime::{self, GoRuntimeSource},
+        goruntime::GoRuntimeSource,
         memcg::{self, events::MemcgWatcher, oom::OomSource},
         net::NetSources,
         tcp::{self, ResetSource},
@@ -59,7 +59,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
     let reset_mechanism = resets.attach(&mut ebpf)?;
     net.attach(&mut ebpf);
     // Go processes are one signal among several: without it, carry on.
-    let mut go = match GoRuntimeSource::new(&mut ebpf) {
+    let mut go = match GoRuntimeSource::new(&mut ebpf, &tracefs, config.go_processes.clone()) {
         Ok(mut go) => {
             go.poll(&mut ebpf);
             Some(go)
@@ -70,6 +70,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
         }
     };
     let go_watched = go.as_ref().map_or(0, GoRuntimeSource::watched);
+    let go_found = go.as_ref().map_or("-", GoRuntimeSource::discovery);
     // memcg signals are optional: a host without them still runs the rest.
     let oom = match OomSource::prepare(&tracefs).and_then(|o| o.attach(&mut ebpf).map(|()| o)) {
         Ok(o) => Some(o),
@@ -110,8 +111,9 @@ pub async fn run(config: RunConfig) -> Result<()> {
         jsonl: &mut jsonl,
     };
     eprintln!(
-        "observer: ready: tcp resets: {reset_mechanism}; {} attached; go: {go_watched} processes watched; memcg: {memcg_text}; oom kills: {}; writing {}",
+        "observer: ready: tcp resets: {reset_mechanism}; {} attached; go: {go_watched} processes watched (selected: {}; found by {go_found}); memcg: {memcg_text}; oom kills: {}; writing {}",
         state.net.attached(),
+        config.go_processes,
         if state.oom.is_some() { "oom:mark_victim" } else { "unavailable" },
         state.jsonl.path().display()
     );
@@ -123,27 +125,24 @@ pub async fn run(config: RunConfig) -> Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     // The programs wake us only when a batch is waiting; this picks up the rest.
     let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
-    let mut go_scan = tokio::time::interval(goruntime::SCAN_EVERY);
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 state.drain(guard.get_inner_mut(), false)?;
                 guard.clear_ready();
+                state.poll_go(&mut ebpf);
             }
-            _ = drain_tick.tick() => state.drain(ring.get_mut(), false)?,
+            _ = drain_tick.tick() => {
+                state.drain(ring.get_mut(), false)?;
+                state.poll_go(&mut ebpf);
+            }
             Some((ts, event)) = recv_memcg(memcg_watch.as_mut()) => state.write_at(ts, event)?,
             _ = tick.tick() => {
                 state.net_summaries()?;
                 state.jsonl.flush()?;
                 state.live.extra = state.net.status_text();
                 state.live.status(lost(&counters));
-            }
-            _ = go_scan.tick(), if state.go.is_some() => {
-                state.live.clear_status();
-                if let Some(go) = state.go.as_mut() {
-                    go.poll(&mut ebpf);
-                }
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
@@ -223,6 +222,17 @@ impl State<'_> {
         Ok(())
     }
 
+    /// Acts on the process events drained so far and on due `/proc` scans
+    /// (attach and detach lines are printed: the status line goes first).
+    fn poll_go(&mut self, ebpf: &mut aya::Ebpf) {
+        if let Some(go) = self.go.as_mut()
+            && go.due()
+        {
+            self.live.clear_status();
+            go.poll(ebpf);
+        }
+    }
+
     /// Writes an event found outside the ring buffer at CLOCK_MONOTONIC `ts`.
     fn write_at(&mut self, ts: u64, event: Event) -> Result<()> {
         let (time, time_unix_nano) = self.clock.wall(ts);
@@ -247,6 +257,12 @@ impl State<'_> {
     fn record(&mut self, bytes: &[u8]) -> Option<Record> {
         let header: EventHeader = read(bytes)?;
         let event = match EventKind::from_u32(header.kind)? {
+            kind @ (EventKind::ProcessExec | EventKind::ProcessExit) => {
+                // Not an event of its own: tells the Go source what started and ended.
+                let raw: ProcessEvent = read(bytes)?;
+                self.go.as_mut()?.process_event(kind, &raw);
+                return None;
+            }
             EventKind::TcpReset => {
                 let raw: TcpResetEvent = read(bytes)?;
                 let (direction, mut decoded) = self.resets.decode(&raw)?;

@@ -9,7 +9,10 @@ use std::{
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
-use crate::sources::memcg::Mechanism;
+use crate::{
+    process::selector::{GoProcessSelection, GoProcessSelector},
+    sources::memcg::Mechanism,
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "observer", version, about = "eBPF runtime observer for nodes that run Go services")]
@@ -33,7 +36,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// TOML file with the same settings as the flags (`duration`, `output_dir`, `quiet`, `drop_events_per_sec`, `memcg_mechanism`).
+    /// TOML file with the same settings as the flags (`duration`, `output_dir`, `quiet`, `drop_events_per_sec`, `memcg_mechanism`, `go_process`).
     #[arg(long, env = "OBSERVER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Stop after this long (e.g. `10s`, `5m`); runs until stopped when absent.
@@ -53,6 +56,11 @@ pub struct RunArgs {
     /// the fallback) [default: inotify].
     #[arg(long, env = "OBSERVER_MEMCG_MECHANISM", value_name = "MECHANISM", value_enum)]
     pub memcg_mechanism: Option<Mechanism>,
+    /// Go processes to attach to: a pid, a comm (process name, at most 15
+    /// bytes) or a main module path (a value with '/' or '.'); repeat it for
+    /// several, or comma-separate them in the environment [default: all Go processes].
+    #[arg(long = "go-process", env = "OBSERVER_GO_PROCESS", value_name = "PID|COMM|MODULE", value_delimiter = ',')]
+    pub go_processes: Vec<GoProcessSelector>,
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +84,7 @@ pub struct RunConfig {
     pub quiet: bool,
     pub drop_events_per_sec: u32,
     pub memcg_mechanism: Mechanism,
+    pub go_processes: GoProcessSelection,
 }
 
 pub const DEFAULT_DROP_EVENTS_PER_SEC: u32 = 200;
@@ -97,6 +106,7 @@ struct FileConfig {
     quiet: Option<bool>,
     drop_events_per_sec: Option<u32>,
     memcg_mechanism: Option<Mechanism>,
+    go_process: Option<Vec<String>>,
 }
 
 impl RunConfig {
@@ -111,6 +121,13 @@ impl RunConfig {
             ),
             _ => None,
         };
+        let file_go_processes = match (file.go_process, &args.config) {
+            (Some(values), Some(path)) => values
+                .iter()
+                .map(|v| v.parse().map_err(|message| ConfigError::Invalid { path: path.clone(), message }))
+                .collect::<Result<_, _>>()?,
+            _ => Vec::new(),
+        };
         Ok(Self {
             duration: args.duration.or(file_duration),
             output_dir: args.output_dir.or(file.output_dir).unwrap_or_else(|| DEFAULT_OUTPUT_DIR.into()),
@@ -120,6 +137,11 @@ impl RunConfig {
                 .or(file.drop_events_per_sec)
                 .unwrap_or(DEFAULT_DROP_EVENTS_PER_SEC),
             memcg_mechanism: args.memcg_mechanism.or(file.memcg_mechanism).unwrap_or_default(),
+            go_processes: GoProcessSelection(if args.go_processes.is_empty() {
+                file_go_processes
+            } else {
+                args.go_processes
+            }),
         })
     }
 }
@@ -153,8 +175,37 @@ mod tests {
                 quiet: false,
                 drop_events_per_sec: DEFAULT_DROP_EVENTS_PER_SEC,
                 memcg_mechanism: Mechanism::Inotify,
+                go_processes: GoProcessSelection::default(),
             }
         );
+    }
+
+    #[test]
+    fn go_processes_from_flags_or_the_file() {
+        use GoProcessSelector::*;
+        let args = run_args(&["observer", "run", "--go-process", "42", "--go-process", "example.com/api,api"]);
+        let cfg = RunConfig::resolve(args).unwrap();
+        assert_eq!(cfg.go_processes.0, vec![Pid(42), Module("example.com/api".into()), Comm("api".into())]);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("observer.toml");
+        std::fs::write(&file, "go_process = [\"shop\", \"7\"]\n").unwrap();
+        let from_file = |extra: &[&str]| {
+            let mut argv = vec!["observer", "run", "--config", file.to_str().unwrap()];
+            argv.extend_from_slice(extra);
+            RunConfig::resolve(run_args(&argv))
+        };
+        assert_eq!(from_file(&[]).unwrap().go_processes.0, vec![Comm("shop".into()), Pid(7)]);
+        assert_eq!(from_file(&["--go-process", "9"]).unwrap().go_processes.0, vec![Pid(9)], "flags win");
+        std::fs::write(&file, "go_process = [\"0\"]\n").unwrap();
+        let err = from_file(&[]).unwrap_err();
+        assert!(err.to_string().contains("`0` is not a pid"), "{err}");
+    }
+
+    #[test]
+    fn bad_go_process_is_a_usage_error() {
+        let err = Cli::try_parse_from(["observer", "run", "--go-process", "much-too-long-a-name"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("much-too-long-a-name"), "{err}");
     }
 
     #[test]

@@ -6,5 +6,7 @@ pub mod discovery;
 pub mod dwarf;
 pub mod gobinary;
 pub mod layout;
+pub mod lifecycle;
 pub mod pclntab;
 pub mod prologue;
+pub mod selector;

@@ -6,7 +6,7 @@
 use std::{
     collections::{HashMap, HashSet},
     num::NonZeroU32,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -17,17 +17,18 @@ use aya::{
     programs::{ProgramError, UProbe, uprobe::UProbeLinkId, uprobe::UProbeScope},
 };
 use observer_common::goruntime::{GO_CYCLES_KNOWN, GO_GC_CYCLE_KNOWN, GoGcEvent, GoProcess};
+use observer_common::{EventKind, process::ProcessEvent};
 
 use crate::process::{
-    discovery::{BinaryId, Change, ProcScan, first_mapping},
+    discovery::{BinaryId, Change, first_mapping, monotonic_ns},
     gobinary::{GC_MARK_TERMINATION, GoBinary, WORK},
     layout::{self, GoRelease, RuntimeLayout},
+    lifecycle::ProcessWatch,
+    selector::GoProcessSelection,
 };
 
 const PROGRAM: &str = "go_gc_mark_termination";
 const MAP: &str = "GO_PROCS";
-/// How often `/proc` is scanned for new and ended processes.
-pub const SCAN_EVERY: Duration = Duration::from_millis(250);
 /// Events of an ended process may still sit in the ring buffer: keep what
 /// decoding them needs this long.
 const KEEP_ENDED: Duration = Duration::from_secs(5);
@@ -57,8 +58,11 @@ struct Watched {
 }
 
 pub struct GoRuntimeSource {
-    scan: ProcScan,
-    /// Per binary, read once: `None` for binaries that are not Go (or unreadable).
+    /// New and ended processes (kernel events, `/proc` scans).
+    processes: ProcessWatch,
+    /// Which Go processes get probes.
+    selection: GoProcessSelection,
+    /// Per binary, read once while a process runs it: `None` for binaries that are not Go (or unreadable).
     binaries: HashMap<BinaryId, Option<Arc<GoBinary>>>,
     watched: HashMap<u32, Watched>,
     ended: Vec<(Instant, u32, GoProcessInfo)>,
@@ -68,11 +72,14 @@ pub struct GoRuntimeSource {
 }
 
 impl GoRuntimeSource {
-    pub fn new(ebpf: &mut Ebpf) -> Result<Self, GoRuntimeError> {
+    /// Loads the programs and starts following processes (the first
+    /// [`GoRuntimeSource::poll`] scans `/proc`).
+    pub fn new(ebpf: &mut Ebpf, tracefs: &Path, selection: GoProcessSelection) -> Result<Self, GoRuntimeError> {
         let procs = BpfHashMap::try_from(ebpf.take_map(MAP).ok_or(GoRuntimeError::MissingMap)?)?;
         program(ebpf)?.load()?;
         Ok(Self {
-            scan: ProcScan::default(),
+            processes: ProcessWatch::start(ebpf, tracefs),
+            selection,
             binaries: HashMap::new(),
             watched: HashMap::new(),
             ended: Vec::new(),
@@ -86,15 +93,49 @@ impl GoRuntimeSource {
         self.watched.len()
     }
 
-    /// Rescans `/proc`: attaches to new Go processes, detaches from ended ones.
+    /// How new processes are found, for the ready line.
+    pub fn discovery(&self) -> &'static str {
+        self.processes.mechanism()
+    }
+
+    /// Takes a process exec or exit event from the ring buffer; the next
+    /// [`GoRuntimeSource::poll`] acts on it.
+    pub fn process_event(&mut self, kind: EventKind, event: &ProcessEvent) {
+        self.processes.queue(kind, event);
+    }
+
+    /// Whether [`GoRuntimeSource::poll`] has anything to do.
+    pub fn due(&mut self) -> bool {
+        self.processes.due()
+    }
+
+    /// Attaches to new Go processes, detaches from ended ones, and lets go
+    /// of binaries no process runs any more.
     pub fn poll(&mut self, ebpf: &mut Ebpf) {
         self.ended.retain(|(at, _, _)| at.elapsed() < KEEP_ENDED);
-        for change in self.scan.scan() {
+        for change in self.processes.changes() {
             match change {
-                Change::Exited { pid } => self.forget(ebpf, pid),
-                Change::Started { pid, binary } => self.consider(ebpf, pid, binary),
+                Change::Exited { pid, binary } => {
+                    self.forget(ebpf, pid);
+                    if !self.processes.in_use(&binary) {
+                        self.binaries.remove(&binary);
+                    }
+                }
+                Change::Started { pid, binary, exec_ns } => {
+                    self.consider(ebpf, pid, binary);
+                    if let Some(exec_ns) = exec_ns.filter(|_| self.watched.contains_key(&pid)) {
+                        let after = Duration::from_nanos(monotonic_ns().saturating_sub(exec_ns));
+                        tracing::debug!("go: pid {pid} attached {} us after its exec", after.as_micros());
+                    }
+                }
             }
         }
+    }
+
+    /// Whether `--go-process` selects this Go process.
+    fn selected(&self, pid: u32, go: &GoBinary) -> bool {
+        let comm = || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        self.selection.0.is_empty() || self.selection.matches(pid, comm().trim_end(), go.build.main_module.as_deref())
     }
 
     /// Process info for an event of `pid`, also shortly after it ended.
@@ -144,6 +185,9 @@ impl GoRuntimeSource {
             })
             .clone();
         let Some(go) = go else { return };
+        if !self.selected(pid, &go) {
+            return;
+        }
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string();
         let Some(offset) = go.gc_mark_termination else {
             if self.warned.insert(binary) {
