@@ -6,31 +6,67 @@
 
 use crate::{COMM_LEN, EventHeader};
 
-/// `GoProcess.flags`: `cycles_addr` is valid.
-pub const GO_CYCLES_KNOWN: u32 = 1;
+/// Figures of a GC cycle the programs read from the runtime's globals:
+/// indexes into [`GoProcess::addrs`] and [`GoGcEvent::values`], and bits
+/// (`1 << index`) of [`GoGcEvent::known`].
+pub mod field {
+    /// `work.cycles` (u32): the cycle's number as gctrace prints it.
+    pub const CYCLES: usize = 0;
+    /// `work.tSweepTerm` (int64, Go's `nanotime()`: CLOCK_MONOTONIC): the
+    /// cycle's start (sweep termination, the first stop of the world).
+    pub const T_SWEEP_TERM: usize = 1;
+    /// `work.tMark`: concurrent mark started.
+    pub const T_MARK: usize = 2;
+    /// `work.tMarkTerm`: mark termination (the second stop) started.
+    pub const T_MARK_TERM: usize = 3;
+    /// `work.tEnd`: the cycle ended.
+    pub const T_END: usize = 4;
+    /// `work.heap0` (bytes): live heap when the cycle started.
+    pub const HEAP0: usize = 5;
+    /// `work.heap1`: live heap at mark termination.
+    pub const HEAP1: usize = 6;
+    /// `work.heap2`: heap marked live by this cycle.
+    pub const HEAP2: usize = 7;
+    /// `gcController.lastHeapGoal`: this cycle's heap goal ("MB goal").
+    pub const HEAP_GOAL: usize = 8;
+    /// `gcController.gcPercent` (atomic int32): GOGC in effect, -1 = off.
+    pub const GC_PERCENT: usize = 9;
+    /// `gcController.memoryLimit` (atomic int64): GOMEMLIMIT in effect, in
+    /// bytes; `i64::MAX` = no limit.
+    pub const MEMORY_LIMIT: usize = 10;
+    pub const COUNT: usize = 11;
+    /// Array length (an even count keeps the structs free of padding).
+    pub const SLOTS: usize = 12;
 
-/// `GoGcEvent.flags`: `cycle` was read from the runtime.
-pub const GO_GC_CYCLE_KNOWN: u32 = 1;
+    /// Fields that are 4 bytes wide in the runtime; the others are 8.
+    pub const fn is_u32(index: usize) -> bool {
+        index == CYCLES || index == GC_PERCENT
+    }
+}
+
+/// `GoProcess.flags`: return probes of `runtime.gcAssistAlloc` are attached,
+/// so its entry only records the start time.
+pub const GO_ASSIST_TIMED: u32 = 1;
 
 /// Value of the `GO_PROCS` map, keyed by tgid: one entry per watched Go process.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct GoProcess {
-    /// Address of `runtime.work.cycles` (u32) in the process: the number of
-    /// the cycle in progress, as gctrace prints it. Written by `gcStart`, so
-    /// its page is present when mark termination reads it (an untouched BSS
-    /// page, like `memstats.numgc`'s before the first cycle, cannot be read
-    /// from a uprobe).
-    pub cycles_addr: u64,
-    /// [`GO_CYCLES_KNOWN`] and later bits.
+    /// Where each [`field`] lives in the process (load bias applied); 0 for
+    /// a field whose offset is unknown for this binary (never read then).
+    /// All of them are in `runtime.work` and `runtime.gcController`, whose
+    /// pages the runtime has written by the time a cycle ends.
+    pub addrs: [u64; field::SLOTS],
+    /// [`GO_ASSIST_TIMED`].
     pub flags: u32,
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<GoProcess>() == 16);
+const _: () = assert!(core::mem::size_of::<GoProcess>() == 8 * field::SLOTS + 8);
 
-/// One finished GC cycle: sent at entry to `runtime.gcMarkTermination`, which
-/// runs exactly once per cycle (`runtime.gcStart` may return without one).
+/// One finished GC cycle: sent at entry to `runtime.freeStackSpans`, which
+/// only `runtime.gcMarkTermination` calls, once per cycle, after it has set
+/// every figure read here and before it prints the gctrace line.
 #[repr(C)]
 #[derive(Copy, Clone, Debug)]
 pub struct GoGcEvent {
@@ -39,14 +75,60 @@ pub struct GoGcEvent {
     pub cgroup_id: u64,
     pub pid: u32,
     pub tid: u32,
-    /// The cycle's number as `GODEBUG=gctrace=1` prints it (`gc N`), valid
-    /// with [`GO_GC_CYCLE_KNOWN`].
-    pub cycle: u32,
-    pub flags: u32,
+    /// Bit `1 << i` set: `values[i]` was read from the runtime.
+    pub known: u32,
+    pub _pad: u32,
+    /// Raw values by [`field`] index (4-byte fields zero-extended).
+    pub values: [u64; field::SLOTS],
     pub comm: [u8; COMM_LEN],
 }
 
-const _: () = assert!(core::mem::size_of::<GoGcEvent>() == 16 + 8 + 4 * 4 + COMM_LEN);
+const _: () = assert!(core::mem::size_of::<GoGcEvent>() == 16 + 8 + 4 * 4 + 8 * field::SLOTS + COMM_LEN);
+
+/// `GoAssistEvent.flags`: `duration_ns` was measured (entry to return).
+pub const GO_ASSIST_DURATION_KNOWN: u32 = 1;
+
+/// One mark assist: a goroutine that allocated during marking had to help
+/// the GC (`runtime.gcAssistAlloc`, from entry to one of its returns).
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct GoAssistEvent {
+    pub header: EventHeader,
+    pub cgroup_id: u64,
+    pub pid: u32,
+    /// The thread the assist ended on (a parked assist may resume on another).
+    pub tid: u32,
+    /// The goroutine (`g` pointer).
+    pub goroutine: u64,
+    /// Wall time from entry to return, including time parked waiting for
+    /// the background workers; valid with [`GO_ASSIST_DURATION_KNOWN`].
+    pub duration_ns: u64,
+    pub flags: u32,
+    pub _pad: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+const _: () = assert!(core::mem::size_of::<GoAssistEvent>() == 16 + 8 + 8 + 8 + 8 + 8 + COMM_LEN);
+
+/// Heap growth (`runtime.(*mheap).grow`, kind `GoHeapGrow`) or memory
+/// returned to the OS (`runtime.sysUnusedOS`, kind `GoScavenge`).
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct GoHeapEvent {
+    pub header: EventHeader,
+    pub cgroup_id: u64,
+    pub pid: u32,
+    pub tid: u32,
+    /// `GoHeapGrow`: pages of 8 KiB the page heap lacked (the `npage`
+    /// argument). `GoScavenge`: bytes released (the `n` argument).
+    pub amount: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+const _: () = assert!(core::mem::size_of::<GoHeapEvent>() == 16 + 8 + 8 + 8 + COMM_LEN);
+
+/// The runtime's page size (`runtime._PageSize`, the same on every platform).
+pub const GO_PAGE_SIZE: u64 = 8192;
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data: integers only, padding is explicit.
@@ -54,3 +136,9 @@ unsafe impl aya::Pod for GoProcess {}
 #[cfg(feature = "user")]
 // SAFETY: plain old data: integers and a byte array, no implicit padding.
 unsafe impl aya::Pod for GoGcEvent {}
+#[cfg(feature = "user")]
+// SAFETY: plain old data: integers and a byte array, no implicit padding.
+unsafe impl aya::Pod for GoAssistEvent {}
+#[cfg(feature = "user")]
+// SAFETY: plain old data: integers and a byte array, no implicit padding.
+unsafe impl aya::Pod for GoHeapEvent {}

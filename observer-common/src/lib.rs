@@ -25,6 +25,9 @@ pub const OFFSET_UNKNOWN: u32 = u32::MAX;
 pub enum EventKind {
     TcpReset = 1,
     GoGc = 2,
+    GoAssist = 3,
+    GoHeapGrow = 4,
+    GoScavenge = 5,
     NetDrop = 10,
     TcpRetransmit = 11,
     OomVictim = 20,
@@ -37,6 +40,9 @@ impl EventKind {
         match v {
             1 => Some(Self::TcpReset),
             2 => Some(Self::GoGc),
+            3 => Some(Self::GoAssist),
+            4 => Some(Self::GoHeapGrow),
+            5 => Some(Self::GoScavenge),
             10 => Some(Self::NetDrop),
             11 => Some(Self::TcpRetransmit),
             20 => Some(Self::OomVictim),
@@ -55,7 +61,7 @@ pub mod counter {
     pub const RESET_SENT_SEEN: u32 = 1;
     /// `tcp:tcp_receive_reset` hits.
     pub const RESET_RECEIVED_SEEN: u32 = 2;
-    /// `runtime.gcMarkTermination` hits in watched Go processes.
+    /// GC cycle ends (`runtime.freeStackSpans` hits) in watched Go processes.
     pub const GO_GC_SEEN: u32 = 3;
     pub const COUNT: u32 = 4;
 }

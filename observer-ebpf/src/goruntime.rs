@@ -1,6 +1,10 @@
 //! Go runtime uprobes. The agent attaches them per watched process (scoped to
-//! its pid) at function entry only, and fills `GO_PROCS` with where to read
-//! the runtime's globals in that process.
+//! its pid) at function entry, or at one of a function's own return
+//! instructions (never as uretprobes: Go moves goroutine stacks), and fills
+//! `GO_PROCS` with where to read the runtime's globals in that process.
+//!
+//! Go's register ABI (ABIInternal, amd64): integer arguments in RAX, RBX,
+//! RCX, …; the running goroutine's `g` in R14.
 
 use aya_ebpf::{
     helpers::{
@@ -8,12 +12,14 @@ use aya_ebpf::{
         bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_user,
     },
     macros::{map, uprobe},
-    maps::HashMap,
+    maps::{HashMap, LruHashMap},
     programs::ProbeContext,
 };
 use observer_common::{
     EventKind, counter,
-    goruntime::{GO_CYCLES_KNOWN, GO_GC_CYCLE_KNOWN, GoGcEvent, GoProcess},
+    goruntime::{
+        GO_ASSIST_DURATION_KNOWN, GO_ASSIST_TIMED, GoAssistEvent, GoGcEvent, GoHeapEvent, GoProcess, field,
+    },
 };
 
 use crate::maps::{EVENTS, count};
@@ -22,32 +28,68 @@ use crate::maps::{EVENTS, count};
 #[map]
 pub static GO_PROCS: HashMap<u32, GoProcess> = HashMap::with_max_entries(4096, 0);
 
-/// Entry of `runtime.gcMarkTermination`: once per GC cycle.
+/// Start of assists in progress, by (tgid, goroutine). LRU: an assist whose
+/// process exits before it returns is pushed out, never leaked.
+#[map]
+static GO_ASSISTS: LruHashMap<AssistKey, u64> = LruHashMap::with_max_entries(16384, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct AssistKey {
+    goroutine: u64,
+    tgid: u32,
+    _pad: u32,
+}
+
+/// The watched process of the current task, if any.
+#[inline(always)]
+fn watched() -> Option<(u64, GoProcess)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: the value is copied out at once; entries are only replaced whole.
+    // Another process mapping the same binary has no entry: not ours to report.
+    unsafe { GO_PROCS.get(&tgid) }.copied().map(|p| (pid_tgid, p))
+}
+
+/// Entry of `runtime.freeStackSpans`: once per GC cycle, at its end.
 #[uprobe]
-pub fn go_gc_mark_termination(_ctx: ProbeContext) -> u32 {
-    match try_gc_mark_termination() {
+pub fn go_gc_end(_ctx: ProbeContext) -> u32 {
+    match try_gc_end() {
         Ok(()) => 0,
         Err(()) => 1,
     }
 }
 
+/// One runtime figure, or `None` when its address is unknown or unreadable.
 #[inline(always)]
-fn try_gc_mark_termination() -> Result<(), ()> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: the value is copied out at once; entries are only replaced whole.
-    let Some(proc_) = (unsafe { GO_PROCS.get(&tgid) }).copied() else {
-        // Another process mapping the same binary: not ours to report.
-        return Ok(());
-    };
-    count(counter::GO_GC_SEEN);
-    // work.cycles was incremented when this cycle started.
-    let cycle = if proc_.flags & GO_CYCLES_KNOWN != 0 {
+fn read_field(proc_: &GoProcess, index: usize) -> Option<u64> {
+    let addr = *proc_.addrs.get(index)?;
+    if addr == 0 {
+        return None;
+    }
+    if field::is_u32(index) {
         // SAFETY: bpf_probe_read_user checks the address and fails cleanly.
-        unsafe { bpf_probe_read_user(proc_.cycles_addr as *const u32) }.ok()
+        unsafe { bpf_probe_read_user(addr as *const u32) }.ok().map(u64::from)
     } else {
-        None
-    };
+        // SAFETY: as above.
+        unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
+    }
+}
+
+#[inline(always)]
+fn try_gc_end() -> Result<(), ()> {
+    let Some((pid_tgid, proc_)) = watched() else { return Ok(()) };
+    count(counter::GO_GC_SEEN);
+    let mut values = [0u64; field::SLOTS];
+    let mut known = 0u32;
+    for index in 0..field::COUNT {
+        if let Some(v) = read_field(&proc_, index) {
+            if let Some(slot) = values.get_mut(index) {
+                *slot = v;
+                known |= 1 << index;
+            }
+        }
+    }
     let Some(mut entry) = EVENTS.reserve::<GoGcEvent>(0) else {
         count(counter::LOST);
         return Err(());
@@ -60,10 +102,136 @@ fn try_gc_mark_termination() -> Result<(), ()> {
         (*event).header.cpu = bpf_get_smp_processor_id();
         (*event).header.ts_ns = bpf_ktime_get_ns();
         (*event).cgroup_id = bpf_get_current_cgroup_id();
-        (*event).pid = tgid;
+        (*event).pid = (pid_tgid >> 32) as u32;
         (*event).tid = pid_tgid as u32;
-        (*event).cycle = cycle.unwrap_or(0);
-        (*event).flags = if cycle.is_some() { GO_GC_CYCLE_KNOWN } else { 0 };
+        (*event).known = known;
+        (*event)._pad = 0;
+        (*event).values = values;
+        (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    }
+    entry.submit(crate::maps::submit_flags());
+    Ok(())
+}
+
+/// Go's ABIInternal registers of the probed task.
+#[inline(always)]
+fn regs(ctx: &ProbeContext) -> (u64, u64, u64) {
+    // SAFETY: `regs` is the probed task's saved registers, valid for the
+    // program's run.
+    let r = unsafe { &*ctx.regs };
+    (r.rax, r.rbx, r.r14)
+}
+
+/// Entry of `runtime.gcAssistAlloc`, past its stack check (a stack growth
+/// restarts the function from its entry, which would count it twice).
+#[uprobe]
+pub fn go_assist_start(ctx: ProbeContext) -> u32 {
+    match try_assist_start(&ctx) {
+        Ok(()) => 0,
+        Err(()) => 1,
+    }
+}
+
+#[inline(always)]
+fn try_assist_start(ctx: &ProbeContext) -> Result<(), ()> {
+    let Some((pid_tgid, proc_)) = watched() else { return Ok(()) };
+    let (_, _, g) = regs(ctx);
+    if proc_.flags & GO_ASSIST_TIMED == 0 {
+        // No return probes for this binary: count-only events.
+        return send_assist(pid_tgid, g, None);
+    }
+    let key = AssistKey { goroutine: g, tgid: (pid_tgid >> 32) as u32, _pad: 0 };
+    // SAFETY: a helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    GO_ASSISTS.insert(&key, &now, 0).map_err(|_| ())
+}
+
+/// One of `runtime.gcAssistAlloc`'s return instructions.
+#[uprobe]
+pub fn go_assist_end(ctx: ProbeContext) -> u32 {
+    match try_assist_end(&ctx) {
+        Ok(()) => 0,
+        Err(()) => 1,
+    }
+}
+
+#[inline(always)]
+fn try_assist_end(ctx: &ProbeContext) -> Result<(), ()> {
+    let Some((pid_tgid, _)) = watched() else { return Ok(()) };
+    let (_, _, g) = regs(ctx);
+    let key = AssistKey { goroutine: g, tgid: (pid_tgid >> 32) as u32, _pad: 0 };
+    // SAFETY: the value is copied out at once.
+    // None: the assist started before the probes were attached.
+    let Some(start) = (unsafe { GO_ASSISTS.get(&key) }).copied() else { return Ok(()) };
+    let _ = GO_ASSISTS.remove(&key);
+    // SAFETY: a helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    send_assist(pid_tgid, g, Some(now.saturating_sub(start)))
+}
+
+#[inline(always)]
+fn send_assist(pid_tgid: u64, g: u64, duration: Option<u64>) -> Result<(), ()> {
+    let Some(mut entry) = EVENTS.reserve::<GoAssistEvent>(0) else {
+        count(counter::LOST);
+        return Err(());
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: a reserved, exclusively owned slot; every field is written.
+    unsafe {
+        (*event).header.kind = EventKind::GoAssist as u32;
+        (*event).header.cpu = bpf_get_smp_processor_id();
+        (*event).header.ts_ns = bpf_ktime_get_ns();
+        (*event).cgroup_id = bpf_get_current_cgroup_id();
+        (*event).pid = (pid_tgid >> 32) as u32;
+        (*event).tid = pid_tgid as u32;
+        (*event).goroutine = g;
+        (*event).duration_ns = duration.unwrap_or(0);
+        (*event).flags = if duration.is_some() { GO_ASSIST_DURATION_KNOWN } else { 0 };
+        (*event)._pad = 0;
+        (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    }
+    entry.submit(crate::maps::submit_flags());
+    Ok(())
+}
+
+/// Entry of `runtime.(*mheap).grow(npage)`: RAX the heap, RBX `npage`.
+#[uprobe]
+pub fn go_heap_grow(ctx: ProbeContext) -> u32 {
+    let (_, npage, _) = regs(&ctx);
+    match send_heap(EventKind::GoHeapGrow, npage) {
+        Ok(()) => 0,
+        Err(()) => 1,
+    }
+}
+
+/// Entry of `runtime.sysUnusedOS(v, n)`: RAX the address, RBX `n` bytes
+/// handed back to the OS.
+#[uprobe]
+pub fn go_scavenge(ctx: ProbeContext) -> u32 {
+    let (_, n, _) = regs(&ctx);
+    match send_heap(EventKind::GoScavenge, n) {
+        Ok(()) => 0,
+        Err(()) => 1,
+    }
+}
+
+#[inline(always)]
+fn send_heap(kind: EventKind, amount: u64) -> Result<(), ()> {
+    let Some((pid_tgid, _)) = watched() else { return Ok(()) };
+    let Some(mut entry) = EVENTS.reserve::<GoHeapEvent>(0) else {
+        count(counter::LOST);
+        return Err(());
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: a reserved, exclusively owned slot; every field is written.
+    unsafe {
+        (*event).header.kind = kind as u32;
+        (*event).header.cpu = bpf_get_smp_processor_id();
+        (*event).header.ts_ns = bpf_ktime_get_ns();
+        (*event).cgroup_id = bpf_get_current_cgroup_id();
+        (*event).pid = (pid_tgid >> 32) as u32;
+        (*event).tid = pid_tgid as u32;
+        (*event).amount = amount;
         (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
     }
     entry.submit(crate::maps::submit_flags());

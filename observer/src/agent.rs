@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use observer_common::{
-    EventHeader, EventKind, counter, goruntime::GoGcEvent, memcg::OomVictimEvent, process::ProcessEvent, tcp::TcpResetEvent,
+    EventHeader, EventKind, counter, memcg::OomVictimEvent, process::ProcessEvent, tcp::TcpResetEvent,
 };
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
@@ -14,7 +14,7 @@ use crate::{
     sources::abort_on_data::AbortOnData,
     cgroup::CgroupPaths,
     config::RunConfig,
-    event::{Attribution, CgroupSource, Event, GoGc, Record},
+    event::{Attribution, CgroupSource, Event, Record},
     export::{jsonl::JsonlWriter, live::LiveView},
     kernel::{btf::Btf, loader, offsets, privileges, tracefs},
     sources::{
@@ -278,22 +278,9 @@ impl State<'_> {
                 let raw: OomVictimEvent = read(bytes)?;
                 Event::MemcgOomKill(self.oom.as_ref()?.decode(&raw, &mut self.cgroups)?)
             }
-            EventKind::GoGc => {
-                let raw: GoGcEvent = read(bytes)?;
-                let info = self.go.as_ref().and_then(|go| go.info(raw.pid));
-                let (go_version, go_module) =
-                    info.map_or((None, None), |i| (Some(i.go_version.clone()), i.main_module.clone()));
-                let cgroup_id = (raw.cgroup_id != 0).then_some(raw.cgroup_id);
-                Event::GoGc(GoGc {
-                    cycle: GoRuntimeSource::cycle(&raw),
-                    go_version,
-                    go_module,
-                    who: Attribution {
-                        pid: Some(raw.pid),
-                        comm: Some(comm(&raw.comm)),
-                        ..self.cgroups.attribute(cgroup_id, CgroupSource::Process)
-                    },
-                })
+            kind @ (EventKind::GoGc | EventKind::GoAssist | EventKind::GoHeapGrow | EventKind::GoScavenge) => {
+                let clock = &self.clock;
+                self.go.as_ref()?.decode(kind, bytes, &|ns| clock.wall(ns), &mut self.cgroups)?
             }
         };
         let (time, time_unix_nano) = self.clock.wall(header.ts_ns);

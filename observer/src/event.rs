@@ -26,6 +26,12 @@ pub enum Event {
     TcpReset(TcpReset),
     #[serde(rename = "go.gc")]
     GoGc(GoGc),
+    #[serde(rename = "go.assist")]
+    GoAssist(GoAssist),
+    #[serde(rename = "go.heap_grow")]
+    GoHeapGrow(GoHeapGrow),
+    #[serde(rename = "go.scavenge")]
+    GoScavenge(GoScavenge),
     #[serde(rename = "net.drop")]
     NetDrop(NetDrop),
     #[serde(rename = "net.drop.summary")]
@@ -36,6 +42,14 @@ pub enum Event {
     MemcgEvents(MemcgEvents),
     #[serde(rename = "memcg.oom_kill")]
     MemcgOomKill(MemcgOomKill),
+    #[serde(rename = "memcg.throttle")]
+    MemcgThrottle(MemcgThrottle),
+    #[serde(rename = "memcg.throttle.idle")]
+    MemcgThrottleIdle(MemcgThrottleIdle),
+    #[serde(rename = "memcg.reclaim")]
+    MemcgReclaim(MemcgReclaim),
+    #[serde(rename = "memcg.pressure")]
+    MemcgPressure(MemcgPressure),
 }
 
 /// Who an event belongs to.
@@ -115,12 +129,92 @@ pub struct TcpReset {
     pub who: Attribution,
 }
 
-/// One Go GC cycle of a watched process (at its mark termination).
+/// One Go GC cycle of a watched process, sent when the cycle ends. Every
+/// figure is read from the runtime (what `GODEBUG=gctrace=1` prints); one is
+/// `null` when the runtime's layout for this binary does not locate it.
 #[derive(Debug, Clone, Serialize)]
 pub struct GoGc {
-    /// The cycle's number as `GODEBUG=gctrace=1` prints it; `null` when the
-    /// runtime's layout for this Go version is unknown.
+    /// The cycle's number as gctrace prints it (`gc N`).
     pub cycle: Option<u32>,
+    /// Start (`work.tSweepTerm`: the first stop of the world) and end
+    /// (`work.tEnd`) of the cycle, wall clock.
+    pub start_time: Option<String>,
+    pub start_unix_nano: Option<u64>,
+    pub end_time: Option<String>,
+    pub end_unix_nano: Option<u64>,
+    /// gctrace's clock triple: sweep termination (stop the world),
+    /// concurrent mark, mark termination (stop the world), in ns.
+    pub sweep_termination_ns: Option<u64>,
+    pub mark_ns: Option<u64>,
+    pub mark_termination_ns: Option<u64>,
+    /// Live heap when the cycle started (`work.heap0`; gctrace's `A` of `A->B->C MB`).
+    pub heap_start_bytes: Option<u64>,
+    /// Live heap at mark termination (`work.heap1`; `B`).
+    pub heap_end_bytes: Option<u64>,
+    /// Heap marked live by the cycle (`work.heap2`; `C`).
+    pub heap_marked_bytes: Option<u64>,
+    /// The cycle's heap goal (`gcController.lastHeapGoal`; `D MB goal`).
+    pub heap_goal_bytes: Option<u64>,
+    /// GOGC in effect (`gcController.gcPercent`); -1 when GC is off.
+    pub gogc: Option<i32>,
+    /// GOMEMLIMIT in effect (`gcController.memoryLimit`), bytes;
+    /// 9223372036854775807 (`math.MaxInt64`) when there is no limit.
+    pub memory_limit_bytes: Option<i64>,
+    pub go_version: Option<String>,
+    pub go_module: Option<String>,
+    #[serde(flatten)]
+    pub who: Attribution,
+}
+
+/// One mark assist: a goroutine that allocated while the GC was marking
+/// had to do marking work itself before its allocation could go on
+/// (`runtime.gcAssistAlloc`).
+#[derive(Debug, Clone, Serialize)]
+pub struct GoAssist {
+    /// From the function's entry to its return, including time parked
+    /// waiting for background mark work; `null` when only entries are
+    /// probed (the agent says so once per binary).
+    pub duration_ns: Option<u64>,
+    /// The goroutine (`g` address, hex).
+    pub goroutine: String,
+    /// The thread it ended on.
+    pub tid: u32,
+    pub go_version: Option<String>,
+    pub go_module: Option<String>,
+    #[serde(flatten)]
+    pub who: Attribution,
+}
+
+/// The runtime's page heap had no free run of pages for an allocation and
+/// grew (`runtime.(*mheap).grow`).
+#[derive(Debug, Clone, Serialize)]
+pub struct GoHeapGrow {
+    /// Pages (8 KiB) the allocation needed that the heap did not have: the
+    /// `npage` argument of `mheap.grow`.
+    pub pages: u64,
+    /// `pages` × 8192. The heap's mapped memory grows by at least this: the
+    /// runtime rounds a growth up to whole 4 MiB chunks, reuses address
+    /// space it reserved before (reserving more in 64 MiB arenas) and may
+    /// take back memory it had returned to the OS.
+    pub bytes: u64,
+    /// The thread that grew it.
+    pub tid: u32,
+    pub go_version: Option<String>,
+    pub go_module: Option<String>,
+    #[serde(flatten)]
+    pub who: Attribution,
+}
+
+/// The runtime handed free heap memory back to the OS (`runtime.sysUnusedOS`,
+/// called only by the scavenger's `scavengeOne`: the background scavenger,
+/// scavenging on allocation when over the memory limit or heap goal, and
+/// `debug.FreeOSMemory`).
+#[derive(Debug, Clone, Serialize)]
+pub struct GoScavenge {
+    /// Bytes released (`madvise`d), its `n` argument.
+    pub bytes: u64,
+    /// The thread that released them.
+    pub tid: u32,
     pub go_version: Option<String>,
     pub go_module: Option<String>,
     #[serde(flatten)]
@@ -216,11 +310,8 @@ pub struct MemcgEvents {
     pub delta: MemoryEventCounts,
     /// The file's values as read.
     pub total: MemoryEventCounts,
-    /// `memory.current`, `memory.high`, `memory.max` in bytes, read right
-    /// after; a limit of `max` (none) is `null`.
-    pub memory_current: Option<u64>,
-    pub memory_high: Option<u64>,
-    pub memory_max: Option<u64>,
+    #[serde(flatten)]
+    pub limits: MemcgLimits,
     #[serde(flatten)]
     pub who: Attribution,
 }
@@ -238,6 +329,92 @@ pub struct MemcgOomKill {
     /// From the record, on kernels whose tracepoint has them (kB).
     pub total_vm_kb: Option<u64>,
     pub anon_rss_kb: Option<u64>,
+    #[serde(flatten)]
+    pub who: Attribution,
+}
+
+/// `memory.current`, `memory.high`, `memory.max` of the event's cgroup in
+/// bytes, read by the agent when it handled the event (microseconds to
+/// milliseconds after the kernel saw it, not in the kernel at the event); a
+/// limit of `max` (none) and an unreadable file are `null`.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct MemcgLimits {
+    pub memory_current: Option<u64>,
+    pub memory_high: Option<u64>,
+    pub memory_max: Option<u64>,
+}
+
+/// A task throttled for its cgroup being over `memory.high`: one call of
+/// `mem_cgroup_handle_over_high` that had pages to answer for (it reclaims,
+/// then sleeps a penalty that grows with the overage), on the way back to
+/// user mode or in a charge. The record's time is the call's end.
+///
+/// With `mechanism` `vmscan` the throttle is inferred: it is one memcg
+/// reclaim run (`vmscan:mm_vmscan_memcg_reclaim_begin/end`) in the task's
+/// own context, which covers reclaim done because of `memory.high` and
+/// direct reclaim on a charge over `memory.max` alike, and never the penalty
+/// sleep; `nr_pages` is then unknown.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemcgThrottle {
+    /// `fentry`, `kprobe` (with their exit probes) or `vmscan` (inferred).
+    pub mechanism: &'static str,
+    pub inferred: bool,
+    /// Time from entry to exit (reclaim + penalty sleep); for `vmscan`, the
+    /// reclaim run; `null` when the start was not seen.
+    pub duration_ns: Option<u64>,
+    /// Pages the task had charged over the limit
+    /// (`task_struct.memcg_nr_pages_over_high` at entry), `null` if unknown.
+    pub nr_pages: Option<u64>,
+    #[serde(flatten)]
+    pub limits: MemcgLimits,
+    #[serde(flatten)]
+    pub who: Attribution,
+}
+
+/// Entries to `mem_cgroup_handle_over_high` that had nothing to do (no page
+/// over the limit: the kernel calls it on every return to user mode that
+/// handles `TIF_NOTIFY_RESUME`), counted in the kernel per cgroup. Entries
+/// to the function == `memcg.throttle` events + these counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemcgThrottleIdle {
+    pub mechanism: &'static str,
+    /// Since the previous summary of this cgroup.
+    pub count: u64,
+    /// Since the agent attached.
+    pub total: u64,
+    #[serde(flatten)]
+    pub who: Attribution,
+}
+
+/// One memcg reclaim run (`vmscan:mm_vmscan_memcg_reclaim_begin` → `_end`),
+/// attributed to the task that ran it (see `sources::memcg::kernel`).
+#[derive(Debug, Clone, Serialize)]
+pub struct MemcgReclaim {
+    /// begin → end; `null` when the begin was not seen.
+    pub duration_ns: Option<u64>,
+    /// `nr_reclaimed` of the end record, in pages.
+    pub nr_reclaimed: u64,
+    #[serde(flatten)]
+    pub limits: MemcgLimits,
+    #[serde(flatten)]
+    pub who: Attribution,
+}
+
+/// A cgroup's `memory.pressure` (PSI) totals rose: tasks stalled on memory.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemcgPressure {
+    /// `trigger` (a PSI trigger fired, or the last read at stop) or `poll`.
+    pub mechanism: &'static str,
+    /// `some`/`full` `total=` of the file as read, in microseconds.
+    pub some_total_us: u64,
+    pub full_total_us: u64,
+    /// Rise since the previous event of this cgroup (or since watching began).
+    pub some_delta_us: u64,
+    pub full_delta_us: u64,
+    pub some_avg10: f64,
+    pub full_avg10: f64,
+    #[serde(flatten)]
+    pub limits: MemcgLimits,
     #[serde(flatten)]
     pub who: Attribution,
 }

@@ -217,6 +217,106 @@ pub fn gctrace_cycles(stderr: &str) -> Vec<u32> {
         .collect()
 }
 
+/// One `GODEBUG=gctrace=1` line, the parts the agent's figures are checked
+/// against.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GcTrace {
+    pub cycle: u32,
+    /// The clock triple as printed (`0.098+0.32+0.12`): sweep termination,
+    /// mark, mark termination, in Go's own formatting ([`fmt_ns_as_ms`]).
+    pub clock: [String; 3],
+    /// Assist CPU time in ms (the first of the middle `a/b/c` cpu figures).
+    pub assist_cpu_ms: f64,
+    /// `A->B->C MB`: heap at start, at mark termination, marked (MiB, truncated).
+    pub heap_mib: [u64; 3],
+    /// `D MB goal`.
+    pub goal_mib: u64,
+    pub forced: bool,
+}
+
+/// The `gc N @...` lines of a gctrace, parsed; panics on a line it cannot read.
+pub fn gctrace(stderr: &str) -> Vec<GcTrace> {
+    stderr
+        .lines()
+        .filter(|l| {
+            let mut w = l.split_whitespace();
+            w.next() == Some("gc") && w.next().is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .map(|l| parse_gctrace_line(l).unwrap_or_else(|| panic!("unreadable gctrace line: {l}")))
+        .collect()
+}
+
+fn parse_gctrace_line(line: &str) -> Option<GcTrace> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let before = |a: &str, b: &str| words.windows(3).find(|w| w[1] == a && w[2] == b).map(|w| w[0]);
+    let cycle = words.get(1)?.parse().ok()?;
+    let clock: Vec<String> = before("ms", "clock,")?.split('+').map(str::to_string).collect();
+    let cpu: Vec<&str> = before("ms", "cpu,")?.split('+').collect();
+    let assist_cpu_ms = cpu.get(1)?.split('/').next()?.parse().ok()?;
+    let heap: Vec<u64> = words.windows(2).find(|w| w[1] == "MB," && w[0].contains("->"))?[0]
+        .split("->")
+        .map(|n| n.parse().ok())
+        .collect::<Option<_>>()?;
+    let goal_mib = before("MB", "goal,")?.parse().ok()?;
+    Some(GcTrace {
+        cycle,
+        clock: clock.try_into().ok()?,
+        assist_cpu_ms,
+        heap_mib: heap.try_into().ok()?,
+        goal_mib,
+        forced: line.ends_with("(forced)"),
+    })
+}
+
+/// Go's `runtime.fmtNSAsMS`: how gctrace prints a duration in ms (whole
+/// ms from 10 ms on, else two significant digits, at most three decimals).
+pub fn fmt_ns_as_ms(ns: u64) -> String {
+    if ns >= 10_000_000 {
+        return (ns / 1_000_000).to_string();
+    }
+    let mut x = ns / 1000;
+    if x == 0 {
+        return "0".to_string();
+    }
+    let mut dec = 3;
+    while x >= 100 {
+        x /= 10;
+        dec -= 1;
+    }
+    let digits = format!("{x:0width$}", width = dec + 1);
+    let (int, frac) = digits.split_at(digits.len() - dec);
+    if dec == 0 { int.to_string() } else { format!("{int}.{frac}") }
+}
+
+/// The fixture's closing `metrics name=value ...` line (runtime/metrics).
+pub fn metrics(stdout: &[String]) -> std::collections::HashMap<String, f64> {
+    stdout
+        .iter()
+        .find_map(|l| l.strip_prefix("metrics"))
+        .map(|rest| {
+            rest.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The KiB that `GODEBUG=scavtrace=1` lines say were released: background,
+/// eager and (with `forced`) `debug.FreeOSMemory`'s, per line.
+pub fn scavtrace_kib(stderr: &str) -> Vec<(u64, u64, bool)> {
+    stderr
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("scav ")?;
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            let bg = words.first()?.parse().ok()?;
+            let eager = words.windows(4).find(|w| w[1] == "KiB" && w[3] == "(eager),")?[0].parse().ok()?;
+            Some((bg, eager, l.ends_with("(forced)")))
+        })
+        .collect()
+}
+
 /// Same numbers as a set, for comparisons.
 pub fn cycle_set(cycles: &[u32]) -> BTreeSet<u32> {
     cycles.iter().copied().collect()
@@ -224,16 +324,45 @@ pub fn cycle_set(cycles: &[u32]) -> BTreeSet<u32> {
 
 #[cfg(test)]
 mod tests {
-    use super::gctrace_cycles;
+    use super::*;
 
     #[test]
     fn reads_gctrace_lines_only() {
         let stderr = "\
 gc 1 @0.998s 0%: 0.098+0.32+0.12 ms clock, 0.19+0.26/0.001/0+0.25 ms cpu, 3->3->0 MB, 4 MB goal, 0 MB stacks, 0 MB globals, 2 P
 scvg: 0 MB released
-gc 2 @1.003s 0%: 0.055+0.49+0.057 ms clock, 3->3->0 MB, 4 MB goal, 2 P (forced)
+gc 2 @1.003s 0%: 0.055+0.49+0.057 ms clock, 0.11+0/0.09/0+0.11 ms cpu, 3->3->0 MB, 4 MB goal, 2 P (forced)
 gcfoo 3
 ";
         assert_eq!(gctrace_cycles(stderr), vec![1, 2]);
+        let lines = gctrace(stderr);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].clock, ["0.098", "0.32", "0.12"]);
+        assert_eq!(lines[0].heap_mib, [3, 3, 0]);
+        assert_eq!((lines[0].goal_mib, lines[0].assist_cpu_ms, lines[0].forced), (4, 0.26, false));
+        assert!(lines[1].forced);
+    }
+
+    #[test]
+    fn durations_formatted_like_the_runtime() {
+        // Values the runtime printed for these durations.
+        assert_eq!(fmt_ns_as_ms(0), "0");
+        assert_eq!(fmt_ns_as_ms(999), "0");
+        assert_eq!(fmt_ns_as_ms(98_765), "0.098");
+        assert_eq!(fmt_ns_as_ms(320_000), "0.32");
+        assert_eq!(fmt_ns_as_ms(6_049_999), "6.0");
+        assert_eq!(fmt_ns_as_ms(9_999_999), "9.9");
+        assert_eq!(fmt_ns_as_ms(21_400_000), "21");
+        assert_eq!(fmt_ns_as_ms(2_000), "0.002");
+    }
+
+    #[test]
+    fn reads_scavtrace_and_metrics() {
+        let stderr = "scav 3392 KiB work (bg), 0 KiB work (eager), 15184 KiB now, 59% util\n\
+                      scav 0 KiB work (bg), 160 KiB work (eager), 15472 KiB now, 90% util (forced)\n";
+        assert_eq!(scavtrace_kib(stderr), vec![(3392, 0, false), (0, 160, true)]);
+        let m = metrics(&["metrics assist_cpu_seconds=0.2 gc_cycles=13".to_string()]);
+        assert_eq!(m["gc_cycles"], 13.0);
+        assert_eq!(m["assist_cpu_seconds"], 0.2);
     }
 }

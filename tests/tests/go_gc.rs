@@ -1,6 +1,9 @@
-//! Go GC cycles: the agent's `go.gc` events for a fixture process against
-//! the fixture's own `GODEBUG=gctrace=1` lines (one `gc N` line per cycle),
-//! for every covered Go release and build variant.
+//! Go runtime events: the agent's `go.gc` events for a fixture process
+//! against the fixture's own `GODEBUG=gctrace=1` lines (one `gc N` line per
+//! cycle, with the same heap figures, goal and clock triple), for every
+//! covered Go release and build variant; GOGC and GOMEMLIMIT as set; mark
+//! assists (`go.assist`) only where the fixture forces them; heap growth
+//! and memory returned to the OS against the runtime's own figures.
 //!
 //! The fixture waits on stdin until the agent says it attached, so no cycle
 //! happens before the probes are in place; every cycle of the process is
@@ -10,7 +13,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use observer_e2e::gofixture::{self, GoFixture, Toolchain, Variant, cycle_set, gctrace_cycles};
+use observer_e2e::gofixture::{
+    self, GcTrace, GoFixture, Toolchain, Variant, cycle_set, fmt_ns_as_ms, gctrace_cycles,
+};
 use observer_e2e::observer::{Observer, Stopped};
 use observer_e2e::require::{require_path, require_root_and_bin};
 use rstest::rstest;
@@ -20,6 +25,17 @@ const RUN_WITHIN: Duration = Duration::from_secs(60);
 const GCTRACE: (&str, &str) = ("GODEBUG", "gctrace=1");
 /// Short runs: a few automatic cycles plus forced ones.
 const WORK: &[&str] = &["-wait-stdin", "-allocs", "10000", "-alloc-size", "65536", "-forced-gcs", "2"];
+/// The matrix runs with GOGC and GOMEMLIMIT set (the limit far above what
+/// the fixture uses), and the events must report exactly these.
+const GOGC: i64 = 150;
+const GOMEMLIMIT: i64 = 6 << 30;
+/// A pointer-rich live heap marked while goroutines allocate hard, with a
+/// small GOGC: the runtime makes them assist.
+const ASSIST_WORK: &[&str] =
+    &["-wait-stdin", "-live-mb", "32", "-assisters", "4", "-allocs", "1000", "-alloc-size", "65536"];
+const ASSIST_GOGC: (&str, &str) = ("GOGC", "20");
+/// `math.MaxInt64`: the runtime's memory limit when none is set.
+const NO_LIMIT: i64 = i64::MAX;
 /// The release the single-version tests use.
 const NEWEST: &str = "go1.27.4";
 
@@ -37,7 +53,67 @@ fn attached(pid: u32) -> String {
 
 /// The `go.gc` events of `pid`.
 fn gc_events(stopped: &Stopped, pid: u32) -> Vec<serde_json::Value> {
-    stopped.events.iter().filter(|e| e["kind"] == "go.gc" && e["pid"] == pid).cloned().collect()
+    events_of(stopped, "go.gc", pid)
+}
+
+/// The events of one kind of `pid`.
+fn events_of(stopped: &Stopped, kind: &str, pid: u32) -> Vec<serde_json::Value> {
+    stopped.events.iter().filter(|e| e["kind"] == kind && e["pid"] == pid).cloned().collect()
+}
+
+fn u64_of(event: &serde_json::Value, key: &str) -> Option<u64> {
+    event[key].as_u64()
+}
+
+/// Every cycle's figures as gctrace printed them: heap A->B->C and goal
+/// after the same `>> 20`, the clock triple formatted the same way; start
+/// before end; and GOGC / GOMEMLIMIT as the process had them.
+fn assert_figures_match(events: &[serde_json::Value], trace: &[GcTrace], gogc: i64, limit: i64, stderr: &str) {
+    for t in trace {
+        let e = events
+            .iter()
+            .find(|e| e["cycle"] == t.cycle)
+            .unwrap_or_else(|| panic!("no go.gc event of cycle {}; stderr:\n{stderr}", t.cycle));
+        let mib = |key: &str| u64_of(e, key).map(|b| b >> 20).unwrap_or_else(|| panic!("no {key} in {e}"));
+        let heap = [mib("heap_start_bytes"), mib("heap_end_bytes"), mib("heap_marked_bytes")];
+        assert_eq!(heap, t.heap_mib, "cycle {}: heap A->B->C MiB; event {e}", t.cycle);
+        assert_eq!(mib("heap_goal_bytes"), t.goal_mib, "cycle {}: goal MiB; event {e}", t.cycle);
+        let ns = |key: &str| u64_of(e, key).unwrap_or_else(|| panic!("no {key} in {e}"));
+        let clock = ["sweep_termination_ns", "mark_ns", "mark_termination_ns"].map(|k| fmt_ns_as_ms(ns(k)));
+        assert_eq!(clock, t.clock, "cycle {}: clock triple; event {e}", t.cycle);
+        let (start, end) = (ns("start_unix_nano"), ns("end_unix_nano"));
+        assert_eq!(end - start, ns("sweep_termination_ns") + ns("mark_ns") + ns("mark_termination_ns"), "{e}");
+        let when = ns("time_unix_nano");
+        // The event is sent right after the cycle ends, in the same process.
+        assert!(end <= when + 1_000_000 && when - end < 1_000_000_000, "end {end} vs event time {when}: {e}");
+        assert_eq!(e["gogc"].as_i64(), Some(gogc), "GOGC in {e}");
+        assert_eq!(e["memory_limit_bytes"].as_i64(), Some(limit), "GOMEMLIMIT in {e}");
+    }
+}
+
+/// Events of a binary whose globals cannot be located: no figure at all,
+/// never a wrong one.
+fn assert_no_figures(events: &[serde_json::Value]) {
+    const FIGURES: [&str; 13] = [
+        "cycle",
+        "start_time",
+        "end_time",
+        "sweep_termination_ns",
+        "mark_ns",
+        "mark_termination_ns",
+        "heap_start_bytes",
+        "heap_end_bytes",
+        "heap_marked_bytes",
+        "heap_goal_bytes",
+        "gogc",
+        "memory_limit_bytes",
+        "start_unix_nano",
+    ];
+    for e in events {
+        for key in FIGURES {
+            assert!(e[key].is_null(), "{key} without a layout, never a wrong one: {e}");
+        }
+    }
 }
 
 /// Every gctrace cycle seen once, with the same numbers, and each event
@@ -69,11 +145,12 @@ fn run_watched(observer: &mut Observer, mut fixture: GoFixture) -> (String, gofi
     (line, fixture.finish(RUN_WITHIN))
 }
 
-/// One short fixture run under the agent: (attach line, gctrace cycles,
-/// the pid's events, fixture stderr).
+/// One short fixture run under the agent, GOGC and GOMEMLIMIT set: (attach
+/// line, gctrace cycles, the pid's events, fixture stderr).
 fn watched_run(bin: &Path, fixture_bin: &Path) -> (String, Vec<u32>, Vec<serde_json::Value>, String) {
     let mut observer = Observer::start(bin);
-    let fixture = GoFixture::start(fixture_bin, WORK, &[GCTRACE]);
+    let (gogc, limit) = (GOGC.to_string(), GOMEMLIMIT.to_string());
+    let fixture = GoFixture::start(fixture_bin, WORK, &[GCTRACE, ("GOGC", &gogc), ("GOMEMLIMIT", &limit)]);
     let pid = fixture.pid;
     let (line, finished) = run_watched(&mut observer, fixture);
     let stopped = observer.stop();
@@ -96,6 +173,7 @@ fn cycles_match_gctrace(
     let layout = if variant == Variant::NoDwarf { "layout=table" } else { "layout=dwarf" };
     assert!(line.contains(&format!("version={release} ")) && line.contains(layout), "{line}");
     assert_same_cycles(&events, &gctrace, &stderr);
+    assert_figures_match(&events, &gofixture::gctrace(&stderr), GOGC, GOMEMLIMIT, &stderr);
 }
 
 /// Stripped (`-ldflags=-s -w`): the function comes from `.gopclntab`, but
@@ -122,7 +200,7 @@ fn stripped_binary_events_without_cycle_numbers(
     let events = gc_events(&stopped, pid);
     assert!(!gctrace.is_empty(), "the fixture ran no GC cycle");
     assert_eq!(events.len(), gctrace.len(), "go.gc events vs gctrace; stderr:\n{}", finished.stderr);
-    assert!(events.iter().all(|e| e["cycle"].is_null()), "no cycle numbers, never wrong ones: {events:?}");
+    assert_no_figures(&events);
     assert_process_named(&events);
 }
 
@@ -154,6 +232,8 @@ fn debian_go_1_19(#[values(Variant::Plain, Variant::NoDwarf)] variant: Variant) 
     if variant == Variant::Plain {
         assert!(line.contains("layout=dwarf"), "{line}");
         assert_same_cycles(&events, &gctrace, &finished.stderr);
+        let trace = gofixture::gctrace(&finished.stderr);
+        assert_figures_match(&events, &trace, 100, NO_LIMIT, &finished.stderr);
         return;
     }
     assert!(line.contains("layout=none"), "{line}");
@@ -161,7 +241,7 @@ fn debian_go_1_19(#[values(Variant::Plain, Variant::NoDwarf)] variant: Variant) 
     assert!(warning.contains("unsupported Go version") && warning.contains("go1.19"), "warning: {warning:?}");
     assert_eq!(stopped_warnings(&stopped, pid), 1, "one warning for the process");
     assert_eq!(events.len(), gctrace.len(), "go.gc events vs gctrace; stderr:\n{}", finished.stderr);
-    assert!(events.iter().all(|e| e["cycle"].is_null()), "no cycle numbers, never wrong ones: {events:?}");
+    assert_no_figures(&events);
 }
 
 #[test]
@@ -184,6 +264,12 @@ fn with_gogc_off_only_forced_cycles() {
     let events = gc_events(&stopped, pid);
     assert_eq!(events.len(), FORCED as usize, "go.gc events with GOGC=off");
     assert_same_cycles(&events, &gctrace, &finished.stderr);
+    let trace = gofixture::gctrace(&finished.stderr);
+    assert_figures_match(&events, &trace, -1, NO_LIMIT, &finished.stderr);
+    // Nothing allocates while these cycles mark: no assist, in the
+    // runtime's own accounting either.
+    assert!(trace.iter().all(|t| t.assist_cpu_ms == 0.0), "gctrace shows assists: {trace:?}");
+    assert_eq!(events_of(&stopped, "go.assist", pid), Vec::<serde_json::Value>::new(), "go.assist events");
 }
 
 /// What the agent holds: BPF links, kernel-object descriptors (links, perf
@@ -234,17 +320,103 @@ fn attaches_to_an_already_running_process() {
     let fixture = GoFixture::start(&fixture_bin, WORK, &[GCTRACE]);
     let pid = fixture.pid;
     let mut observer = Observer::start(&bin);
-    observer.wait_for_stderr(&attached(pid), ATTACH_WITHIN);
+    let line = observer.wait_for_stderr(&attached(pid), ATTACH_WITHIN);
+    let probes = attached_probes(&line);
     let watching = held(observer.pid());
     assert!(watching.links >= 1 && watching.go_procs >= 1, "while watching: {watching:?}");
     let (_, finished) = run_watched(&mut observer, fixture);
     // Its probe, map entry and descriptors go when it does.
     observer.wait_for_stderr(&format!("observer: go: detached pid={pid}"), ATTACH_WITHIN);
     let after = held(observer.pid());
-    let expected = Held { links: watching.links - 1, fds: watching.fds - 1, go_procs: watching.go_procs - 1 };
+    let expected =
+        Held { links: watching.links - probes, fds: watching.fds - probes, go_procs: watching.go_procs - 1 };
     let stopped = observer.stop();
     // Other Go processes on the machine may come and go meanwhile; this
     // test's machine runs none of its own.
     assert_eq!(after, expected, "held while watching the fixture: {watching:?}");
-    assert_same_cycles(&gc_events(&stopped, pid), &gctrace_cycles(&finished.stderr), &finished.stderr);
+    let events = gc_events(&stopped, pid);
+    assert_same_cycles(&events, &gctrace_cycles(&finished.stderr), &finished.stderr);
+    // Nothing set: the runtime's defaults.
+    assert_figures_match(&events, &gofixture::gctrace(&finished.stderr), 100, NO_LIMIT, &finished.stderr);
+}
+
+/// `probes=N` of an attach line: the uprobes attached for the process.
+fn attached_probes(line: &str) -> usize {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("probes="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no probes=N in {line}"))
+}
+
+/// A run that forces mark assists: `go.assist` events, each timed from
+/// entry to return (return instructions found by decoding the function,
+/// from `.symtab` or, stripped, `.gopclntab`), where gctrace's assist CPU
+/// time says the runtime made goroutines assist. Heap growth is seen too,
+/// and is no more than the runtime's own total.
+#[rstest]
+fn assists_are_timed(
+    #[values("go1.22.12", "go1.23.12", "go1.24.13", "go1.25.14", "go1.26.11", "go1.27.4")] release: &'static str,
+    #[values(Variant::Plain, Variant::Stripped)] variant: Variant,
+) {
+    let Some(bin) = require_root_and_bin() else { return };
+    let fixture_bin = fixture_bin(Toolchain::Release(release), variant);
+    let mut observer = Observer::start(&bin);
+    let fixture = GoFixture::start(&fixture_bin, ASSIST_WORK, &[GCTRACE, ASSIST_GOGC]);
+    let pid = fixture.pid;
+    let (line, finished) = run_watched(&mut observer, fixture);
+    let stopped = observer.stop();
+    assert_eq!(stopped.lost, 0, "ring buffer losses");
+    // entry probes + at least one return of gcAssistAlloc
+    assert!(attached_probes(&line) >= 5, "{line}");
+    let trace = gofixture::gctrace(&finished.stderr);
+    let assist_ms: f64 = trace.iter().map(|t| t.assist_cpu_ms).sum();
+    assert!(assist_ms > 0.0, "the fixture forced no assist (gctrace); stderr:\n{}", finished.stderr);
+    let assists = events_of(&stopped, "go.assist", pid);
+    assert!(!assists.is_empty(), "no go.assist events; gctrace assist CPU {assist_ms} ms");
+    for a in &assists {
+        assert!(u64_of(a, "duration_ns").is_some_and(|d| d > 0), "assist without a duration: {a}");
+    }
+    assert_eq!(gc_events(&stopped, pid).len(), trace.len(), "go.gc events vs gctrace lines");
+
+    let grows = events_of(&stopped, "go.heap_grow", pid);
+    assert!(!grows.is_empty(), "a 32 MiB live heap was built without a go.heap_grow event");
+    let grown: u64 = grows.iter().map(|g| u64_of(g, "bytes").unwrap_or(0)).sum();
+    for g in &grows {
+        assert_eq!(u64_of(g, "bytes"), u64_of(g, "pages").map(|p| p * 8192), "{g}");
+    }
+    let total = gofixture::metrics(&finished.stdout).get("total_bytes").copied().expect("metrics total_bytes");
+    assert!((grown as f64) <= total && grown >= 32 << 20, "heap grew by {grown} bytes; runtime total {total}");
+}
+
+/// `debug.FreeOSMemory()` on a thread locked to the fixture's main
+/// goroutine: the `go.scavenge` bytes of that thread are what scavtrace's
+/// `(forced)` line says that call released.
+#[rstest]
+fn free_os_memory_is_seen(#[values("go1.22.12", "go1.27.4")] release: &'static str) {
+    let Some(bin) = require_root_and_bin() else { return };
+    let fixture_bin = fixture_bin(Toolchain::Release(release), Variant::Plain);
+    let mut observer = Observer::start(&bin);
+    let args = [WORK, &["-free-os-memory"]].concat();
+    let fixture = GoFixture::start(&fixture_bin, &args, &[("GODEBUG", "gctrace=1,scavtrace=1")]);
+    let pid = fixture.pid;
+    let (_, finished) = run_watched(&mut observer, fixture);
+    let stopped = observer.stop();
+    let tid: u64 = finished
+        .stdout
+        .iter()
+        .find_map(|l| l.strip_prefix("free-os-memory tid="))
+        .and_then(|t| t.parse().ok())
+        .expect("the fixture's free-os-memory line");
+    let scav = gofixture::scavtrace_kib(&finished.stderr);
+    let forced: Vec<u64> = scav.iter().filter(|(_, _, forced)| *forced).map(|(_, eager, _)| eager << 10).collect();
+    assert_eq!(forced.len(), 1, "one forced scavtrace line; stderr:\n{}", finished.stderr);
+    let events = events_of(&stopped, "go.scavenge", pid);
+    let on_thread: u64 = events.iter().filter(|e| u64_of(e, "tid") == Some(tid)).map(|e| u64_of(e, "bytes").unwrap_or(0)).sum();
+    assert!(forced[0] > 0, "FreeOSMemory released nothing; stderr:\n{}", finished.stderr);
+    assert_eq!(on_thread, forced[0], "bytes released on the FreeOSMemory thread vs scavtrace (forced)");
+    // Everything scavtrace counted was seen (the agent may see more: work
+    // after the last line is printed only at the next cycle).
+    let printed: u64 = scav.iter().map(|(bg, eager, _)| (bg + eager) << 10).sum();
+    let seen: u64 = events.iter().map(|e| u64_of(e, "bytes").unwrap_or(0)).sum();
+    assert!(seen >= printed, "go.scavenge bytes {seen} < scavtrace total {printed}");
 }

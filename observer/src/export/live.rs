@@ -135,11 +135,31 @@ pub fn line(record: &Record) -> String {
                 d.oom_kill,
                 d.low
             );
-            if let Some(current) = m.memory_current {
+            if let Some(current) = m.limits.memory_current {
                 s += &format!(" current={current}");
             }
             s
         }
+        Event::MemcgThrottle(t) => {
+            let took = t.duration_ns.map_or_else(|| "?".to_string(), millis);
+            let pages = t.nr_pages.map_or_else(|| "?".to_string(), |n| n.to_string());
+            format!("{clock} memcg.throttle {took} pages_over={pages} via {}", t.mechanism) + &memcg_task(&t.who)
+        }
+        Event::MemcgThrottleIdle(t) => {
+            format!("{clock} memcg.throttle.idle +{} (total {})", t.count, t.total) + &memcg_task(&t.who)
+        }
+        Event::MemcgReclaim(r) => {
+            let took = r.duration_ns.map_or_else(|| "?".to_string(), millis);
+            format!("{clock} memcg.reclaim {took} reclaimed={} pages", r.nr_reclaimed) + &memcg_task(&r.who)
+        }
+        Event::MemcgPressure(p) => format!(
+            "{clock} memcg.pressure {} some+{} us full+{} us avg10={:.2}/{:.2}",
+            p.who.cgroup_path.as_deref().unwrap_or("?"),
+            p.some_delta_us,
+            p.full_delta_us,
+            p.some_avg10,
+            p.full_avg10
+        ),
         Event::MemcgOomKill(o) => format!(
             "{clock} memcg.oom_kill pid={} ({}) cgroup={} by pid={} ({})",
             o.who.pid.unwrap_or(0),
@@ -151,15 +171,52 @@ pub fn line(record: &Record) -> String {
         Event::GoGc(g) => {
             let cycle = g.cycle.map_or_else(|| "?".to_string(), |c| c.to_string());
             let mut s = format!("{clock} go.gc     cycle={cycle} {}", g.go_version.as_deref().unwrap_or("go?"));
-            if let Some(path) = &g.who.cgroup_path {
-                s += &format!(" cgroup={path}");
+            if let (Some(a), Some(b), Some(c)) = (g.heap_start_bytes, g.heap_end_bytes, g.heap_marked_bytes) {
+                s += &format!(" heap={}->{}->{} MiB", a >> 20, b >> 20, c >> 20);
             }
-            if let Some(pid) = g.who.pid {
-                s += &format!(" pid={pid} ({})", g.who.comm.as_deref().unwrap_or("?"));
+            if let Some(goal) = g.heap_goal_bytes {
+                s += &format!(" goal={} MiB", goal >> 20);
             }
-            s
+            if let (Some(st), Some(m), Some(mt)) = (g.sweep_termination_ns, g.mark_ns, g.mark_termination_ns) {
+                s += &format!(" clock={:.3}+{:.3}+{:.3} ms", ms(st), ms(m), ms(mt));
+            }
+            if let Some(gogc) = g.gogc {
+                s += &(if gogc < 0 { " gogc=off".to_string() } else { format!(" gogc={gogc}") });
+            }
+            if let Some(limit) = g.memory_limit_bytes.filter(|&l| l != i64::MAX) {
+                s += &format!(" memlimit={} MiB", limit >> 20);
+            }
+            s + &go_owner(&g.who)
+        }
+        Event::GoAssist(a) => {
+            let took = a.duration_ns.map_or_else(|| "?".to_string(), |d| format!("{:.3} ms", ms(d)));
+            format!("{clock} go.assist {took} {}", a.go_version.as_deref().unwrap_or("go?")) + &go_owner(&a.who)
+        }
+        Event::GoHeapGrow(h) => {
+            format!("{clock} go.heap_grow +{} KiB {}", h.bytes >> 10, h.go_version.as_deref().unwrap_or("go?"))
+                + &go_owner(&h.who)
+        }
+        Event::GoScavenge(h) => {
+            format!("{clock} go.scavenge -{} KiB {}", h.bytes >> 10, h.go_version.as_deref().unwrap_or("go?"))
+                + &go_owner(&h.who)
         }
     }
+}
+
+/// ` cgroup=… pid=N (comm)` of a Go event.
+fn go_owner(who: &Attribution) -> String {
+    let mut s = String::new();
+    if let Some(path) = &who.cgroup_path {
+        s += &format!(" cgroup={path}");
+    }
+    if let Some(pid) = who.pid {
+        s += &format!(" pid={pid} ({})", who.comm.as_deref().unwrap_or("?"));
+    }
+    s
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
 }
 
 /// ` netns=… (name) cgroup=…`: where a network event happened and whose it is.
@@ -191,4 +248,17 @@ fn endpoint(addr: std::net::IpAddr, port: u16) -> String {
         std::net::IpAddr::V4(a) => format!("{a}:{port}"),
         std::net::IpAddr::V6(a) => format!("[{a}]:{port}"),
     }
+}
+
+/// ` cgroup=… pid=N (comm)` of a memcg event about a task.
+fn memcg_task(who: &Attribution) -> String {
+    let mut s = format!(" cgroup={}", who.cgroup_path.as_deref().unwrap_or("?"));
+    if let Some(pid) = who.pid {
+        s += &format!(" pid={pid} ({})", who.comm.as_deref().unwrap_or("?"));
+    }
+    s
+}
+
+fn millis(ns: u64) -> String {
+    format!("{:.3} ms", ns as f64 / 1e6)
 }

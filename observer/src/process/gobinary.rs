@@ -9,15 +9,25 @@ use object::{Object, ObjectKind, ObjectSection, ObjectSegment, ObjectSymbol, Rea
 use super::{
     buildinfo::{self, BuildInfo, BuildInfoError},
     dwarf::{self, DwarfError},
-    layout::RuntimeLayout,
+    layout::{Global, RuntimeLayout},
     pclntab::{Pclntab, PclntabError},
-    prologue,
+    prologue, x86,
 };
 
-pub const GC_MARK_TERMINATION: &str = "runtime.gcMarkTermination";
-pub const WORK: &str = "runtime.work";
+/// Called only by `runtime.gcMarkTermination`, once per cycle, after the
+/// cycle's figures are final (Go 1.19–1.27): the GC event's probe.
+pub const FREE_STACK_SPANS: &str = "runtime.freeStackSpans";
+/// A goroutine's mark assist.
+pub const GC_ASSIST_ALLOC: &str = "runtime.gcAssistAlloc";
+/// Heap growth: `(h *mheap) grow(npage uintptr)`.
+pub const MHEAP_GROW: &str = "runtime.(*mheap).grow";
+/// Memory handed back to the OS: `sysUnusedOS(v unsafe.Pointer, n uintptr)`.
+pub const SYS_UNUSED_OS: &str = "runtime.sysUnusedOS";
+const FUNCTIONS: [&str; 4] = [FREE_STACK_SPANS, GC_ASSIST_ALLOC, MHEAP_GROW, SYS_UNUSED_OS];
 /// Longest stack-check prologue read.
 const PROLOGUE_MAX: u64 = 32;
+/// Longest function whose code is decoded for its returns.
+const DECODE_MAX: u64 = 64 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GoBinaryError {
@@ -29,16 +39,29 @@ pub enum GoBinaryError {
     BuildInfo { path: String, source: BuildInfoError },
 }
 
+/// A runtime function as found in the binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Function {
+    /// File offset of its entry.
+    offset: u64,
+    /// Code length (`.symtab` size, or up to the next function in `.gopclntab`).
+    len: Option<u64>,
+}
+
 #[derive(Debug)]
 pub struct GoBinary {
     pub build: BuildInfo,
     /// Position-independent (ET_DYN): globals move by the load bias.
     pub pie: bool,
-    /// File offset for the uprobe on `runtime.gcMarkTermination`: just after
-    /// its stack check (from `.symtab`, or `.gopclntab` when stripped).
-    pub gc_mark_termination: Option<u64>,
-    /// Link-time address of `runtime.work`.
-    pub work: Option<u64>,
+    /// File offsets for uprobes at function entry, just after the stack
+    /// check, by function name (from `.symtab`, or `.gopclntab` when
+    /// stripped); a function the binary lacks has none.
+    pub probes: HashMap<&'static str, u64>,
+    /// File offsets of `runtime.gcAssistAlloc`'s return instructions, or why
+    /// there are none.
+    pub assist_returns: Result<Vec<u64>, String>,
+    /// Link-time addresses of `runtime.work` and `runtime.gcController`.
+    pub globals: HashMap<Global, u64>,
     /// Loadable segments as (virtual address, file offset).
     pub segments: Vec<(u64, u64)>,
     /// The binary has no `.symtab` (built with `-ldflags=-s`).
@@ -61,44 +84,60 @@ impl GoBinary {
         let build = buildinfo::parse(data, |addr, len| read_at(&elf, addr, len))
             .map_err(|source| GoBinaryError::BuildInfo { path: name(), source })?;
 
-        let mut gc_mark_termination = None;
-        let mut work = None;
+        let mut functions: HashMap<&'static str, Function> = HashMap::new();
+        let mut globals = HashMap::new();
         for symbol in elf.symbols() {
-            match symbol.name() {
-                Ok(GC_MARK_TERMINATION) => gc_mark_termination = file_offset(&elf, &symbol),
-                Ok(WORK) => work = Some(symbol.address()),
-                _ => {}
+            let Ok(sym) = symbol.name() else { continue };
+            if let Some(&f) = FUNCTIONS.iter().find(|&&f| f == sym) {
+                if let Some(offset) = file_offset(&elf, &symbol) {
+                    let len = Some(symbol.size()).filter(|&l| l != 0);
+                    functions.insert(f, Function { offset, len });
+                }
+            } else if let Some(g) = [Global::Work, Global::GcController].into_iter().find(|g| g.symbol() == sym) {
+                globals.insert(g, symbol.address());
             }
         }
-        if gc_mark_termination.is_none() {
-            // Stripped: the runtime's own function table still names it.
-            gc_mark_termination = match pclntab_entry(&elf, GC_MARK_TERMINATION) {
-                Ok(entry) => entry.and_then(|addr| vaddr_file_offset(&elf, addr)),
-                Err(err) => {
-                    tracing::debug!("{}: {err}", name());
-                    None
+        if functions.len() < FUNCTIONS.len() {
+            // Stripped: the runtime's own function table still names them.
+            match pclntab_functions(&elf, &FUNCTIONS) {
+                Ok(found) => {
+                    for (f, (addr, end)) in found {
+                        if let (false, Some(offset)) = (functions.contains_key(f), vaddr_file_offset(&elf, addr)) {
+                            functions.insert(f, Function { offset, len: end.checked_sub(addr) });
+                        }
+                    }
                 }
-            };
+                Err(err) => tracing::debug!("{}: {err}", name()),
+            }
         }
         // After the stack check: a stack growth restarts the function from
-        // its entry, which would report one cycle twice.
-        let gc_mark_termination = gc_mark_termination.map(|entry| {
-            let code = (&cache).read_bytes_at(entry, PROLOGUE_MAX).unwrap_or_default();
-            match prologue::stack_check_len(code) {
-                Some(len) => entry + len as u64,
-                None => {
-                    tracing::debug!("{}: no stack check known at {GC_MARK_TERMINATION}'s entry", name());
-                    entry
-                }
-            }
-        });
+        // its entry, which would count one call twice.
+        let probes = functions
+            .iter()
+            .map(|(&f, func)| {
+                let code = (&cache).read_bytes_at(func.offset, PROLOGUE_MAX).unwrap_or_default();
+                let at = match prologue::stack_check_len(code) {
+                    Some(len) => func.offset + len as u64,
+                    None => {
+                        tracing::debug!("{}: no stack check known at {f}'s entry", name());
+                        func.offset
+                    }
+                };
+                (f, at)
+            })
+            .collect();
+        let assist_returns = match functions.get(GC_ASSIST_ALLOC) {
+            None => Err(format!("no function {GC_ASSIST_ALLOC}")),
+            Some(func) => return_offsets(&cache, func),
+        };
         let segments = elf.segments().map(|s| (s.address(), s.file_range().0)).collect();
         let dwarf_layout = dwarf::runtime_layout(&elf);
         Ok(Some(Self {
             build,
             pie: elf.kind() == ObjectKind::Dynamic,
-            gc_mark_termination,
-            work,
+            probes,
+            assist_returns,
+            globals,
             segments,
             stripped: elf.section_by_name(".symtab").is_none(),
             dwarf_layout,
@@ -118,15 +157,22 @@ impl GoBinary {
     }
 }
 
-/// Entry address of function `name` from `.gopclntab`.
-fn pclntab_entry<'a, R: object::ReadRef<'a>>(elf: &object::File<'a, R>, name: &str) -> Result<Option<u64>, PclntabError> {
+/// (entry, end) link-time addresses of the functions of `names` that
+/// `.gopclntab` lists.
+fn pclntab_functions<'a, R: object::ReadRef<'a>>(
+    elf: &object::File<'a, R>,
+    names: &[&'static str],
+) -> Result<Vec<(&'static str, (u64, u64))>, PclntabError> {
     // PIE binaries keep it in RELRO under a longer name.
     let Some(section) = [".gopclntab", ".data.rel.ro.gopclntab"].iter().find_map(|n| elf.section_by_name(n)) else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
-    let Ok(data) = section.data() else { return Ok(None) };
+    let Ok(data) = section.data() else { return Ok(Vec::new()) };
     let table = Pclntab::parse(data)?;
-    let Some(entry) = table.entry_offset(name) else { return Ok(None) };
+    let found: Vec<_> = names.iter().filter_map(|&n| table.func_range(n).map(|r| (n, r))).collect();
+    if found.is_empty() {
+        return Ok(found);
+    }
     let relocs = relative_relocations(elf);
     // The header's textStart is 0 in the files of recent releases (or filled
     // by a dynamic relocation in PIE); the runtime's module data has it too.
@@ -137,7 +183,26 @@ fn pclntab_entry<'a, R: object::ReadRef<'a>>(elf: &object::File<'a, R>, name: &s
         .or(table.text_start())
         .filter(|&start| start != 0)
         .or_else(|| moduledata_text(elf, &relocs, section.address(), table.funcname_offset() as u64));
-    Ok(text.and_then(|start| start.checked_add(entry)))
+    let Some(text) = text else { return Ok(Vec::new()) };
+    Ok(found
+        .into_iter()
+        .filter_map(|(n, (start, end))| Some((n, (text.checked_add(start)?, text.checked_add(end)?))))
+        .collect())
+}
+
+/// File offsets of the return instructions of `func`, from its decoded
+/// machine code (amd64): where the probes that end an assist go.
+fn return_offsets<'a, R: ReadRef<'a>>(data: R, func: &Function) -> Result<Vec<u64>, String> {
+    let len = func.len.ok_or_else(|| format!("{GC_ASSIST_ALLOC}'s length is unknown"))?;
+    if len > DECODE_MAX {
+        return Err(format!("{GC_ASSIST_ALLOC} is {len} bytes long, more than the {DECODE_MAX} decoded"));
+    }
+    let code = data.read_bytes_at(func.offset, len).map_err(|()| format!("{GC_ASSIST_ALLOC}'s code is unreadable"))?;
+    let returns = x86::return_offsets(code);
+    if returns.is_empty() {
+        return Err(format!("no return instruction found in {GC_ASSIST_ALLOC}"));
+    }
+    Ok(returns.into_iter().map(|at| func.offset + at).collect())
 }
 
 /// Dynamic relocations of a PIE binary as (where, link-time target).

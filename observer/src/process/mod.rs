@@ -10,3 +10,4 @@ pub mod lifecycle;
 pub mod pclntab;
 pub mod prologue;
 pub mod selector;
+pub mod x86;

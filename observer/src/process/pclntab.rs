@@ -67,6 +67,12 @@ impl<'d> Pclntab<'d> {
 
     /// Entry of the function `name`, as an offset from `textStart`.
     pub fn entry_offset(&self, name: &str) -> Option<u64> {
+        self.func_range(name).map(|(entry, _)| entry)
+    }
+
+    /// Entry and end of the function `name` (where the next one starts), as
+    /// offsets from `textStart`.
+    pub fn func_range(&self, name: &str) -> Option<(u64, u64)> {
         (0..self.nfunc).find_map(|i| {
             let pair = self.functab.checked_add(i.checked_mul(8)?)?;
             let func_off = usize::try_from(u32_at(self.data, pair + 4)?).ok()?;
@@ -76,7 +82,12 @@ impl<'d> Pclntab<'d> {
             let start = self.funcname.checked_add(name_off)?;
             let rest = self.data.get(start..)?;
             let end = rest.iter().position(|&b| b == 0)?;
-            (&rest[..end] == name.as_bytes()).then_some(u64::from(entry))
+            if &rest[..end] != name.as_bytes() {
+                return None;
+            }
+            // The table ends with one more pair holding the end of the text.
+            let next = u32_at(self.data, pair + 8)?;
+            (next > entry).then_some((u64::from(entry), u64::from(next)))
         })
     }
 }
@@ -128,6 +139,8 @@ mod tests {
         assert_eq!(tab.entry_offset("main.main"), Some(0x40));
         assert_eq!(tab.entry_offset("a"), Some(0x10));
         assert_eq!(tab.entry_offset("main"), None);
+        assert_eq!(tab.func_range("a"), Some((0x10, 0x40)));
+        assert_eq!(tab.func_range("main.main"), Some((0x40, 0x80)));
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! Go GC cycles: finds Go processes (by build info), attaches a uprobe scoped
-//! to each one at `runtime.gcMarkTermination`'s entry, tells the program where
-//! that process keeps the GC cycle count, and drops all of it when the process
-//! ends.
+//! Go runtime events: finds Go processes (by build info), attaches uprobes
+//! scoped to each one (GC cycle end, mark assists, heap growth, memory
+//! returned to the OS), tells the programs where that process keeps the GC
+//! figures, and drops all of it when the process ends.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -16,18 +16,35 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData},
     programs::{ProgramError, UProbe, uprobe::UProbeLinkId, uprobe::UProbeScope},
 };
-use observer_common::goruntime::{GO_CYCLES_KNOWN, GO_GC_CYCLE_KNOWN, GoGcEvent, GoProcess};
-use observer_common::{EventKind, process::ProcessEvent};
+use observer_common::{
+    EventKind,
+    goruntime::{
+        GO_ASSIST_DURATION_KNOWN, GO_ASSIST_TIMED, GO_PAGE_SIZE, GoAssistEvent, GoGcEvent, GoHeapEvent, GoProcess,
+        field,
+    },
+    process::ProcessEvent,
+};
 
+use crate::cgroup::CgroupPaths;
+use crate::event::{Attribution, CgroupSource, Event, GoAssist, GoGc, GoHeapGrow, GoScavenge};
 use crate::process::{
     discovery::{BinaryId, Change, first_mapping, monotonic_ns},
-    gobinary::{GC_MARK_TERMINATION, GoBinary, WORK},
-    layout::{self, GoRelease, RuntimeLayout},
+    gobinary::{FREE_STACK_SPANS, GC_ASSIST_ALLOC, GoBinary, MHEAP_GROW, SYS_UNUSED_OS},
+    layout::{self, Global, GoRelease, RuntimeLayout},
     lifecycle::ProcessWatch,
     selector::GoProcessSelection,
 };
 
-const PROGRAM: &str = "go_gc_mark_termination";
+/// (program, runtime function it is attached to at entry).
+const ENTRY_PROBES: [(&str, &str); 4] = [
+    ("go_gc_end", FREE_STACK_SPANS),
+    ("go_assist_start", GC_ASSIST_ALLOC),
+    ("go_heap_grow", MHEAP_GROW),
+    ("go_scavenge", SYS_UNUSED_OS),
+];
+/// Attached at each return instruction of `runtime.gcAssistAlloc`.
+const ASSIST_END: &str = "go_assist_end";
+const PROGRAMS: [&str; 5] = ["go_gc_end", "go_assist_start", "go_heap_grow", "go_scavenge", ASSIST_END];
 const MAP: &str = "GO_PROCS";
 /// Events of an ended process may still sit in the ring buffer: keep what
 /// decoding them needs this long.
@@ -35,11 +52,11 @@ const KEEP_ENDED: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum GoRuntimeError {
-    #[error("program {PROGRAM} missing from the eBPF object")]
-    MissingProgram,
+    #[error("program {0} missing from the eBPF object")]
+    MissingProgram(&'static str),
     #[error("map {MAP} missing from the eBPF object")]
     MissingMap,
-    #[error("loading {PROGRAM}: {0}")]
+    #[error("loading the Go runtime programs: {0}")]
     Program(#[from] ProgramError),
     #[error("map {MAP}: {0}")]
     Map(#[from] aya::maps::MapError),
@@ -54,7 +71,8 @@ pub struct GoProcessInfo {
 
 struct Watched {
     info: GoProcessInfo,
-    link: Option<UProbeLinkId>,
+    /// (program, link) of every probe attached for the process.
+    links: Vec<(&'static str, UProbeLinkId)>,
 }
 
 pub struct GoRuntimeSource {
@@ -76,7 +94,9 @@ impl GoRuntimeSource {
     /// [`GoRuntimeSource::poll`] scans `/proc`).
     pub fn new(ebpf: &mut Ebpf, tracefs: &Path, selection: GoProcessSelection) -> Result<Self, GoRuntimeError> {
         let procs = BpfHashMap::try_from(ebpf.take_map(MAP).ok_or(GoRuntimeError::MissingMap)?)?;
-        program(ebpf)?.load()?;
+        for name in PROGRAMS {
+            program(ebpf, name)?.load()?;
+        }
         Ok(Self {
             processes: ProcessWatch::start(ebpf, tracefs),
             selection,
@@ -146,22 +166,9 @@ impl GoRuntimeSource {
             .or_else(|| self.ended.iter().rev().find(|(_, p, _)| *p == pid).map(|(_, _, info)| info))
     }
 
-    pub fn cycle(raw: &GoGcEvent) -> Option<u32> {
-        (raw.flags & GO_GC_CYCLE_KNOWN != 0).then_some(raw.cycle)
-    }
-
     fn forget(&mut self, ebpf: &mut Ebpf, pid: u32) {
         let Some(watched) = self.watched.remove(&pid) else { return };
-        if let Some(link) = watched.link {
-            match program(ebpf) {
-                Ok(prog) => {
-                    if let Err(err) = prog.detach(link) {
-                        tracing::warn!("detaching {GC_MARK_TERMINATION} from pid {pid}: {err}");
-                    }
-                }
-                Err(err) => tracing::warn!("{err}"),
-            }
-        }
+        detach(ebpf, pid, watched.links);
         // Absent already is fine: the entry may never have been written.
         let _ = self.procs.remove(&pid);
         self.ended.push((Instant::now(), pid, watched.info));
@@ -189,72 +196,145 @@ impl GoRuntimeSource {
             return;
         }
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string();
-        let Some(offset) = go.gc_mark_termination else {
-            if self.warned.insert(binary) {
-                let why = if go.stripped { " (stripped binary; not found in .gopclntab either)" } else { "" };
-                tracing::warn!(
-                    "Go process {pid} ({comm}, {}): no symbol {GC_MARK_TERMINATION}{why}; its GC cycles are not traced",
-                    go.build.go_version
-                );
+        // Everything this binary lacks, said once in one warning.
+        let mut problems = Vec::new();
+        let (addrs, source) = match self.field_addresses(pid, binary, &go) {
+            Ok((addrs, source, missing)) => {
+                if !missing.is_empty() {
+                    problems.push(format!(
+                        "no offset for {} (runtime layout from {}); its go.gc events go without {}",
+                        missing.join(", "),
+                        source.describe(),
+                        if missing.len() == 1 { "that figure" } else { "those figures" }
+                    ));
+                }
+                (addrs, Some(source))
             }
+            Err(why) => {
+                problems.push(format!("{why}; its go.gc events carry no cycle number or heap figures"));
+                ([0; field::SLOTS], None)
+            }
+        };
+        let mut probes: Vec<(&'static str, u64)> = Vec::new();
+        for (prog, function) in ENTRY_PROBES {
+            match go.probes.get(function) {
+                Some(&offset) => probes.push((prog, offset)),
+                None => {
+                    let why = if go.stripped { " (stripped binary; not in .gopclntab either)" } else { "" };
+                    problems.push(format!("no function {function}{why}; its {} events are missing", event_of(prog)));
+                }
+            }
+        }
+        let mut flags = 0;
+        if go.probes.contains_key(GC_ASSIST_ALLOC) {
+            match &go.assist_returns {
+                Ok(returns) => {
+                    flags |= GO_ASSIST_TIMED;
+                    probes.extend(returns.iter().map(|&at| (ASSIST_END, at)));
+                }
+                Err(why) => problems.push(format!("{why}: its go.assist events are counts without durations")),
+            }
+        }
+        if !problems.is_empty() && self.warned.insert(binary) {
+            tracing::warn!("Go process {pid} ({comm}, {}): {}", go.build.go_version, problems.join("; "));
+        }
+        if probes.is_empty() {
             return;
-        };
-        let cycles = self.cycles_address(pid, binary, &go, &comm);
-        let entry = GoProcess {
-            cycles_addr: cycles.map_or(0, |(addr, _)| addr),
-            flags: if cycles.is_some() { GO_CYCLES_KNOWN } else { 0 },
-            _pad: 0,
-        };
-        // The entry first: the program ignores hits of processes without one.
+        }
+        let entry = GoProcess { addrs, flags, _pad: 0 };
+        // The entry first: the programs ignore hits of processes without one.
         if let Err(err) = self.procs.insert(pid, entry, 0) {
             tracing::warn!("Go process {pid} ({comm}): {MAP} full or unusable ({err}); not traced");
             return;
         }
-        let link = NonZeroU32::new(pid).ok_or(()).and_then(|nz| {
-            program(ebpf).map_err(|err| tracing::warn!("{err}")).and_then(|prog| {
-                prog.attach(offset, &exe, UProbeScope::OneProcess(nz))
-                    .map_err(|err| tracing::debug!("pid {pid}: attaching {GC_MARK_TERMINATION}: {err}"))
-            })
-        });
-        let info = GoProcessInfo { go_version: go.build.go_version.clone(), main_module: go.build.main_module.clone() };
-        let Ok(link) = link else {
-            // Most likely the process ended in between.
-            let _ = self.procs.remove(&pid);
-            return;
-        };
-        eprintln!(
-            "observer: go: attached pid={pid} comm={comm} version={} module={} layout={}",
-            info.go_version,
-            info.main_module.as_deref().unwrap_or("-"),
-            cycles.map_or("none", |(_, source)| source.as_str())
-        );
-        self.watched.insert(pid, Watched { info, link: Some(link) });
-    }
-
-    /// Where `work.cycles` lives in `pid` and where its offset came from,
-    /// or `None` after one warning naming the process and what is missing.
-    fn cycles_address(&mut self, pid: u32, binary: BinaryId, go: &GoBinary, comm: &str) -> Option<(u64, LayoutSource)> {
-        let missing = match (go.work, runtime_layout(go)) {
-            (None, _) if go.stripped => {
-                format!("no symbol {WORK} (stripped binary: its .gopclntab lists functions only, not data)")
-            }
-            (None, _) => format!("no symbol {WORK}"),
-            (Some(_), Err(missing)) => missing,
-            (Some(work), Ok((layout, source))) => {
-                let mapping = if go.pie { first_mapping(pid, binary) } else { Some((0, 0)) };
-                match mapping.and_then(|(start, off)| go.relocate(work + layout.work_cycles, start, off)) {
-                    Some(addr) => return Some((addr, source)),
-                    None => "cannot find its load address in /proc/PID/maps".to_string(),
+        let Some(nz) = NonZeroU32::new(pid) else { return };
+        let mut links = Vec::with_capacity(probes.len());
+        for (prog, offset) in probes {
+            let attached = program(ebpf, prog)
+                .map_err(|err| tracing::warn!("{err}"))
+                .and_then(|p| {
+                    p.attach(offset, &exe, UProbeScope::OneProcess(nz))
+                        .map_err(|err| tracing::debug!("pid {pid}: attaching {prog} at {offset:#x}: {err}"))
+                });
+            match attached {
+                Ok(link) => links.push((prog, link)),
+                Err(()) => {
+                    // Most likely the process ended in between: all or nothing.
+                    detach(ebpf, pid, links);
+                    let _ = self.procs.remove(&pid);
+                    return;
                 }
             }
-        };
-        if self.warned.insert(binary) {
-            tracing::warn!(
-                "Go process {pid} ({comm}, {}): {missing}; its GC events carry no cycle number",
-                go.build.go_version
-            );
         }
-        None
+        let info = GoProcessInfo { go_version: go.build.go_version.clone(), main_module: go.build.main_module.clone() };
+        eprintln!(
+            "observer: go: attached pid={pid} comm={comm} version={} module={} layout={} probes={}",
+            info.go_version,
+            info.main_module.as_deref().unwrap_or("-"),
+            source.map_or("none", LayoutSource::as_str),
+            links.len()
+        );
+        self.watched.insert(pid, Watched { info, links });
+    }
+
+    /// Where each GC figure lives in `pid`, where the offsets came from and
+    /// the figures without one; `Err` says why none can be read.
+    fn field_addresses(
+        &self,
+        pid: u32,
+        binary: BinaryId,
+        go: &GoBinary,
+    ) -> Result<([u64; field::SLOTS], LayoutSource, Vec<String>), String> {
+        let work = Global::Work.symbol();
+        if !go.globals.contains_key(&Global::Work) {
+            return Err(if go.stripped {
+                format!("no symbol {work} (stripped binary: its .gopclntab lists functions only, not data)")
+            } else {
+                format!("no symbol {work}")
+            });
+        }
+        let (layout, source) = runtime_layout(go)?;
+        let (start, off) = if go.pie { first_mapping(pid, binary) } else { Some((0, 0)) }
+            .ok_or_else(|| "cannot find its load address in /proc/PID/maps".to_string())?;
+        let mut addrs = [0; field::SLOTS];
+        let mut missing = Vec::new();
+        for (index, spec) in layout::FIELDS.iter().enumerate() {
+            let addr = go
+                .globals
+                .get(&spec.global)
+                .zip(layout.offsets[index])
+                .and_then(|(base, offset)| base.checked_add(offset))
+                .and_then(|addr| go.relocate(addr, start, off));
+            match addr {
+                Some(addr) => addrs[index] = addr,
+                None => missing.push(layout::field_name(index)),
+            }
+        }
+        Ok((addrs, source, missing))
+    }
+}
+
+/// The event a program sends, for messages.
+fn event_of(program: &str) -> &'static str {
+    match program {
+        "go_gc_end" => "go.gc",
+        "go_assist_start" | ASSIST_END => "go.assist",
+        "go_heap_grow" => "go.heap_grow",
+        _ => "go.scavenge",
+    }
+}
+
+/// Detaches the probes of `pid`; a link already gone with its process is fine.
+fn detach(ebpf: &mut Ebpf, pid: u32, links: Vec<(&'static str, UProbeLinkId)>) {
+    for (name, link) in links {
+        match program(ebpf, name) {
+            Ok(prog) => {
+                if let Err(err) = prog.detach(link) {
+                    tracing::warn!("detaching {name} from pid {pid}: {err}");
+                }
+            }
+            Err(err) => tracing::warn!("{err}"),
+        }
     }
 }
 
@@ -270,6 +350,13 @@ impl LayoutSource {
         match self {
             Self::Dwarf => "dwarf",
             Self::Table => "table",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Dwarf => "the binary's DWARF",
+            Self::Table => "the per-release table",
         }
     }
 }
@@ -293,6 +380,179 @@ fn runtime_layout(go: &GoBinary) -> Result<(RuntimeLayout, LayoutSource), String
         })
 }
 
-fn program(ebpf: &mut Ebpf) -> Result<&mut UProbe, GoRuntimeError> {
-    Ok(ebpf.program_mut(PROGRAM).ok_or(GoRuntimeError::MissingProgram)?.try_into()?)
+fn program<'e>(ebpf: &'e mut Ebpf, name: &'static str) -> Result<&'e mut UProbe, GoRuntimeError> {
+    Ok(ebpf.program_mut(name).ok_or(GoRuntimeError::MissingProgram(name))?.try_into()?)
+}
+
+/// Wall-clock time of a CLOCK_MONOTONIC instant: (RFC 3339, unix ns).
+pub type Wall<'c> = &'c dyn Fn(u64) -> (String, u64);
+
+impl GoRuntimeSource {
+    /// The event of a ring buffer record of one of the Go programs.
+    pub fn decode(&self, kind: EventKind, bytes: &[u8], wall: Wall<'_>, cgroups: &mut CgroupPaths) -> Option<Event> {
+        let header: GoHeader = read(bytes)?;
+        let info = self.info(header.pid);
+        let go_version = info.map(|i| i.go_version.clone());
+        let go_module = info.and_then(|i| i.main_module.clone());
+        let who = Attribution {
+            pid: Some(header.pid),
+            comm: None,
+            ..cgroups.attribute((header.cgroup_id != 0).then_some(header.cgroup_id), CgroupSource::Process)
+        };
+        Some(match kind {
+            EventKind::GoGc => {
+                let raw: GoGcEvent = read(bytes)?;
+                let who = Attribution { comm: Some(comm(&raw.comm)), ..who };
+                Event::GoGc(gc_event(&raw, wall, go_version, go_module, who))
+            }
+            EventKind::GoAssist => {
+                let raw: GoAssistEvent = read(bytes)?;
+                Event::GoAssist(GoAssist {
+                    duration_ns: (raw.flags & GO_ASSIST_DURATION_KNOWN != 0).then_some(raw.duration_ns),
+                    goroutine: format!("{:#x}", raw.goroutine),
+                    tid: raw.tid,
+                    go_version,
+                    go_module,
+                    who: Attribution { comm: Some(comm(&raw.comm)), ..who },
+                })
+            }
+            EventKind::GoHeapGrow => {
+                let raw: GoHeapEvent = read(bytes)?;
+                Event::GoHeapGrow(GoHeapGrow {
+                    pages: raw.amount,
+                    bytes: raw.amount.saturating_mul(GO_PAGE_SIZE),
+                    tid: raw.tid,
+                    go_version,
+                    go_module,
+                    who: Attribution { comm: Some(comm(&raw.comm)), ..who },
+                })
+            }
+            EventKind::GoScavenge => {
+                let raw: GoHeapEvent = read(bytes)?;
+                Event::GoScavenge(GoScavenge {
+                    bytes: raw.amount,
+                    tid: raw.tid,
+                    go_version,
+                    go_module,
+                    who: Attribution { comm: Some(comm(&raw.comm)), ..who },
+                })
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// The start of every Go event record.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GoHeader {
+    header: observer_common::EventHeader,
+    cgroup_id: u64,
+    pid: u32,
+    tid: u32,
+}
+
+// SAFETY: plain old data: integers only, no padding.
+unsafe impl aya::Pod for GoHeader {}
+
+/// A GC cycle's figures as read; `None` for those not read.
+fn gc_event(
+    raw: &GoGcEvent,
+    wall: Wall<'_>,
+    go_version: Option<String>,
+    go_module: Option<String>,
+    who: Attribution,
+) -> GoGc {
+    let value = |i: usize| (raw.known & (1 << i) != 0).then(|| raw.values[i]);
+    // Go's nanotime() is CLOCK_MONOTONIC (int64), like the kernel's stamps.
+    let time = |i: usize| value(i).filter(|&t| t as i64 > 0);
+    let between = |a: usize, b: usize| time(b).zip(time(a)).and_then(|(b, a)| b.checked_sub(a));
+    let start = time(field::T_SWEEP_TERM).map(wall);
+    let end = time(field::T_END).map(wall);
+    GoGc {
+        cycle: value(field::CYCLES).map(|c| c as u32),
+        start_unix_nano: start.as_ref().map(|(_, ns)| *ns),
+        start_time: start.map(|(t, _)| t),
+        end_unix_nano: end.as_ref().map(|(_, ns)| *ns),
+        end_time: end.map(|(t, _)| t),
+        sweep_termination_ns: between(field::T_SWEEP_TERM, field::T_MARK),
+        mark_ns: between(field::T_MARK, field::T_MARK_TERM),
+        mark_termination_ns: between(field::T_MARK_TERM, field::T_END),
+        heap_start_bytes: value(field::HEAP0),
+        heap_end_bytes: value(field::HEAP1),
+        heap_marked_bytes: value(field::HEAP2),
+        heap_goal_bytes: value(field::HEAP_GOAL),
+        gogc: value(field::GC_PERCENT).map(|v| v as u32 as i32),
+        memory_limit_bytes: value(field::MEMORY_LIMIT).map(|v| v as i64),
+        go_version,
+        go_module,
+        who,
+    }
+}
+
+/// Reads a `#[repr(C)]` record from the start of a ring buffer item.
+fn read<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
+    (bytes.len() >= size_of::<T>())
+        // SAFETY: length checked; T is plain old data; the read is unaligned-safe.
+        .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+fn comm(raw: &[u8]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(known: &[usize], values: &[(usize, u64)]) -> GoGcEvent {
+        let mut v = [0; field::SLOTS];
+        for &(i, x) in values {
+            v[i] = x;
+        }
+        GoGcEvent {
+            header: observer_common::EventHeader { kind: EventKind::GoGc as u32, cpu: 0, ts_ns: 0 },
+            cgroup_id: 0,
+            pid: 1,
+            tid: 1,
+            known: known.iter().map(|&i| 1 << i).sum(),
+            _pad: 0,
+            values: v,
+            comm: [0; 16],
+        }
+    }
+
+    #[test]
+    fn figures_read_are_reported_and_the_others_are_null() {
+        let wall: Wall<'_> = &|ns| (format!("t{ns}"), ns + 1000);
+        let all: Vec<usize> = (0..field::COUNT).collect();
+        let values = [
+            (field::CYCLES, 7),
+            (field::T_SWEEP_TERM, 100),
+            (field::T_MARK, 150),
+            (field::T_MARK_TERM, 400),
+            (field::T_END, 420),
+            (field::HEAP0, 4 << 20),
+            (field::HEAP1, 5 << 20),
+            (field::HEAP2, 1 << 20),
+            (field::HEAP_GOAL, 8 << 20),
+            (field::GC_PERCENT, u64::from(u32::MAX)), // -1: off
+            (field::MEMORY_LIMIT, i64::MAX as u64),
+        ];
+        let gc = gc_event(&raw(&all, &values), wall, None, None, Attribution::default());
+        assert_eq!(gc.cycle, Some(7));
+        assert_eq!((gc.start_time.as_deref(), gc.start_unix_nano), (Some("t100"), Some(1100)));
+        assert_eq!(gc.end_unix_nano, Some(1420));
+        assert_eq!((gc.sweep_termination_ns, gc.mark_ns, gc.mark_termination_ns), (Some(50), Some(250), Some(20)));
+        assert_eq!((gc.heap_start_bytes, gc.heap_end_bytes, gc.heap_marked_bytes), (Some(4 << 20), Some(5 << 20), Some(1 << 20)));
+        assert_eq!(gc.heap_goal_bytes, Some(8 << 20));
+        assert_eq!(gc.gogc, Some(-1));
+        assert_eq!(gc.memory_limit_bytes, Some(i64::MAX));
+
+        let some = gc_event(&raw(&[field::CYCLES, field::T_MARK], &values), wall, None, None, Attribution::default());
+        assert_eq!(some.cycle, Some(7));
+        assert_eq!((some.start_time, some.sweep_termination_ns, some.mark_ns), (None, None, None));
+        assert_eq!((some.heap_start_bytes, some.gogc, some.memory_limit_bytes), (None, None, None));
+    }
 }
