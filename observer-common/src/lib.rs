@@ -31,6 +31,8 @@ pub enum EventKind {
     NetDrop = 10,
     TcpRetransmit = 11,
     OomVictim = 20,
+    MemcgThrottle = 21,
+    MemcgReclaim = 22,
     ProcessExec = 30,
     ProcessExit = 31,
 }
@@ -46,6 +48,8 @@ impl EventKind {
             10 => Some(Self::NetDrop),
             11 => Some(Self::TcpRetransmit),
             20 => Some(Self::OomVictim),
+            21 => Some(Self::MemcgThrottle),
+            22 => Some(Self::MemcgReclaim),
             30 => Some(Self::ProcessExec),
             31 => Some(Self::ProcessExit),
             _ => None,

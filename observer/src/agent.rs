@@ -6,7 +6,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use observer_common::{
-    EventHeader, EventKind, counter, memcg::OomVictimEvent, process::ProcessEvent, tcp::TcpResetEvent,
+    EventHeader, EventKind, counter,
+    memcg::{MemcgReclaimEvent, MemcgThrottleEvent, OomVictimEvent},
+    process::ProcessEvent,
+    tcp::TcpResetEvent,
 };
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
@@ -19,7 +22,7 @@ use crate::{
     kernel::{btf::Btf, loader, offsets, privileges, tracefs},
     sources::{
         goruntime::GoRuntimeSource,
-        memcg::{self, events::MemcgWatcher, oom::OomSource},
+        memcg::{self, events::MemcgWatcher, kernel::KernelMemcg, oom::OomSource},
         net::NetSources,
         tcp::{self, ResetSource},
     },
@@ -54,6 +57,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
         net_offsets: NetSources::offsets(btf.as_ref()),
         drop: net.drop_config(),
         retransmit: net.retransmit_config(),
+        memcg: memcg::kernel::config(btf.as_ref(), &tracefs),
     })
     .context("loading the eBPF programs")?;
     let reset_mechanism = resets.attach(&mut ebpf)?;
@@ -79,19 +83,48 @@ pub async fn run(config: RunConfig) -> Result<()> {
             None
         }
     };
-    let mut memcg_watch = match memcg::memory_root()
-        .map_err(memcg::events::MemcgError::Unavailable)
-        .and_then(|root| MemcgWatcher::start(root, config.memcg_mechanism))
-    {
-        Ok(w) => Some(w),
-        Err(err) => {
-            tracing::warn!("memcg signals memcg.high, memcg.max unavailable: {err}");
+    let memcg_root = memcg::memory_root();
+    // PSI can be compiled out or off (`psi=0`): then there is nothing to read.
+    let psi = match std::fs::read_to_string("/proc/pressure/memory") {
+        Ok(_) => Some(config.memcg_pressure),
+        Err(e) => {
+            tracing::warn!("memcg.pressure unavailable: /proc/pressure/memory: {e}");
             None
         }
     };
-    let memcg_text = memcg_watch
-        .as_ref()
-        .map_or_else(|| "unavailable".to_string(), |w| format!("memory.events via {}", w.mechanism().name()));
+    let mut memcg_watch = match memcg_root
+        .clone()
+        .map_err(memcg::events::MemcgError::Unavailable)
+        .and_then(|root| MemcgWatcher::start(root, config.memcg_mechanism, psi))
+    {
+        Ok(w) => Some(w),
+        Err(err) => {
+            tracing::warn!("memcg signals memcg.high, memcg.max, memcg.pressure unavailable: {err}");
+            None
+        }
+    };
+    let memcg_kernel = match &memcg_root {
+        Ok(root) => Some(KernelMemcg::attach(&mut ebpf, root.clone(), config.memcg_throttle)),
+        Err(err) => {
+            tracing::warn!("memcg signals memcg.throttle, memcg.reclaim unavailable: {err}");
+            None
+        }
+    };
+    if let Some(Err(err)) = memcg_kernel.as_ref().map(|k| &k.throttle) {
+        tracing::warn!("memcg.throttle unavailable: {err}");
+    }
+    if let Some(Err(err)) = memcg_kernel.as_ref().map(|k| &k.reclaim) {
+        tracing::warn!("memcg.reclaim unavailable: {err}");
+    }
+    let memcg_text = match (&memcg_watch, &memcg_kernel) {
+        (Some(w), Some(k)) => format!(
+            "memory.events via {}; pressure: {}; {}",
+            w.mechanism().name(),
+            w.pressure().map_or("unavailable (no PSI)", memcg::Pressure::name),
+            k.describe()
+        ),
+        _ => "unavailable".to_string(),
+    };
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
     let counters: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS missing")?)?;
@@ -104,6 +137,8 @@ pub async fn run(config: RunConfig) -> Result<()> {
         aborts: AbortOnData::default(),
         go: go.take(),
         oom,
+        memcg: memcg_kernel,
+        extra: Vec::new(),
         net,
         cgroups: CgroupPaths::new(),
         clock: Clock::now(),
@@ -140,6 +175,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
             Some((ts, event)) = recv_memcg(memcg_watch.as_mut()) => state.write_at(ts, event)?,
             _ = tick.tick() => {
                 state.net_summaries()?;
+                state.memcg_summaries()?;
                 state.jsonl.flush()?;
                 state.live.extra = state.net.status_text();
                 state.live.status(lost(&counters));
@@ -159,6 +195,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
         }
     }
     state.net_summaries()?;
+    state.memcg_summaries()?;
     state.jsonl.flush()?;
     state.live.clear_status();
     eprintln!(
@@ -197,6 +234,9 @@ struct State<'a> {
     aborts: AbortOnData,
     go: Option<GoRuntimeSource>,
     oom: Option<OomSource>,
+    memcg: Option<KernelMemcg>,
+    /// Records beyond the first that one ring buffer item produced.
+    extra: Vec<Record>,
     net: NetSources,
     cgroups: CgroupPaths,
     clock: Clock,
@@ -211,6 +251,9 @@ impl State<'_> {
         let mut out = Vec::new();
         while let Some(item) = ring.next() {
             if let Some(record) = self.record(&item) {
+                self.aborts.admit(record, &mut out);
+            }
+            for record in std::mem::take(&mut self.extra) {
                 self.aborts.admit(record, &mut out);
             }
         }
@@ -239,6 +282,17 @@ impl State<'_> {
         let record = Record { time, time_unix_nano, event };
         self.jsonl.write(&record)?;
         self.live.event(&record);
+        Ok(())
+    }
+
+    /// Writes the idle `mem_cgroup_handle_over_high` entries that grew.
+    fn memcg_summaries(&mut self) -> Result<()> {
+        let Some(memcg) = self.memcg.as_mut() else { return Ok(()) };
+        let events = memcg.idle_summaries(&mut self.cgroups, false);
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map(ns).unwrap_or(0);
+        for event in events {
+            self.write_at(u64::try_from(now).unwrap_or(0), event)?;
+        }
         Ok(())
     }
 
@@ -277,6 +331,20 @@ impl State<'_> {
             EventKind::OomVictim => {
                 let raw: OomVictimEvent = read(bytes)?;
                 Event::MemcgOomKill(self.oom.as_ref()?.decode(&raw, &mut self.cgroups)?)
+            }
+            EventKind::MemcgThrottle => {
+                let raw: MemcgThrottleEvent = read(bytes)?;
+                let memcg = self.memcg.as_mut()?;
+                memcg.watch_idle(raw.cgroup_id);
+                memcg.throttle_event(&raw, &mut self.cgroups)
+            }
+            EventKind::MemcgReclaim => {
+                let raw: MemcgReclaimEvent = read(bytes)?;
+                let mut events = self.memcg.as_ref()?.reclaim_events(&raw, &mut self.cgroups).into_iter();
+                let first = events.next()?;
+                let (time, time_unix_nano) = self.clock.wall(raw.header.ts_ns);
+                self.extra.extend(events.map(|event| Record { time: time.clone(), time_unix_nano, event }));
+                first
             }
             kind @ (EventKind::GoGc | EventKind::GoAssist | EventKind::GoHeapGrow | EventKind::GoScavenge) => {
                 let clock = &self.clock;

@@ -90,6 +90,11 @@ pub fn plan(f: &Features) -> Vec<SignalPlan> {
             Ok(format!("{kind} {function}"))
         }
     };
+    let memcg_reclaim = || -> Probe {
+        let begin = tracepoint("vmscan:mm_vmscan_memcg_reclaim_begin")?;
+        tracepoint("vmscan:mm_vmscan_memcg_reclaim_end").map(|_| format!("{begin}/_end"))
+    };
+    let exit_probe = |kind: &str| if kind == "fentry" { "fexit" } else { "kretprobe" };
     let uprobe = |what: &str| -> Probe {
         if f.program("uprobe") { Ok(format!("uprobes on {what}")) } else { Err("uprobes do not attach here".into()) }
     };
@@ -123,21 +128,29 @@ pub fn plan(f: &Features) -> Vec<SignalPlan> {
         (
             "memcg.throttle",
             false,
-            false,
+            true,
             memcg().and_then(|()| {
-                first(vec![
-                    function_hook("fentry", "mem_cgroup_handle_over_high"),
-                    function_hook("kprobe", "mem_cgroup_handle_over_high"),
-                    tracepoint("vmscan:mm_vmscan_memcg_reclaim_begin").map(|m| format!("{m} (inferred)")),
-                ])
+                // Attached for real (`Features::over_high_hooks`), with the
+                // exit probe the agent pairs with each.
+                let hooks = f.over_high_hooks.iter().map(|(kind, probe)| match probe {
+                    Ok(_) => Ok(format!("{kind} mem_cgroup_handle_over_high (+ {})", exit_probe(kind))),
+                    Err(e) => Err(format!("{kind}: {e}")),
+                });
+                first(
+                    hooks
+                        .chain([memcg_reclaim().map(|m| format!("{m} in the task's context (inferred)"))])
+                        .collect(),
+                )
             }),
         ),
-        ("memcg.reclaim", false, false, memcg().and_then(|()| tracepoint("vmscan:mm_vmscan_memcg_reclaim_begin"))),
+        ("memcg.reclaim", false, true, memcg().and_then(|()| memcg_reclaim())),
         (
             "memcg.pressure",
             false,
-            false,
-            memcg().and_then(|()| f.psi.clone().map(|_| "memory.pressure (PSI) triggers".into())),
+            true,
+            memcg().and_then(|()| {
+                f.psi.clone().map(|_| "memory.pressure (PSI) triggers, polled where a trigger fails".into())
+            }),
         ),
         (
             "memcg.oom_kill",
@@ -185,6 +198,9 @@ fn table(f: &Features, signals: &[SignalPlan]) -> String {
     row(&mut out, "tracefs", &f.tracefs);
     for (kind, probe) in &f.programs {
         row(&mut out, &format!("program {kind}"), probe);
+    }
+    for (kind, probe) in &f.over_high_hooks {
+        row(&mut out, &format!("{kind} over_high"), probe);
     }
     row(&mut out, "ring buffer", &f.ring_buffer);
     row(&mut out, "perf buffer", &f.perf_buffer);

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::{
     process::selector::{GoProcessSelection, GoProcessSelector},
-    sources::memcg::Mechanism,
+    sources::memcg::{Mechanism, Pressure, Throttle},
 };
 
 #[derive(Debug, Parser)]
@@ -36,7 +36,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// TOML file with the same settings as the flags (`duration`, `output_dir`, `quiet`, `drop_events_per_sec`, `memcg_mechanism`, `go_process`).
+    /// TOML file with the same settings as the flags (`duration`, `output_dir`, `quiet`, `drop_events_per_sec`, `memcg_mechanism`, `memcg_throttle`, `memcg_pressure`, `go_process`).
     #[arg(long, env = "OBSERVER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Stop after this long (e.g. `10s`, `5m`); runs until stopped when absent.
@@ -56,6 +56,14 @@ pub struct RunArgs {
     /// the fallback) [default: inotify].
     #[arg(long, env = "OBSERVER_MEMCG_MECHANISM", value_name = "MECHANISM", value_enum)]
     pub memcg_mechanism: Option<Mechanism>,
+    /// How tasks throttled over `memory.high` are seen (auto: fentry, else
+    /// kprobe, else vmscan; or one forced) [default: auto].
+    #[arg(long, env = "OBSERVER_MEMCG_THROTTLE", value_name = "MECHANISM", value_enum)]
+    pub memcg_throttle: Option<Throttle>,
+    /// How `memory.pressure` stalls are noticed (trigger, or poll as the
+    /// fallback) [default: trigger].
+    #[arg(long, env = "OBSERVER_MEMCG_PRESSURE", value_name = "MECHANISM", value_enum)]
+    pub memcg_pressure: Option<Pressure>,
     /// Go processes to attach to: a pid, a comm (process name, at most 15
     /// bytes) or a main module path (a value with '/' or '.'); repeat it for
     /// several, or comma-separate them in the environment [default: all Go processes].
@@ -84,6 +92,8 @@ pub struct RunConfig {
     pub quiet: bool,
     pub drop_events_per_sec: u32,
     pub memcg_mechanism: Mechanism,
+    pub memcg_throttle: Throttle,
+    pub memcg_pressure: Pressure,
     pub go_processes: GoProcessSelection,
 }
 
@@ -106,6 +116,8 @@ struct FileConfig {
     quiet: Option<bool>,
     drop_events_per_sec: Option<u32>,
     memcg_mechanism: Option<Mechanism>,
+    memcg_throttle: Option<Throttle>,
+    memcg_pressure: Option<Pressure>,
     go_process: Option<Vec<String>>,
 }
 
@@ -137,6 +149,8 @@ impl RunConfig {
                 .or(file.drop_events_per_sec)
                 .unwrap_or(DEFAULT_DROP_EVENTS_PER_SEC),
             memcg_mechanism: args.memcg_mechanism.or(file.memcg_mechanism).unwrap_or_default(),
+            memcg_throttle: args.memcg_throttle.or(file.memcg_throttle).unwrap_or_default(),
+            memcg_pressure: args.memcg_pressure.or(file.memcg_pressure).unwrap_or_default(),
             go_processes: GoProcessSelection(if args.go_processes.is_empty() {
                 file_go_processes
             } else {
@@ -175,6 +189,8 @@ mod tests {
                 quiet: false,
                 drop_events_per_sec: DEFAULT_DROP_EVENTS_PER_SEC,
                 memcg_mechanism: Mechanism::Inotify,
+                memcg_throttle: Throttle::Auto,
+                memcg_pressure: Pressure::Trigger,
                 go_processes: GoProcessSelection::default(),
             }
         );

@@ -20,14 +20,11 @@ pub struct TraceInstance {
 impl TraceInstance {
     /// `instances/obs-<pid>-<tag>` with `category/name` enabled under `filter`.
     pub fn new(tag: &str, category: &str, name: &str, filter: &str) -> TraceInstance {
-        let dir = root()
-            .join("instances")
-            .join(format!("obs-{}-{tag}", std::process::id()));
+        let dir = root().join("instances").join(format!("obs-{}-{tag}", std::process::id()));
         std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         let event = dir.join("events").join(category).join(name);
         let instance = TraceInstance { dir, event };
-        std::fs::write(instance.event.join("filter"), filter)
-            .unwrap_or_else(|e| panic!("filter {filter:?}: {e}"));
+        std::fs::write(instance.event.join("filter"), filter).unwrap_or_else(|e| panic!("filter {filter:?}: {e}"));
         std::fs::write(instance.event.join("enable"), "1").expect("enable the event");
         instance
     }
@@ -35,12 +32,8 @@ impl TraceInstance {
     /// Stops recording and returns the recorded event lines.
     pub fn stop(&self) -> Vec<String> {
         std::fs::write(self.event.join("enable"), "0").expect("disable the event");
-        let text =
-            std::fs::read_to_string(self.dir.join("trace")).expect("read the instance's trace");
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(str::to_string)
-            .collect()
+        let text = std::fs::read_to_string(self.dir.join("trace")).expect("read the instance's trace");
+        text.lines().filter(|l| !l.starts_with('#')).map(str::to_string).collect()
     }
 }
 
@@ -49,5 +42,114 @@ impl Drop for TraceInstance {
         let _ = std::fs::write(self.event.join("enable"), "0");
         // An instance directory is removed with rmdir, whatever it holds.
         let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// A `kprobe_events` probe `p:GROUP/NAME FUNCTION`: tracefs' own count of
+/// entries to a kernel function. Removed on drop.
+pub struct KprobeEvent {
+    pub group: String,
+    pub name: String,
+}
+
+impl KprobeEvent {
+    pub fn new(group: &str, name: &str, function: &str) -> KprobeEvent {
+        let probe = KprobeEvent { group: group.into(), name: name.into() };
+        // Appending: a plain write would clear every other probe.
+        append_kprobe_events(&format!("p:{group}/{name} {function}"))
+            .unwrap_or_else(|e| panic!("kprobe_events: p:{group}/{name} {function}: {e}"));
+        probe
+    }
+}
+
+impl Drop for KprobeEvent {
+    fn drop(&mut self) {
+        let _ = append_kprobe_events(&format!("-:{}/{}", self.group, self.name));
+    }
+}
+
+fn append_kprobe_events(line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(root().join("kprobe_events"))?;
+    f.write_all(format!("{line}\n").as_bytes())
+}
+
+/// One line of a trace buffer: who ran, and which event.
+#[derive(Debug, Clone)]
+pub struct TraceLine {
+    pub pid: u32,
+    pub event: String,
+    pub text: String,
+}
+
+/// `          dd-1234    [001] d..1.   12.345678: over_high: (...)`
+pub fn parse_line(line: &str) -> Option<TraceLine> {
+    let (task, rest) = line.split_once(" [")?;
+    let pid = task.trim().rsplit_once('-')?.1.parse().ok()?;
+    let mut words = rest.split_whitespace().skip_while(|w| !w.ends_with(':'));
+    let _timestamp = words.next()?;
+    let event = words.next()?.trim_end_matches(':').to_string();
+    Some(TraceLine { pid, event, text: line.to_string() })
+}
+
+/// A private instance recording several events at once, with a buffer large
+/// enough for a test's workload; checks on stop that nothing was overwritten.
+pub struct Recorder {
+    dir: PathBuf,
+    events: Vec<PathBuf>,
+}
+
+impl Recorder {
+    pub fn new(tag: &str, events: &[(&str, &str)], buffer_kb: u32) -> Recorder {
+        let dir = root().join("instances").join(format!("obs-{}-{tag}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let recorder =
+            Recorder { events: events.iter().map(|(c, n)| dir.join("events").join(c).join(n)).collect(), dir };
+        std::fs::write(recorder.dir.join("buffer_size_kb"), buffer_kb.to_string()).expect("buffer_size_kb");
+        for e in &recorder.events {
+            std::fs::write(e.join("enable"), "1").unwrap_or_else(|err| panic!("enable {}: {err}", e.display()));
+        }
+        recorder
+    }
+
+    /// Stops recording; every recorded line. Panics when the buffer overran.
+    pub fn stop(&self) -> Vec<TraceLine> {
+        for e in &self.events {
+            let _ = std::fs::write(e.join("enable"), "0");
+        }
+        let cpus = std::fs::read_dir(self.dir.join("per_cpu")).expect("per_cpu").flatten();
+        for cpu in cpus {
+            let stats = std::fs::read_to_string(cpu.path().join("stats")).unwrap_or_default();
+            let overrun = stats.lines().find_map(|l| l.strip_prefix("overrun: ")).unwrap_or("0").trim();
+            assert_eq!(overrun, "0", "trace buffer of {} overran: {stats}", cpu.path().display());
+        }
+        let text = std::fs::read_to_string(self.dir.join("trace")).expect("read the instance's trace");
+        text.lines().filter(|l| !l.starts_with('#')).filter_map(parse_line).collect()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        for e in &self.events {
+            let _ = std::fs::write(e.join("enable"), "0");
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_line;
+
+    #[test]
+    fn parses_trace_lines() {
+        let l = parse_line(
+            "              dd-4242    [001] d..1.  1234.567890: over_high: (mem_cgroup_handle_over_high+0x0/0x60)",
+        )
+        .unwrap();
+        assert_eq!((l.pid, l.event.as_str()), (4242, "over_high"));
+        let l = parse_line(" kworker/u4:1-12 [000] .....   5.000001: mm_vmscan_memcg_reclaim_end: nr_reclaimed=32")
+            .unwrap();
+        assert_eq!((l.pid, l.event.as_str()), (12, "mm_vmscan_memcg_reclaim_end"));
     }
 }

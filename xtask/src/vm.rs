@@ -142,13 +142,19 @@ fn test_binaries() -> Result<Vec<TestBinary>> {
     if !out.status.success() {
         bail!("building the test binaries failed:\n{}", String::from_utf8_lossy(&out.stderr));
     }
+    // `OBSERVER_VM_TESTS=memcg,tcp_resets` runs those instead (while working on them).
+    let chosen = std::env::var("OBSERVER_VM_TESTS").ok().filter(|v| !v.trim().is_empty());
+    let selected: Vec<String> = match &chosen {
+        Some(list) => list.split(',').map(|t| t.trim().to_string()).collect(),
+        None => VM_TESTS.iter().map(|t| t.to_string()).collect(),
+    };
     let binaries: Vec<TestBinary> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<Artifact>(l).ok())
         .filter(|a| a.reason == "compiler-artifact" && a.profile.as_ref().is_some_and(|p| p.test))
         .filter_map(|a| {
             let target = a.target?;
-            let wanted = target.kind.iter().any(|k| k == "test") && VM_TESTS.contains(&target.name.as_str());
+            let wanted = target.kind.iter().any(|k| k == "test") && selected.iter().any(|t| *t == target.name);
             wanted.then_some(TestBinary { name: target.name, path: a.executable? })
         })
         .collect();
@@ -240,10 +246,9 @@ fn parse_libtest(log: &str) -> Vec<TestResult> {
 /// one at a time, logs and exit codes into the shared directory.
 fn guest_script(rw: &Path, tests: &[TestBinary]) -> String {
     let rw = rw.display();
-    let path = std::env::join_paths(
-        std::env::split_paths(&host::child_path()).chain([PathBuf::from("/usr/local/go/bin")]),
-    )
-    .unwrap_or_default();
+    let path =
+        std::env::join_paths(std::env::split_paths(&host::child_path()).chain([PathBuf::from("/usr/local/go/bin")]))
+            .unwrap_or_default();
     let mut s = format!(
         "set -u\nRW={rw}\nexport PATH='{}'\nexport OBSERVER_BIN='{}' OBSERVER_E2E_REQUIRED=1\n\
          export TMPDIR=$RW/tmp HOME=$RW/home GOCACHE=$RW/gocache GOPATH=$RW/gopath GOTOOLCHAIN=local\n\

@@ -40,6 +40,9 @@ pub struct Features {
     pub send_reset_partial: bool,
     /// Kernel functions we would probe, and whether kallsyms has them.
     pub functions: Vec<(&'static str, bool)>,
+    /// fentry and kprobe attached for real to `mem_cgroup_handle_over_high`
+    /// (the memcg throttle hook), in that order.
+    pub over_high_hooks: Vec<(&'static str, Probe)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -117,7 +120,8 @@ pub fn detect() -> Features {
         kernel: kernel_release(),
         btf,
         tracefs: tracefs_path.as_ref().map(|p| p.display().to_string()).map_err(|e| e.to_string()),
-        programs: probe_programs(tracefs_path.is_ok(), kernel_btf.ok().as_ref()),
+        programs: probe_programs(tracefs_path.is_ok(), kernel_btf.as_ref().ok()),
+        over_high_hooks: function_hooks("mem_cgroup_handle_over_high", kernel_btf.as_ref().ok()),
         ring_buffer: map_supported(MapType::RingBuf),
         perf_buffer: map_supported(MapType::PerfEventArray),
         cgroup: cgroups(),
@@ -202,6 +206,26 @@ where
         .ok_or_else(|| format!("program {name} missing from the probe object"))?
         .try_into()
         .map_err(|e: aya::programs::ProgramError| chain(&e))
+}
+
+/// fentry and kprobe on `function`, each loaded and attached in a fresh copy
+/// of the probe object (a fentry program is bound to its target at load).
+fn function_hooks(function: &str, btf: Option<&aya::Btf>) -> Vec<(&'static str, Probe)> {
+    let attach = |kind: &'static str| -> Probe {
+        let mut ebpf = Ebpf::load(PROBES_OBJECT).map_err(|e| format!("loading the probe object: {}", chain(&e)))?;
+        if kind == "fentry" {
+            let btf = btf.ok_or("no kernel BTF")?;
+            let p: &mut FEntry = program(&mut ebpf, "probe_fentry")?;
+            p.load(function, btf).map_err(|e| chain(&e))?;
+            p.attach().map_err(|e| chain(&e))?;
+        } else {
+            let p: &mut KProbe = program(&mut ebpf, "probe_kprobe")?;
+            p.load().map_err(|e| chain(&e))?;
+            p.attach(function, 0).map_err(|e| chain(&e))?;
+        }
+        Ok(format!("attached to {function}"))
+    };
+    vec![("fentry", attach("fentry")), ("kprobe", attach("kprobe"))]
 }
 
 fn tracepoint(ebpf: &mut Ebpf) -> Probe {

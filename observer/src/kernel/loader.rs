@@ -3,6 +3,7 @@
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use observer_common::{
     kernel::KernelOffsets,
+    memcg::MemcgConfig,
     net::{DropConfig, NetOffsets, RetransmitConfig},
     tcp::ResetTracepointLayout,
 };
@@ -26,6 +27,7 @@ pub struct Globals {
     pub net_offsets: NetOffsets,
     pub drop: DropConfig,
     pub retransmit: RetransmitConfig,
+    pub memcg: MemcgConfig,
 }
 
 pub fn load(globals: &Globals) -> Result<Ebpf, EbpfError> {
@@ -36,5 +38,6 @@ pub fn load(globals: &Globals) -> Result<Ebpf, EbpfError> {
         .override_global("NET_OFFSETS", &globals.net_offsets, true)
         .override_global("DROP_CONFIG", &globals.drop, true)
         .override_global("RETRANSMIT_CONFIG", &globals.retransmit, true)
+        .override_global("MEMCG_CONFIG", &globals.memcg, true)
         .load(OBSERVER_OBJECT)
 }

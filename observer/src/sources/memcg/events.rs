@@ -4,6 +4,10 @@
 //! re-reads the file and reports the rise), or polling as the fallback.
 //! New cgroups are found by rescanning the tree every second.
 //!
+//! The same thread watches each cgroup's `memory.pressure` (PSI): a trigger
+//! per cgroup whose POLLPRI joins the same poll, or a read on the timer (see
+//! `super::pressure`).
+//!
 //! `memory.events` is hierarchical: a parent counts its descendants' events
 //! too. For nested trees, `memory.events.local` holds a cgroup's own counts;
 //! we report the hierarchical file (what limits act on) with the cgroup path,
@@ -27,8 +31,8 @@ use nix::{
 };
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
-use super::Mechanism;
-use crate::event::{Attribution, CgroupSource, Event, MemcgEvents, MemoryEventCounts, Workload};
+use super::{Mechanism, Pressure, kernel::limits, pressure};
+use crate::event::{Attribution, CgroupSource, Event, MemcgEvents, MemcgPressure, MemoryEventCounts, Workload};
 
 /// New cgroups are picked up within this long.
 const RESCAN_EVERY: Duration = Duration::from_secs(1);
@@ -53,11 +57,13 @@ pub struct MemcgWatcher {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     mechanism: Mechanism,
+    pressure: Option<Pressure>,
 }
 
 impl MemcgWatcher {
     /// Starts watching; falls back to polling when inotify cannot start.
-    pub fn start(root: PathBuf, wanted: Mechanism) -> Result<Self, MemcgError> {
+    /// `pressure` is `None` when the kernel has no PSI (nothing to read).
+    pub fn start(root: PathBuf, wanted: Mechanism, pressure: Option<Pressure>) -> Result<Self, MemcgError> {
         let inotify = match wanted {
             Mechanism::Inotify => match Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
                 Ok(inotify) => Some(inotify),
@@ -71,7 +77,8 @@ impl MemcgWatcher {
         let mechanism = if inotify.is_some() { Mechanism::Inotify } else { Mechanism::Poll };
         let (tx, rx) = unbounded_channel();
         let stop = Arc::new(AtomicBool::new(false));
-        let mut watch = Watch { root, inotify, mechanism, tx, cgroups: HashMap::new(), by_wd: HashMap::new() };
+        let mut watch =
+            Watch { root, inotify, mechanism, pressure, tx, cgroups: HashMap::new(), by_wd: HashMap::new() };
         // Cgroups there now count from now; later ones from their creation.
         watch.rescan(true);
         let flag = stop.clone();
@@ -79,11 +86,15 @@ impl MemcgWatcher {
             .name("memcg-events".into())
             .spawn(move || watch.run(&flag))
             .map_err(MemcgError::Thread)?;
-        Ok(Self { rx, stop, thread: Some(thread), mechanism })
+        Ok(Self { rx, stop, thread: Some(thread), mechanism, pressure })
     }
 
     pub fn mechanism(&self) -> Mechanism {
         self.mechanism
+    }
+
+    pub fn pressure(&self) -> Option<Pressure> {
+        self.pressure
     }
 
     /// Stops the thread after a last read of every file; what it found is
@@ -104,12 +115,16 @@ struct Watched {
     id: u64,
     wd: Option<WatchDescriptor>,
     last: MemoryEventCounts,
+    /// The PSI trigger, when one could be made.
+    psi: Option<std::fs::File>,
+    psi_last: pressure::Totals,
 }
 
 struct Watch {
     root: PathBuf,
     inotify: Option<Inotify>,
     mechanism: Mechanism,
+    pressure: Option<Pressure>,
     tx: UnboundedSender<Change>,
     /// Keyed by the cgroup's directory.
     cgroups: HashMap<PathBuf, Watched>,
@@ -119,18 +134,26 @@ struct Watch {
 impl Watch {
     fn run(mut self, stop: &AtomicBool) {
         let mut last_scan = Instant::now();
+        let mut last_poll = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            match &self.inotify {
-                Some(inotify) => {
-                    let changed = wait_changes(inotify, POLL_EVERY);
-                    let dirs: Vec<PathBuf> = changed.iter().filter_map(|wd| self.by_wd.get(wd).cloned()).collect();
-                    for dir in dirs {
-                        self.read(&dir);
-                    }
-                }
-                None => {
-                    std::thread::sleep(POLL_EVERY);
+            let (changed, stalled) = self.wait(POLL_EVERY);
+            let dirs: Vec<PathBuf> = changed.iter().filter_map(|wd| self.by_wd.get(wd).cloned()).collect();
+            for dir in dirs {
+                self.read(&dir);
+            }
+            for dir in stalled {
+                self.read_pressure(&dir);
+            }
+            if last_poll.elapsed() >= POLL_EVERY {
+                last_poll = Instant::now();
+                if self.inotify.is_none() {
                     self.read_all();
+                }
+                // Cgroups without a trigger (or all, with `poll`).
+                let polled: Vec<PathBuf> =
+                    self.cgroups.iter().filter(|(_, w)| w.psi.is_none()).map(|(d, _)| d.clone()).collect();
+                for dir in polled {
+                    self.read_pressure(&dir);
                 }
             }
             if last_scan.elapsed() >= RESCAN_EVERY {
@@ -148,6 +171,10 @@ impl Watch {
         }
         // Whatever rose since the last notification or tick.
         self.read_all();
+        let dirs: Vec<PathBuf> = self.cgroups.keys().cloned().collect();
+        for dir in dirs {
+            self.read_pressure(&dir);
+        }
     }
 
     fn read_all(&mut self) {
@@ -155,6 +182,77 @@ impl Watch {
         for dir in dirs {
             self.read(&dir);
         }
+    }
+
+    /// Waits up to `timeout` for inotify or a PSI trigger: the watches that
+    /// fired, and the cgroups whose trigger fired.
+    fn wait(&mut self, timeout: Duration) -> (Vec<WatchDescriptor>, Vec<PathBuf>) {
+        let triggers: Vec<(&PathBuf, &std::fs::File)> =
+            self.cgroups.iter().filter_map(|(d, w)| w.psi.as_ref().map(|f| (d, f))).collect();
+        if self.inotify.is_none() && triggers.is_empty() {
+            std::thread::sleep(timeout);
+            return (Vec::new(), Vec::new());
+        }
+        let mut fds: Vec<PollFd> = triggers.iter().map(|(_, f)| PollFd::new(f.as_fd(), PollFlags::POLLPRI)).collect();
+        if let Some(inotify) = &self.inotify {
+            fds.push(PollFd::new(inotify.as_fd(), PollFlags::POLLIN));
+        }
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(n) if n > 0 => {}
+            _ => return (Vec::new(), Vec::new()),
+        }
+        let mut stalled = Vec::new();
+        let mut broken = Vec::new();
+        for ((dir, _), fd) in triggers.iter().zip(&fds) {
+            let revents = fd.revents().unwrap_or(PollFlags::empty());
+            if revents.intersects(PollFlags::POLLERR | PollFlags::POLLNVAL) {
+                // The cgroup went away (or PSI was turned off): read, then poll.
+                broken.push((*dir).clone());
+            } else if revents.contains(PollFlags::POLLPRI) {
+                stalled.push((*dir).clone());
+            }
+        }
+        let inotify_ready = self.inotify.is_some()
+            && fds.last().and_then(|f| f.revents()).is_some_and(|r| r.contains(PollFlags::POLLIN));
+        drop(fds);
+        for dir in &broken {
+            if let Some(w) = self.cgroups.get_mut(dir) {
+                w.psi = None;
+            }
+        }
+        stalled.extend(broken);
+        let changed = match (&self.inotify, inotify_ready) {
+            (Some(inotify), true) => read_changes(inotify),
+            _ => Vec::new(),
+        };
+        (changed, stalled)
+    }
+
+    /// Reads one cgroup's `memory.pressure` and sends the rise, if any.
+    fn read_pressure(&mut self, dir: &Path) {
+        if self.pressure.is_none() {
+            return;
+        }
+        let Some(totals) = pressure::read(dir) else { return };
+        let Some(w) = self.cgroups.get_mut(dir) else { return };
+        let last = w.psi_last;
+        if totals.some_total_us <= last.some_total_us && totals.full_total_us <= last.full_total_us {
+            return;
+        }
+        w.psi_last = totals;
+        let event = Event::MemcgPressure(MemcgPressure {
+            mechanism: if w.psi.is_some() { Pressure::Trigger.name() } else { Pressure::Poll.name() },
+            some_total_us: totals.some_total_us,
+            full_total_us: totals.full_total_us,
+            some_delta_us: totals.some_total_us.saturating_sub(last.some_total_us),
+            full_delta_us: totals.full_total_us.saturating_sub(last.full_total_us),
+            some_avg10: totals.some_avg10,
+            full_avg10: totals.full_avg10,
+            limits: limits(dir),
+            who: w.who(),
+        });
+        let _ = self.tx.send((monotonic_ns(), event));
     }
 
     /// Reads one cgroup's `memory.events` and sends the rise, if any.
@@ -171,22 +269,12 @@ impl Watch {
         if delta == MemoryEventCounts::default() {
             return;
         }
-        let limit = |name: &str| read_limit(&dir.join(name));
         let event = Event::MemcgEvents(MemcgEvents {
             mechanism: self.mechanism.name(),
             delta,
             total,
-            memory_current: limit("memory.current"),
-            memory_high: limit("memory.high"),
-            memory_max: limit("memory.max"),
-            who: Attribution {
-                cgroup_id: Some(w.id),
-                workload: Workload::from_cgroup_path(Some(&w.rel)),
-                cgroup_path: Some(w.rel.clone()),
-                cgroup_source: CgroupSource::Cgroup,
-                pid: None,
-                comm: None,
-            },
+            limits: limits(dir),
+            who: w.who(),
         });
         // The receiver is gone only when the agent is stopping.
         let _ = self.tx.send((monotonic_ns(), event));
@@ -248,22 +336,42 @@ impl Watch {
         if let Some(wd) = wd {
             self.by_wd.insert(wd, dir.clone());
         }
-        self.cgroups.insert(dir.clone(), Watched { rel, id: meta.ino(), wd, last });
+        let psi = match self.pressure {
+            Some(Pressure::Trigger) => match pressure::trigger(&dir) {
+                Ok(file) => Some(file),
+                Err(e) => {
+                    tracing::warn!("PSI trigger on {}/memory.pressure: {e}; polling it", dir.display());
+                    None
+                }
+            },
+            _ => None,
+        };
+        // Like memory.events: history for cgroups there at the start.
+        let psi_last = if initial { pressure::read(&dir).unwrap_or_default() } else { pressure::Totals::default() };
+        self.cgroups.insert(dir.clone(), Watched { rel, id: meta.ino(), wd, last, psi, psi_last });
         if !initial {
             // Events before the watch existed would otherwise wait for the next one.
             self.read(&dir);
+            self.read_pressure(&dir);
         }
     }
 }
 
-/// Waits up to `timeout` for notifications; the watches that fired.
-fn wait_changes(inotify: &Inotify, timeout: Duration) -> Vec<WatchDescriptor> {
-    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
-    let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
-    match poll(&mut fds, PollTimeout::from(ms)) {
-        Ok(n) if n > 0 => {}
-        _ => return Vec::new(),
+impl Watched {
+    fn who(&self) -> Attribution {
+        Attribution {
+            cgroup_id: Some(self.id),
+            workload: Workload::from_cgroup_path(Some(&self.rel)),
+            cgroup_path: Some(self.rel.clone()),
+            cgroup_source: CgroupSource::Cgroup,
+            pid: None,
+            comm: None,
+        }
     }
+}
+
+/// The watches with pending notifications.
+fn read_changes(inotify: &Inotify) -> Vec<WatchDescriptor> {
     let mut wds = Vec::new();
     // Non-blocking: read until the queue is empty.
     while let Ok(events) = inotify.read_events() {
@@ -312,11 +420,6 @@ impl MemoryEventCounts {
             oom_group_kill: self.oom_group_kill.saturating_sub(before.oom_group_kill),
         }
     }
-}
-
-/// A byte count from a cgroup file; `max` (no limit) and errors are `None`.
-fn read_limit(path: &Path) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 fn monotonic_ns() -> u64 {

@@ -1,0 +1,261 @@
+//! Tasks throttled over `memory.high` and memcg reclaim runs, from kernel hooks.
+//!
+//! Throttling: `mem_cgroup_handle_over_high` is where a task that charged
+//! pages above its cgroup's (or an ancestor's) `memory.high` pays for them:
+//! it reclaims, then sleeps a penalty. fentry/fexit on it where the kernel
+//! allows, else kprobe/kretprobe; the pair gives the time spent. The kernel
+//! also calls it with nothing to do (no page over the limit) on every return
+//! to user mode that handles `TIF_NOTIFY_RESUME`; those calls are counted per
+//! cgroup in the kernel (`memcg.throttle.idle`), not sent one by one.
+//! Where neither hook works, throttling is inferred from the memcg reclaim
+//! tracepoints in the task's own context (`vmscan`): every memcg reclaim run
+//! a task does itself is reported as a throttle of that task. That covers the
+//! reclaim part of the over-`memory.high` path (and direct reclaim on a charge
+//! over `memory.max`, which it cannot tell apart) but never the penalty sleep.
+//!
+//! Reclaim: `vmscan:mm_vmscan_memcg_reclaim_begin/end` fire around
+//! `try_to_free_mem_cgroup_pages` in the context of the task that asked for
+//! the reclaim. The records carry no memcg, so a run is attributed to the
+//! current task's cgroup: the charging task's own cgroup, while the memcg
+//! reclaimed is the one over its limit, which can be an ancestor (a parent's
+//! `memory.high` hit by a child's task is reported under the child). Reclaim
+//! started by writing `memory.high`/`memory.max`/`memory.reclaim` runs in the
+//! writer and is attributed to the writer's cgroup.
+//!
+//! `nr_reclaimed` summed over runs is not `memory.stat`'s `pgsteal` delta:
+//! `pgsteal` counts every page taken off the cgroup's LRU lists by any reclaim
+//! (kswapd and global direct reclaim included, which the memcg tracepoints do
+//! not see), while one memcg run stops once it reclaimed its target
+//! (`SWAP_CLUSTER_MAX`-sized batches), and the over-`memory.high` path
+//! retries. Both are reported; neither is checked against the other.
+
+use std::{collections::HashMap, path::PathBuf};
+
+use aya::{
+    Btf as AyaBtf, Ebpf,
+    maps::{MapData, PerCpuHashMap},
+    programs::{FEntry, FExit, KProbe, TracePoint},
+};
+use observer_common::{
+    OFFSET_UNKNOWN,
+    memcg::{MemcgConfig, MemcgReclaimEvent, MemcgThrottleEvent, NR_PAGES_UNKNOWN, THROTTLE_FENTRY},
+};
+
+use super::Throttle;
+use crate::{
+    cgroup::CgroupPaths,
+    event::{Attribution, CgroupSource, Event, MemcgLimits, MemcgReclaim, MemcgThrottle, MemcgThrottleIdle},
+    kernel::{btf::Btf, features::chain, tracefs::Format},
+};
+
+const FUNCTION: &str = "mem_cgroup_handle_over_high";
+
+/// The load-time settings of the memcg programs for this kernel.
+pub fn config(btf: Option<&Btf>, tracefs: &std::path::Path) -> MemcgConfig {
+    let task_nr_pages_over_high =
+        btf.and_then(|b| b.member_offset("task_struct", &["memcg_nr_pages_over_high"]).ok()).unwrap_or(OFFSET_UNKNOWN);
+    let reclaim_end_nr_reclaimed = Format::read(tracefs, "vmscan", "mm_vmscan_memcg_reclaim_end")
+        .ok()
+        .and_then(|f| f.field("nr_reclaimed").filter(|f| f.size == 8).map(|f| f.offset as u32))
+        .unwrap_or(OFFSET_UNKNOWN);
+    MemcgConfig { task_nr_pages_over_high, reclaim_end_nr_reclaimed }
+}
+
+/// The attached throttle and reclaim programs.
+pub struct KernelMemcg {
+    root: PathBuf,
+    /// The throttle mechanism in use, or why none.
+    pub throttle: Result<Throttle, String>,
+    /// The reclaim tracepoints are attached, or why not.
+    pub reclaim: Result<(), String>,
+    idle: Option<PerCpuHashMap<MapData, u64, u64>>,
+    /// Idle entries reported so far, per cgroup id.
+    idle_seen: HashMap<u64, u64>,
+}
+
+impl KernelMemcg {
+    /// Attaches what `wanted` asks for: `Auto` takes the first of fentry,
+    /// kprobe, vmscan that loads and attaches; a forced one is used or none.
+    pub fn attach(ebpf: &mut Ebpf, root: PathBuf, wanted: Throttle) -> Self {
+        let reclaim = attach_reclaim(ebpf);
+        let mut reasons = Vec::new();
+        let order: &[Throttle] = match wanted {
+            Throttle::Auto => &[Throttle::Fentry, Throttle::Kprobe, Throttle::Vmscan],
+            Throttle::Fentry => &[Throttle::Fentry],
+            Throttle::Kprobe => &[Throttle::Kprobe],
+            Throttle::Vmscan => &[Throttle::Vmscan],
+        };
+        let mut throttle = None;
+        for &m in order {
+            let outcome = match m {
+                Throttle::Fentry => attach_fentry(ebpf),
+                Throttle::Kprobe => attach_kprobe(ebpf),
+                _ => reclaim.clone().map_err(|e| format!("the reclaim tracepoints: {e}")),
+            };
+            match outcome {
+                Ok(()) => {
+                    throttle = Some(m);
+                    break;
+                }
+                Err(e) => reasons.push(format!("{}: {e}", m.name())),
+            }
+        }
+        let idle = match throttle {
+            Some(Throttle::Fentry | Throttle::Kprobe) => {
+                ebpf.take_map("OVER_HIGH_IDLE").and_then(|m| PerCpuHashMap::try_from(m).ok())
+            }
+            _ => None,
+        };
+        Self { root, throttle: throttle.ok_or_else(|| reasons.join("; ")), reclaim, idle, idle_seen: HashMap::new() }
+    }
+
+    /// For the ready line.
+    pub fn describe(&self) -> String {
+        let throttle = match &self.throttle {
+            Ok(Throttle::Vmscan) => "vmscan (inferred)".to_string(),
+            Ok(m) => m.name().to_string(),
+            Err(e) => format!("unavailable ({e})"),
+        };
+        let reclaim = match &self.reclaim {
+            Ok(()) => "vmscan tracepoints".to_string(),
+            Err(e) => format!("unavailable ({e})"),
+        };
+        format!("throttle: {throttle}; reclaim: {reclaim}")
+    }
+
+    pub fn throttle_event(&self, ev: &MemcgThrottleEvent, cgroups: &mut CgroupPaths) -> Event {
+        let who = self.task(ev.cgroup_id, ev.pid, &ev.comm, cgroups);
+        Event::MemcgThrottle(MemcgThrottle {
+            mechanism: if ev.mechanism == THROTTLE_FENTRY { "fentry" } else { "kprobe" },
+            inferred: false,
+            duration_ns: Some(ev.header.ts_ns.saturating_sub(ev.start_ns)),
+            nr_pages: (ev.nr_pages != NR_PAGES_UNKNOWN).then_some(ev.nr_pages),
+            limits: self.limits(who.cgroup_path.as_deref()),
+            who,
+        })
+    }
+
+    /// The reclaim event, and with the `vmscan` mechanism the throttle it implies.
+    pub fn reclaim_events(&self, ev: &MemcgReclaimEvent, cgroups: &mut CgroupPaths) -> Vec<Event> {
+        let who = self.task(ev.cgroup_id, ev.pid, &ev.comm, cgroups);
+        let limits = self.limits(who.cgroup_path.as_deref());
+        let duration_ns = (ev.start_ns != 0).then(|| ev.header.ts_ns.saturating_sub(ev.start_ns));
+        let mut out = Vec::with_capacity(2);
+        if self.throttle == Ok(Throttle::Vmscan) {
+            out.push(Event::MemcgThrottle(MemcgThrottle {
+                mechanism: "vmscan",
+                inferred: true,
+                duration_ns,
+                nr_pages: None,
+                limits,
+                who: who.clone(),
+            }));
+        }
+        if self.reclaim.is_ok() {
+            out.push(Event::MemcgReclaim(MemcgReclaim { duration_ns, nr_reclaimed: ev.nr_reclaimed, limits, who }));
+        }
+        out
+    }
+
+    /// Idle entries that rose since the last call, for cgroups that had a
+    /// throttle event or an idle summary before (`active`), or all with `all`.
+    pub fn idle_summaries(&mut self, cgroups: &mut CgroupPaths, all: bool) -> Vec<Event> {
+        let Some(map) = &self.idle else { return Vec::new() };
+        let mechanism = self.throttle.as_ref().map_or("?", |m| m.name());
+        let mut out = Vec::new();
+        for item in map.iter().flatten() {
+            let (id, per_cpu) = item;
+            let total: u64 = per_cpu.iter().sum();
+            let seen = self.idle_seen.get(&id).copied();
+            if !all && seen.is_none() || seen == Some(total) {
+                continue;
+            }
+            self.idle_seen.insert(id, total);
+            out.push(Event::MemcgThrottleIdle(MemcgThrottleIdle {
+                mechanism,
+                count: total - seen.unwrap_or(0).min(total),
+                total,
+                who: cgroups.attribute(Some(id), CgroupSource::Process),
+            }));
+        }
+        out
+    }
+
+    /// Marks a cgroup whose idle entries the periodic summaries report.
+    pub fn watch_idle(&mut self, cgroup_id: u64) {
+        self.idle_seen.entry(cgroup_id).or_insert(0);
+    }
+
+    fn task(&self, cgroup_id: u64, pid: u32, comm: &[u8], cgroups: &mut CgroupPaths) -> Attribution {
+        let id = (cgroup_id != 0).then_some(cgroup_id);
+        let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+        Attribution {
+            pid: Some(pid),
+            comm: Some(String::from_utf8_lossy(&comm[..end]).into_owned()),
+            ..cgroups.attribute(id, CgroupSource::Process)
+        }
+    }
+
+    fn limits(&self, path: Option<&str>) -> MemcgLimits {
+        path.map(|p| limits(&self.root.join(p.trim_start_matches('/')))).unwrap_or_default()
+    }
+}
+
+/// `memory.current`, `memory.high`, `memory.max` of the cgroup at `dir`, now.
+pub fn limits(dir: &std::path::Path) -> MemcgLimits {
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok()?.trim().parse().ok();
+    MemcgLimits {
+        memory_current: read("memory.current"),
+        memory_high: read("memory.high"),
+        memory_max: read("memory.max"),
+    }
+}
+
+fn attach_reclaim(ebpf: &mut Ebpf) -> Result<(), String> {
+    for (program, name) in
+        [("memcg_reclaim_begin", "mm_vmscan_memcg_reclaim_begin"), ("memcg_reclaim_end", "mm_vmscan_memcg_reclaim_end")]
+    {
+        let p: &mut TracePoint = crate::kernel::features::program(ebpf, program)?;
+        p.load().map_err(|e| chain(&e))?;
+        p.attach("vmscan", name).map_err(|e| format!("vmscan:{name}: {}", chain(&e)))?;
+    }
+    Ok(())
+}
+
+fn attach_fentry(ebpf: &mut Ebpf) -> Result<(), String> {
+    let btf = AyaBtf::from_sys_fs().map_err(|e| chain(&e))?;
+    let entry: &mut FEntry = crate::kernel::features::program(ebpf, "memcg_over_high_fentry")?;
+    entry.load(FUNCTION, &btf).map_err(|e| chain(&e))?;
+    entry.attach().map_err(|e| chain(&e))?;
+    let exit = (|| {
+        let exit: &mut FExit = crate::kernel::features::program(ebpf, "memcg_over_high_fexit")?;
+        exit.load(FUNCTION, &btf).map_err(|e| chain(&e))?;
+        exit.attach().map_err(|e| chain(&e)).map(|_| ())
+    })();
+    if let Err(e) = exit {
+        // An entry without its exit would only fill the start map.
+        if let Ok(entry) = crate::kernel::features::program::<FEntry>(ebpf, "memcg_over_high_fentry") {
+            let _ = entry.unload();
+        }
+        return Err(format!("fexit: {e}"));
+    }
+    Ok(())
+}
+
+fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(), String> {
+    let entry: &mut KProbe = crate::kernel::features::program(ebpf, "memcg_over_high_kprobe")?;
+    entry.load().map_err(|e| chain(&e))?;
+    entry.attach(FUNCTION, 0).map_err(|e| chain(&e))?;
+    let exit = (|| {
+        let exit: &mut KProbe = crate::kernel::features::program(ebpf, "memcg_over_high_kretprobe")?;
+        exit.load().map_err(|e| chain(&e))?;
+        exit.attach(FUNCTION, 0).map_err(|e| chain(&e)).map(|_| ())
+    })();
+    if let Err(e) = exit {
+        if let Ok(entry) = crate::kernel::features::program::<KProbe>(ebpf, "memcg_over_high_kprobe") {
+            let _ = entry.unload();
+        }
+        return Err(format!("kretprobe: {e}"));
+    }
+    Ok(())
+}
