@@ -89,7 +89,8 @@ const _: () = assert!(core::mem::size_of::<GoGcEvent>() == 16 + 8 + 4 * 4 + 8 * 
 pub const GO_ASSIST_DURATION_KNOWN: u32 = 1;
 
 /// One mark assist: a goroutine that allocated during marking had to help
-/// the GC (`runtime.gcAssistAlloc`, from entry to one of its returns).
+/// the GC (a `runtime.gcAssistAlloc` call, from entry to one of its returns,
+/// in which `runtime.gcAssistAlloc1` did mark work).
 #[repr(C)]
 #[derive(Copy, Clone, Debug)]
 pub struct GoAssistEvent {
@@ -110,7 +111,7 @@ pub struct GoAssistEvent {
 
 const _: () = assert!(core::mem::size_of::<GoAssistEvent>() == 16 + 8 + 8 + 8 + 8 + 8 + COMM_LEN);
 
-/// Heap growth (`runtime.(*mheap).grow`, kind `GoHeapGrow`) or memory
+/// Heap growth (`runtime.(*pageAlloc).grow`, kind `GoHeapGrow`) or memory
 /// returned to the OS (`runtime.sysUnusedOS`, kind `GoScavenge`).
 #[repr(C)]
 #[derive(Copy, Clone, Debug)]
@@ -119,16 +120,13 @@ pub struct GoHeapEvent {
     pub cgroup_id: u64,
     pub pid: u32,
     pub tid: u32,
-    /// `GoHeapGrow`: pages of 8 KiB the page heap lacked (the `npage`
-    /// argument). `GoScavenge`: bytes released (the `n` argument).
+    /// Bytes: `GoHeapGrow`, added to the page heap (the `size` argument);
+    /// `GoScavenge`, released (the `n` argument).
     pub amount: u64,
     pub comm: [u8; COMM_LEN],
 }
 
 const _: () = assert!(core::mem::size_of::<GoHeapEvent>() == 16 + 8 + 8 + 8 + COMM_LEN);
-
-/// The runtime's page size (`runtime._PageSize`, the same on every platform).
-pub const GO_PAGE_SIZE: u64 = 8192;
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data: integers only, padding is explicit.

@@ -28,10 +28,20 @@ use crate::maps::{EVENTS, count};
 #[map]
 pub static GO_PROCS: HashMap<u32, GoProcess> = HashMap::with_max_entries(4096, 0);
 
-/// Start of assists in progress, by (tgid, goroutine). LRU: an assist whose
-/// process exits before it returns is pushed out, never leaked.
+/// Assists in progress, by (tgid, goroutine). LRU: an assist whose process
+/// exits before it returns is pushed out, never leaked.
 #[map]
-static GO_ASSISTS: LruHashMap<AssistKey, u64> = LruHashMap::with_max_entries(16384, 0);
+static GO_ASSISTS: LruHashMap<AssistKey, AssistState> = LruHashMap::with_max_entries(16384, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct AssistState {
+    start_ns: u64,
+    /// `runtime.gcAssistAlloc1` ran: the goroutine did mark work (or was
+    /// about to park for want of it), not just take background credit.
+    worked: u32,
+    _pad: u32,
+}
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -123,7 +133,9 @@ fn regs(ctx: &ProbeContext) -> (u64, u64, u64) {
 }
 
 /// Entry of `runtime.gcAssistAlloc`, past its stack check (a stack growth
-/// restarts the function from its entry, which would count it twice).
+/// restarts the function from its entry, which would count it twice). Most
+/// calls only take the background workers' spare credit and return: an
+/// episode is reported when `runtime.gcAssistAlloc1` ran in it.
 #[uprobe]
 pub fn go_assist_start(ctx: ProbeContext) -> u32 {
     match try_assist_start(&ctx) {
@@ -135,15 +147,43 @@ pub fn go_assist_start(ctx: ProbeContext) -> u32 {
 #[inline(always)]
 fn try_assist_start(ctx: &ProbeContext) -> Result<(), ()> {
     let Some((pid_tgid, proc_)) = watched() else { return Ok(()) };
-    let (_, _, g) = regs(ctx);
     if proc_.flags & GO_ASSIST_TIMED == 0 {
-        // No return probes for this binary: count-only events.
-        return send_assist(pid_tgid, g, None);
+        // No return probes for this binary: `go_assist_work` counts.
+        return Ok(());
     }
+    let (_, _, g) = regs(ctx);
     let key = AssistKey { goroutine: g, tgid: (pid_tgid >> 32) as u32, _pad: 0 };
     // SAFETY: a helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    GO_ASSISTS.insert(&key, &now, 0).map_err(|_| ())
+    let state = AssistState { start_ns: unsafe { bpf_ktime_get_ns() }, worked: 0, _pad: 0 };
+    GO_ASSISTS.insert(&key, &state, 0).map_err(|_| ())
+}
+
+/// Entry of `runtime.gcAssistAlloc1(gp, scanWork)`, which
+/// `runtime.gcAssistAlloc` calls on the system stack when the goroutine
+/// must do mark work itself: R14 is then the thread's g0, RAX `gp`, the
+/// assisting goroutine.
+#[uprobe]
+pub fn go_assist_work(ctx: ProbeContext) -> u32 {
+    match try_assist_work(&ctx) {
+        Ok(()) => 0,
+        Err(()) => 1,
+    }
+}
+
+#[inline(always)]
+fn try_assist_work(ctx: &ProbeContext) -> Result<(), ()> {
+    let Some((pid_tgid, proc_)) = watched() else { return Ok(()) };
+    let (gp, _, _) = regs(ctx);
+    if proc_.flags & GO_ASSIST_TIMED == 0 {
+        // Count-only: one event per pass of assist work.
+        return send_assist(pid_tgid, gp, None);
+    }
+    let key = AssistKey { goroutine: gp, tgid: (pid_tgid >> 32) as u32, _pad: 0 };
+    if let Some(state) = GO_ASSISTS.get_ptr_mut(&key) {
+        // SAFETY: a valid map value; only this goroutine's probes touch it.
+        unsafe { (*state).worked = 1 };
+    }
+    Ok(())
 }
 
 /// One of `runtime.gcAssistAlloc`'s return instructions.
@@ -162,11 +202,15 @@ fn try_assist_end(ctx: &ProbeContext) -> Result<(), ()> {
     let key = AssistKey { goroutine: g, tgid: (pid_tgid >> 32) as u32, _pad: 0 };
     // SAFETY: the value is copied out at once.
     // None: the assist started before the probes were attached.
-    let Some(start) = (unsafe { GO_ASSISTS.get(&key) }).copied() else { return Ok(()) };
+    let Some(state) = (unsafe { GO_ASSISTS.get(&key) }).copied() else { return Ok(()) };
     let _ = GO_ASSISTS.remove(&key);
+    if state.worked == 0 {
+        // Paid with the background workers' credit: no assist.
+        return Ok(());
+    }
     // SAFETY: a helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    send_assist(pid_tgid, g, Some(now.saturating_sub(start)))
+    send_assist(pid_tgid, g, Some(now.saturating_sub(state.start_ns)))
 }
 
 #[inline(always)]
@@ -194,11 +238,13 @@ fn send_assist(pid_tgid: u64, g: u64, duration: Option<u64>) -> Result<(), ()> {
     Ok(())
 }
 
-/// Entry of `runtime.(*mheap).grow(npage)`: RAX the heap, RBX `npage`.
+/// Entry of `runtime.(*pageAlloc).grow(base, size)`: RAX the page
+/// allocator, RBX `base`, RCX `size` in bytes.
 #[uprobe]
 pub fn go_heap_grow(ctx: ProbeContext) -> u32 {
-    let (_, npage, _) = regs(&ctx);
-    match send_heap(EventKind::GoHeapGrow, npage) {
+    // SAFETY: as in `regs`.
+    let size = unsafe { (*ctx.regs).rcx };
+    match send_heap(EventKind::GoHeapGrow, size) {
         Ok(()) => 0,
         Err(()) => 1,
     }

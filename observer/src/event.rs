@@ -167,13 +167,16 @@ pub struct GoGc {
 }
 
 /// One mark assist: a goroutine that allocated while the GC was marking
-/// had to do marking work itself before its allocation could go on
-/// (`runtime.gcAssistAlloc`).
+/// had to do mark work itself before its allocation could go on (a call of
+/// `runtime.gcAssistAlloc` in which `runtime.gcAssistAlloc1` ran: what the
+/// execution tracer shows as a mark assist; calls paid entirely with the
+/// background workers' spare credit are not assists).
 #[derive(Debug, Clone, Serialize)]
 pub struct GoAssist {
     /// From the function's entry to its return, including time parked
-    /// waiting for background mark work; `null` when only entries are
-    /// probed (the agent says so once per binary).
+    /// waiting for background mark work; `null` when the function's returns
+    /// cannot be probed (the agent says so once per binary): then each
+    /// pass of assist work is one event.
     pub duration_ns: Option<u64>,
     /// The goroutine (`g` address, hex).
     pub goroutine: String,
@@ -186,16 +189,15 @@ pub struct GoAssist {
 }
 
 /// The runtime's page heap had no free run of pages for an allocation and
-/// grew (`runtime.(*mheap).grow`).
+/// grew (`runtime.(*mheap).grow` hands new address space to the page
+/// allocator: `runtime.(*pageAlloc).grow(base, size)`).
 #[derive(Debug, Clone, Serialize)]
 pub struct GoHeapGrow {
-    /// Pages (8 KiB) the allocation needed that the heap did not have: the
-    /// `npage` argument of `mheap.grow`.
-    pub pages: u64,
-    /// `pages` × 8192. The heap's mapped memory grows by at least this: the
-    /// runtime rounds a growth up to whole 4 MiB chunks, reuses address
-    /// space it reserved before (reserving more in 64 MiB arenas) and may
-    /// take back memory it had returned to the OS.
+    /// What the heap grew by: address space now usable for heap pages
+    /// (whole 4 MiB chunks, whatever the allocation asked for). It is
+    /// mapped but not yet backed by memory (the runtime counts it as
+    /// released until pages of it are used); the sum over a process's
+    /// events is how much the heap's `/memory/classes/heap/*` total grew.
     pub bytes: u64,
     /// The thread that grew it.
     pub tid: u32,

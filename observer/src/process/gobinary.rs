@@ -17,13 +17,16 @@ use super::{
 /// Called only by `runtime.gcMarkTermination`, once per cycle, after the
 /// cycle's figures are final (Go 1.19–1.27): the GC event's probe.
 pub const FREE_STACK_SPANS: &str = "runtime.freeStackSpans";
-/// A goroutine's mark assist.
+/// A goroutine's mark assist (most calls only take background credit).
 pub const GC_ASSIST_ALLOC: &str = "runtime.gcAssistAlloc";
-/// Heap growth: `(h *mheap) grow(npage uintptr)`.
-pub const MHEAP_GROW: &str = "runtime.(*mheap).grow";
+/// The mark work of an assist: `gcAssistAlloc1(gp *g, scanWork int64)`.
+pub const GC_ASSIST_ALLOC1: &str = "runtime.gcAssistAlloc1";
+/// Heap growth: `(p *pageAlloc) grow(base, size uintptr)`, called only by
+/// `(*mheap).grow`, with exactly what the heap grows by.
+pub const PAGE_ALLOC_GROW: &str = "runtime.(*pageAlloc).grow";
 /// Memory handed back to the OS: `sysUnusedOS(v unsafe.Pointer, n uintptr)`.
 pub const SYS_UNUSED_OS: &str = "runtime.sysUnusedOS";
-const FUNCTIONS: [&str; 4] = [FREE_STACK_SPANS, GC_ASSIST_ALLOC, MHEAP_GROW, SYS_UNUSED_OS];
+const FUNCTIONS: [&str; 5] = [FREE_STACK_SPANS, GC_ASSIST_ALLOC, GC_ASSIST_ALLOC1, PAGE_ALLOC_GROW, SYS_UNUSED_OS];
 /// Longest stack-check prologue read.
 const PROLOGUE_MAX: u64 = 32;
 /// Longest function whose code is decoded for its returns.

@@ -101,7 +101,8 @@ pub struct RuntimeLayout {
 }
 
 impl RuntimeLayout {
-    /// Names of the figures without an offset, for the one warning.
+    /// Names of the figures without an offset.
+    #[cfg(test)]
     pub fn missing(&self) -> Vec<String> {
         (0..field::COUNT).filter(|&i| self.offsets[i].is_none()).map(field_name).collect()
     }

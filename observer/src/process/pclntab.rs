@@ -65,11 +65,6 @@ impl<'d> Pclntab<'d> {
         self.funcname
     }
 
-    /// Entry of the function `name`, as an offset from `textStart`.
-    pub fn entry_offset(&self, name: &str) -> Option<u64> {
-        self.func_range(name).map(|(entry, _)| entry)
-    }
-
     /// Entry and end of the function `name` (where the next one starts), as
     /// offsets from `textStart`.
     pub fn func_range(&self, name: &str) -> Option<(u64, u64)> {
@@ -136,9 +131,7 @@ mod tests {
         let data = table();
         let tab = Pclntab::parse(&data).unwrap();
         assert_eq!(tab.text_start(), Some(0x40_1000));
-        assert_eq!(tab.entry_offset("main.main"), Some(0x40));
-        assert_eq!(tab.entry_offset("a"), Some(0x10));
-        assert_eq!(tab.entry_offset("main"), None);
+        assert_eq!(tab.func_range("main"), None);
         assert_eq!(tab.func_range("a"), Some((0x10, 0x40)));
         assert_eq!(tab.func_range("main.main"), Some((0x40, 0x80)));
     }
@@ -152,6 +145,6 @@ mod tests {
         assert_eq!(Pclntab::parse(&data).unwrap_err(), PclntabError::PointerSize(3));
         let data = table();
         let tab = Pclntab::parse(&data[..100]).unwrap();
-        assert_eq!(tab.entry_offset("main.main"), None);
+        assert_eq!(tab.func_range("main.main"), None);
     }
 }

@@ -19,8 +19,7 @@ use aya::{
 use observer_common::{
     EventKind,
     goruntime::{
-        GO_ASSIST_DURATION_KNOWN, GO_ASSIST_TIMED, GO_PAGE_SIZE, GoAssistEvent, GoGcEvent, GoHeapEvent, GoProcess,
-        field,
+        GO_ASSIST_DURATION_KNOWN, GO_ASSIST_TIMED, GoAssistEvent, GoGcEvent, GoHeapEvent, GoProcess, field,
     },
     process::ProcessEvent,
 };
@@ -29,22 +28,23 @@ use crate::cgroup::CgroupPaths;
 use crate::event::{Attribution, CgroupSource, Event, GoAssist, GoGc, GoHeapGrow, GoScavenge};
 use crate::process::{
     discovery::{BinaryId, Change, first_mapping, monotonic_ns},
-    gobinary::{FREE_STACK_SPANS, GC_ASSIST_ALLOC, GoBinary, MHEAP_GROW, SYS_UNUSED_OS},
+    gobinary::{FREE_STACK_SPANS, GC_ASSIST_ALLOC, GC_ASSIST_ALLOC1, GoBinary, PAGE_ALLOC_GROW, SYS_UNUSED_OS},
     layout::{self, Global, GoRelease, RuntimeLayout},
     lifecycle::ProcessWatch,
     selector::GoProcessSelection,
 };
 
 /// (program, runtime function it is attached to at entry).
-const ENTRY_PROBES: [(&str, &str); 4] = [
+const ENTRY_PROBES: [(&str, &str); 5] = [
     ("go_gc_end", FREE_STACK_SPANS),
     ("go_assist_start", GC_ASSIST_ALLOC),
-    ("go_heap_grow", MHEAP_GROW),
+    ("go_assist_work", GC_ASSIST_ALLOC1),
+    ("go_heap_grow", PAGE_ALLOC_GROW),
     ("go_scavenge", SYS_UNUSED_OS),
 ];
 /// Attached at each return instruction of `runtime.gcAssistAlloc`.
 const ASSIST_END: &str = "go_assist_end";
-const PROGRAMS: [&str; 5] = ["go_gc_end", "go_assist_start", "go_heap_grow", "go_scavenge", ASSIST_END];
+const PROGRAMS: [&str; 6] = ["go_gc_end", "go_assist_start", "go_assist_work", "go_heap_grow", "go_scavenge", ASSIST_END];
 const MAP: &str = "GO_PROCS";
 /// Events of an ended process may still sit in the ring buffer: keep what
 /// decoding them needs this long.
@@ -318,7 +318,7 @@ impl GoRuntimeSource {
 fn event_of(program: &str) -> &'static str {
     match program {
         "go_gc_end" => "go.gc",
-        "go_assist_start" | ASSIST_END => "go.assist",
+        "go_assist_start" | "go_assist_work" | ASSIST_END => "go.assist",
         "go_heap_grow" => "go.heap_grow",
         _ => "go.scavenge",
     }
@@ -419,8 +419,7 @@ impl GoRuntimeSource {
             EventKind::GoHeapGrow => {
                 let raw: GoHeapEvent = read(bytes)?;
                 Event::GoHeapGrow(GoHeapGrow {
-                    pages: raw.amount,
-                    bytes: raw.amount.saturating_mul(GO_PAGE_SIZE),
+                    bytes: raw.amount,
                     tid: raw.tid,
                     go_version,
                     go_module,
