@@ -8,8 +8,8 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
+        bpf_ktime_get_ns, bpf_probe_read_user,
     },
     macros::{map, uprobe},
     maps::{HashMap, LruHashMap},
@@ -17,9 +17,7 @@ use aya_ebpf::{
 };
 use observer_common::{
     EventKind, counter,
-    goruntime::{
-        GO_ASSIST_DURATION_KNOWN, GO_ASSIST_TIMED, GoAssistEvent, GoGcEvent, GoHeapEvent, GoProcess, field,
-    },
+    goruntime::{GO_ASSIST_DURATION_KNOWN, GO_ASSIST_TIMED, GoAssistEvent, GoGcEvent, GoHeapEvent, GoProcess, field},
 };
 
 use crate::maps::{EVENTS, count};

@@ -383,13 +383,13 @@ impl State<'_> {
 }
 
 /// Reads a `#[repr(C)]` record from the start of a ring buffer item.
-fn read<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
+pub(crate) fn read<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
     (bytes.len() >= size_of::<T>())
         // SAFETY: length checked; T is plain old data; the read is unaligned-safe.
         .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
-fn comm(raw: &[u8]) -> String {
+pub(crate) fn comm(raw: &[u8]) -> String {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
     String::from_utf8_lossy(&raw[..end]).into_owned()
 }

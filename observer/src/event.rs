@@ -29,9 +29,9 @@ pub enum Event {
     #[serde(rename = "go.assist")]
     GoAssist(GoAssist),
     #[serde(rename = "go.heap_grow")]
-    GoHeapGrow(GoHeapGrow),
+    GoHeapGrow(GoHeapChange),
     #[serde(rename = "go.scavenge")]
-    GoScavenge(GoScavenge),
+    GoScavenge(GoHeapChange),
     #[serde(rename = "net.drop")]
     NetDrop(NetDrop),
     #[serde(rename = "net.drop.summary")]
@@ -160,6 +160,13 @@ pub struct GoGc {
     /// GOMEMLIMIT in effect (`gcController.memoryLimit`), bytes;
     /// 9223372036854775807 (`math.MaxInt64`) when there is no limit.
     pub memory_limit_bytes: Option<i64>,
+    #[serde(flatten)]
+    pub owner: GoOwner,
+}
+
+/// The Go process a `go.*` event happened in.
+#[derive(Debug, Clone, Serialize)]
+pub struct GoOwner {
     pub go_version: Option<String>,
     pub go_module: Option<String>,
     #[serde(flatten)]
@@ -182,45 +189,31 @@ pub struct GoAssist {
     pub goroutine: String,
     /// The thread it ended on.
     pub tid: u32,
-    pub go_version: Option<String>,
-    pub go_module: Option<String>,
     #[serde(flatten)]
-    pub who: Attribution,
+    pub owner: GoOwner,
 }
 
-/// The runtime's page heap had no free run of pages for an allocation and
-/// grew (`runtime.(*mheap).grow` hands new address space to the page
-/// allocator: `runtime.(*pageAlloc).grow(base, size)`).
+/// Bytes the Go heap gained or gave back (`go.heap_grow`, `go.scavenge`).
 #[derive(Debug, Clone, Serialize)]
-pub struct GoHeapGrow {
-    /// What the heap grew by: address space now usable for heap pages
-    /// (whole 4 MiB chunks, whatever the allocation asked for). It is
-    /// mapped but not yet backed by memory (the runtime counts it as
-    /// released until pages of it are used); the sum over a process's
-    /// events is how much the heap's `/memory/classes/heap/*` total grew.
+pub struct GoHeapChange {
+    /// `go.heap_grow`: what the heap grew by. The page heap had no free run
+    /// of pages for an allocation, and `runtime.(*mheap).grow` handed it new
+    /// address space (`runtime.(*pageAlloc).grow(base, size)`): whole 4 MiB
+    /// chunks, whatever the allocation asked for, mapped but not yet backed
+    /// by memory (the runtime counts it as released until pages of it are
+    /// used). The sum over a process's events is how much the heap's
+    /// `/memory/classes/heap/*` total grew.
+    ///
+    /// `go.scavenge`: what the runtime handed back to the OS
+    /// (`runtime.sysUnusedOS(v, n)`, `madvise`, called only by the
+    /// scavenger's `scavengeOne`: the background scavenger, scavenging on
+    /// allocation when over the memory limit or heap goal, and
+    /// `debug.FreeOSMemory`).
     pub bytes: u64,
-    /// The thread that grew it.
+    /// The thread it happened on.
     pub tid: u32,
-    pub go_version: Option<String>,
-    pub go_module: Option<String>,
     #[serde(flatten)]
-    pub who: Attribution,
-}
-
-/// The runtime handed free heap memory back to the OS (`runtime.sysUnusedOS`,
-/// called only by the scavenger's `scavengeOne`: the background scavenger,
-/// scavenging on allocation when over the memory limit or heap goal, and
-/// `debug.FreeOSMemory`).
-#[derive(Debug, Clone, Serialize)]
-pub struct GoScavenge {
-    /// Bytes released (`madvise`d), its `n` argument.
-    pub bytes: u64,
-    /// The thread that released them.
-    pub tid: u32,
-    pub go_version: Option<String>,
-    pub go_module: Option<String>,
-    #[serde(flatten)]
-    pub who: Attribution,
+    pub owner: GoOwner,
 }
 
 /// One dropped packet (`skb:kfree_skb`), sent within the kernel's per-second

@@ -362,7 +362,8 @@ gcfoo 3
         let stderr = "scav 3392 KiB work (bg), 0 KiB work (eager), 15184 KiB now, 59% util\n\
                       scav 0 KiB work (bg), 160 KiB work (eager), 15472 KiB now, 90% util (forced)\n";
         assert_eq!(scavtrace_kib(stderr), vec![(3392, 0, false), (0, 160, true)]);
-        let stdout = ["metrics-start gc_cycles=0".to_string(), "metrics assist_cpu_seconds=0.2 gc_cycles=13".to_string()];
+        let stdout =
+            ["metrics-start gc_cycles=0".to_string(), "metrics assist_cpu_seconds=0.2 gc_cycles=13".to_string()];
         let m = metrics(&stdout, "metrics");
         assert_eq!(m["gc_cycles"], 13.0);
         assert_eq!(m["assist_cpu_seconds"], 0.2);

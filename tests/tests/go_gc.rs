@@ -13,9 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use observer_e2e::gofixture::{
-    self, GcTrace, GoFixture, Toolchain, Variant, cycle_set, fmt_ns_as_ms, gctrace_cycles,
-};
+use observer_e2e::gofixture::{self, GcTrace, GoFixture, Toolchain, Variant, cycle_set, fmt_ns_as_ms, gctrace_cycles};
 use observer_e2e::observer::{Observer, Stopped};
 use observer_e2e::require::{require_path, require_root_and_bin};
 use rstest::rstest;
@@ -237,7 +235,8 @@ fn debian_go_1_19(#[values(Variant::Plain, Variant::NoDwarf)] variant: Variant) 
         return;
     }
     assert!(line.contains("layout=none"), "{line}");
-    let warning = stopped.stderr.iter().find(|l| l.contains(&format!("Go process {pid} "))).cloned().unwrap_or_default();
+    let warning =
+        stopped.stderr.iter().find(|l| l.contains(&format!("Go process {pid} "))).cloned().unwrap_or_default();
     assert!(warning.contains("unsupported Go version") && warning.contains("go1.19"), "warning: {warning:?}");
     assert_eq!(stopped_warnings(&stopped, pid), 1, "one warning for the process");
     assert_eq!(events.len(), gctrace.len(), "go.gc events vs gctrace; stderr:\n{}", finished.stderr);
@@ -328,8 +327,7 @@ fn attaches_to_an_already_running_process() {
     // Its probe, map entry and descriptors go when it does.
     observer.wait_for_stderr(&format!("observer: go: detached pid={pid}"), ATTACH_WITHIN);
     let after = held(observer.pid());
-    let expected =
-        Held { links: watching.links - probes, fds: watching.fds - probes, go_procs: watching.go_procs - 1 };
+    let expected = Held { links: watching.links - probes, fds: watching.fds - probes, go_procs: watching.go_procs - 1 };
     let stopped = observer.stop();
     // Other Go processes on the machine may come and go meanwhile; this
     // test's machine runs none of its own.

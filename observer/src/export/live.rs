@@ -8,7 +8,7 @@ use std::{
 };
 
 use crate::{
-    event::{Attribution, Event, Record},
+    event::{Attribution, Event, GoOwner, Record},
     netns::NetnsOwner,
 };
 
@@ -170,7 +170,7 @@ pub fn line(record: &Record) -> String {
         ),
         Event::GoGc(g) => {
             let cycle = g.cycle.map_or_else(|| "?".to_string(), |c| c.to_string());
-            let mut s = format!("{clock} go.gc     cycle={cycle} {}", g.go_version.as_deref().unwrap_or("go?"));
+            let mut s = format!("{clock} go.gc     cycle={cycle}{}", go_version(&g.owner));
             if let (Some(a), Some(b), Some(c)) = (g.heap_start_bytes, g.heap_end_bytes, g.heap_marked_bytes) {
                 s += &format!(" heap={}->{}->{} MiB", a >> 20, b >> 20, c >> 20);
             }
@@ -186,25 +186,28 @@ pub fn line(record: &Record) -> String {
             if let Some(limit) = g.memory_limit_bytes.filter(|&l| l != i64::MAX) {
                 s += &format!(" memlimit={} MiB", limit >> 20);
             }
-            s + &go_owner(&g.who)
+            s + &go_owner(&g.owner)
         }
         Event::GoAssist(a) => {
             let took = a.duration_ns.map_or_else(|| "?".to_string(), |d| format!("{:.3} ms", ms(d)));
-            format!("{clock} go.assist {took} {}", a.go_version.as_deref().unwrap_or("go?")) + &go_owner(&a.who)
+            format!("{clock} go.assist {took}{}", go_version(&a.owner)) + &go_owner(&a.owner)
         }
         Event::GoHeapGrow(h) => {
-            format!("{clock} go.heap_grow +{} KiB {}", h.bytes >> 10, h.go_version.as_deref().unwrap_or("go?"))
-                + &go_owner(&h.who)
+            format!("{clock} go.heap_grow +{} KiB{}", h.bytes >> 10, go_version(&h.owner)) + &go_owner(&h.owner)
         }
         Event::GoScavenge(h) => {
-            format!("{clock} go.scavenge -{} KiB {}", h.bytes >> 10, h.go_version.as_deref().unwrap_or("go?"))
-                + &go_owner(&h.who)
+            format!("{clock} go.scavenge -{} KiB{}", h.bytes >> 10, go_version(&h.owner)) + &go_owner(&h.owner)
         }
     }
 }
 
+fn go_version(owner: &GoOwner) -> String {
+    format!(" {}", owner.go_version.as_deref().unwrap_or("go?"))
+}
+
 /// ` cgroup=… pid=N (comm)` of a Go event.
-fn go_owner(who: &Attribution) -> String {
+fn go_owner(owner: &GoOwner) -> String {
+    let who = &owner.who;
     let mut s = String::new();
     if let Some(path) = &who.cgroup_path {
         s += &format!(" cgroup={path}");

@@ -71,7 +71,9 @@ enum TypeKind {
     /// `atomic_value`: the offset of `value` in a struct of an `atomic`
     /// package (`sync/atomic`, `runtime/internal/atomic`,
     /// `internal/runtime/atomic`).
-    Struct { atomic_value: Option<u64> },
+    Struct {
+        atomic_value: Option<u64>,
+    },
     Other,
 }
 

@@ -160,12 +160,14 @@ impl GoBinary {
     }
 }
 
-/// (entry, end) link-time addresses of the functions of `names` that
-/// `.gopclntab` lists.
+/// A function's name and (entry, end) link-time addresses.
+type FunctionRange = (&'static str, (u64, u64));
+
+/// The functions of `names` that `.gopclntab` lists.
 fn pclntab_functions<'a, R: object::ReadRef<'a>>(
     elf: &object::File<'a, R>,
     names: &[&'static str],
-) -> Result<Vec<(&'static str, (u64, u64))>, PclntabError> {
+) -> Result<Vec<FunctionRange>, PclntabError> {
     // PIE binaries keep it in RELRO under a longer name.
     let Some(section) = [".gopclntab", ".data.rel.ro.gopclntab"].iter().find_map(|n| elf.section_by_name(n)) else {
         return Ok(Vec::new());
@@ -255,7 +257,10 @@ fn vaddr_file_offset<'a, R: object::ReadRef<'a>>(elf: &object::File<'a, R>, addr
 }
 
 /// A symbol's file offset: what a uprobe is attached at.
-fn file_offset<'a, R: object::ReadRef<'a>>(elf: &object::File<'a, R>, symbol: &object::Symbol<'a, '_, R>) -> Option<u64> {
+fn file_offset<'a, R: object::ReadRef<'a>>(
+    elf: &object::File<'a, R>,
+    symbol: &object::Symbol<'a, '_, R>,
+) -> Option<u64> {
     let section = elf.section_by_index(symbol.section_index()?).ok()?;
     let (offset, _) = section.file_range()?;
     symbol.address().checked_sub(section.address())?.checked_add(offset)

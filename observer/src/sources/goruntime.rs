@@ -18,14 +18,13 @@ use aya::{
 };
 use observer_common::{
     EventKind,
-    goruntime::{
-        GO_ASSIST_DURATION_KNOWN, GO_ASSIST_TIMED, GoAssistEvent, GoGcEvent, GoHeapEvent, GoProcess, field,
-    },
+    goruntime::{GO_ASSIST_DURATION_KNOWN, GO_ASSIST_TIMED, GoAssistEvent, GoGcEvent, GoHeapEvent, GoProcess, field},
     process::ProcessEvent,
 };
 
+use crate::agent::{comm, read};
 use crate::cgroup::CgroupPaths;
-use crate::event::{Attribution, CgroupSource, Event, GoAssist, GoGc, GoHeapGrow, GoScavenge};
+use crate::event::{Attribution, CgroupSource, Event, GoAssist, GoGc, GoHeapChange, GoOwner};
 use crate::process::{
     discovery::{BinaryId, Change, first_mapping, monotonic_ns},
     gobinary::{FREE_STACK_SPANS, GC_ASSIST_ALLOC, GC_ASSIST_ALLOC1, GoBinary, PAGE_ALLOC_GROW, SYS_UNUSED_OS},
@@ -44,7 +43,8 @@ const ENTRY_PROBES: [(&str, &str); 5] = [
 ];
 /// Attached at each return instruction of `runtime.gcAssistAlloc`.
 const ASSIST_END: &str = "go_assist_end";
-const PROGRAMS: [&str; 6] = ["go_gc_end", "go_assist_start", "go_assist_work", "go_heap_grow", "go_scavenge", ASSIST_END];
+const PROGRAMS: [&str; 6] =
+    ["go_gc_end", "go_assist_start", "go_assist_work", "go_heap_grow", "go_scavenge", ASSIST_END];
 const MAP: &str = "GO_PROCS";
 /// Events of an ended process may still sit in the ring buffer: keep what
 /// decoding them needs this long.
@@ -250,12 +250,10 @@ impl GoRuntimeSource {
         let Some(nz) = NonZeroU32::new(pid) else { return };
         let mut links = Vec::with_capacity(probes.len());
         for (prog, offset) in probes {
-            let attached = program(ebpf, prog)
-                .map_err(|err| tracing::warn!("{err}"))
-                .and_then(|p| {
-                    p.attach(offset, &exe, UProbeScope::OneProcess(nz))
-                        .map_err(|err| tracing::debug!("pid {pid}: attaching {prog} at {offset:#x}: {err}"))
-                });
+            let attached = program(ebpf, prog).map_err(|err| tracing::warn!("{err}")).and_then(|p| {
+                p.attach(offset, &exe, UProbeScope::OneProcess(nz))
+                    .map_err(|err| tracing::debug!("pid {pid}: attaching {prog} at {offset:#x}: {err}"))
+            });
             match attached {
                 Ok(link) => links.push((prog, link)),
                 Err(()) => {
@@ -392,18 +390,16 @@ impl GoRuntimeSource {
     pub fn decode(&self, kind: EventKind, bytes: &[u8], wall: Wall<'_>, cgroups: &mut CgroupPaths) -> Option<Event> {
         let header: GoHeader = read(bytes)?;
         let info = self.info(header.pid);
-        let go_version = info.map(|i| i.go_version.clone());
-        let go_module = info.and_then(|i| i.main_module.clone());
-        let who = Attribution {
-            pid: Some(header.pid),
-            comm: None,
-            ..cgroups.attribute((header.cgroup_id != 0).then_some(header.cgroup_id), CgroupSource::Process)
+        let attribution = cgroups.attribute((header.cgroup_id != 0).then_some(header.cgroup_id), CgroupSource::Process);
+        let owner = |raw_comm: &[u8]| GoOwner {
+            go_version: info.map(|i| i.go_version.clone()),
+            go_module: info.and_then(|i| i.main_module.clone()),
+            who: Attribution { pid: Some(header.pid), comm: Some(comm(raw_comm)), ..attribution.clone() },
         };
         Some(match kind {
             EventKind::GoGc => {
                 let raw: GoGcEvent = read(bytes)?;
-                let who = Attribution { comm: Some(comm(&raw.comm)), ..who };
-                Event::GoGc(gc_event(&raw, wall, go_version, go_module, who))
+                Event::GoGc(gc_event(&raw, wall, owner(&raw.comm)))
             }
             EventKind::GoAssist => {
                 let raw: GoAssistEvent = read(bytes)?;
@@ -411,30 +407,13 @@ impl GoRuntimeSource {
                     duration_ns: (raw.flags & GO_ASSIST_DURATION_KNOWN != 0).then_some(raw.duration_ns),
                     goroutine: format!("{:#x}", raw.goroutine),
                     tid: raw.tid,
-                    go_version,
-                    go_module,
-                    who: Attribution { comm: Some(comm(&raw.comm)), ..who },
+                    owner: owner(&raw.comm),
                 })
             }
-            EventKind::GoHeapGrow => {
+            EventKind::GoHeapGrow | EventKind::GoScavenge => {
                 let raw: GoHeapEvent = read(bytes)?;
-                Event::GoHeapGrow(GoHeapGrow {
-                    bytes: raw.amount,
-                    tid: raw.tid,
-                    go_version,
-                    go_module,
-                    who: Attribution { comm: Some(comm(&raw.comm)), ..who },
-                })
-            }
-            EventKind::GoScavenge => {
-                let raw: GoHeapEvent = read(bytes)?;
-                Event::GoScavenge(GoScavenge {
-                    bytes: raw.amount,
-                    tid: raw.tid,
-                    go_version,
-                    go_module,
-                    who: Attribution { comm: Some(comm(&raw.comm)), ..who },
-                })
+                let change = GoHeapChange { bytes: raw.amount, tid: raw.tid, owner: owner(&raw.comm) };
+                if kind == EventKind::GoHeapGrow { Event::GoHeapGrow(change) } else { Event::GoScavenge(change) }
             }
             _ => return None,
         })
@@ -455,13 +434,7 @@ struct GoHeader {
 unsafe impl aya::Pod for GoHeader {}
 
 /// A GC cycle's figures as read; `None` for those not read.
-fn gc_event(
-    raw: &GoGcEvent,
-    wall: Wall<'_>,
-    go_version: Option<String>,
-    go_module: Option<String>,
-    who: Attribution,
-) -> GoGc {
+fn gc_event(raw: &GoGcEvent, wall: Wall<'_>, owner: GoOwner) -> GoGc {
     let value = |i: usize| (raw.known & (1 << i) != 0).then(|| raw.values[i]);
     // Go's nanotime() is CLOCK_MONOTONIC (int64), like the kernel's stamps.
     let time = |i: usize| value(i).filter(|&t| t as i64 > 0);
@@ -483,22 +456,8 @@ fn gc_event(
         heap_goal_bytes: value(field::HEAP_GOAL),
         gogc: value(field::GC_PERCENT).map(|v| v as u32 as i32),
         memory_limit_bytes: value(field::MEMORY_LIMIT).map(|v| v as i64),
-        go_version,
-        go_module,
-        who,
+        owner,
     }
-}
-
-/// Reads a `#[repr(C)]` record from the start of a ring buffer item.
-fn read<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
-    (bytes.len() >= size_of::<T>())
-        // SAFETY: length checked; T is plain old data; the read is unaligned-safe.
-        .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
-}
-
-fn comm(raw: &[u8]) -> String {
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
 }
 
 #[cfg(test)]
@@ -539,17 +498,21 @@ mod tests {
             (field::GC_PERCENT, u64::from(u32::MAX)), // -1: off
             (field::MEMORY_LIMIT, i64::MAX as u64),
         ];
-        let gc = gc_event(&raw(&all, &values), wall, None, None, Attribution::default());
+        let owner = GoOwner { go_version: None, go_module: None, who: Attribution::default() };
+        let gc = gc_event(&raw(&all, &values), wall, owner.clone());
         assert_eq!(gc.cycle, Some(7));
         assert_eq!((gc.start_time.as_deref(), gc.start_unix_nano), (Some("t100"), Some(1100)));
         assert_eq!(gc.end_unix_nano, Some(1420));
         assert_eq!((gc.sweep_termination_ns, gc.mark_ns, gc.mark_termination_ns), (Some(50), Some(250), Some(20)));
-        assert_eq!((gc.heap_start_bytes, gc.heap_end_bytes, gc.heap_marked_bytes), (Some(4 << 20), Some(5 << 20), Some(1 << 20)));
+        assert_eq!(
+            (gc.heap_start_bytes, gc.heap_end_bytes, gc.heap_marked_bytes),
+            (Some(4 << 20), Some(5 << 20), Some(1 << 20))
+        );
         assert_eq!(gc.heap_goal_bytes, Some(8 << 20));
         assert_eq!(gc.gogc, Some(-1));
         assert_eq!(gc.memory_limit_bytes, Some(i64::MAX));
 
-        let some = gc_event(&raw(&[field::CYCLES, field::T_MARK], &values), wall, None, None, Attribution::default());
+        let some = gc_event(&raw(&[field::CYCLES, field::T_MARK], &values), wall, owner);
         assert_eq!(some.cycle, Some(7));
         assert_eq!((some.start_time, some.sweep_termination_ns, some.mark_ns), (None, None, None));
         assert_eq!((some.heap_start_bytes, some.gogc, some.memory_limit_bytes), (None, None, None));
