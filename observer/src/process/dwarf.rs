@@ -204,6 +204,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn atomic_wrappers_by_package() {
+        assert!(is_atomic_type(b"internal/runtime/atomic.Int64"));
+        assert!(is_atomic_type(b"runtime/internal/atomic.Int32"));
+        assert!(is_atomic_type(b"sync/atomic.Uint32"));
+        assert!(!is_atomic_type(b"runtime.gcControllerState"));
+        assert!(!is_atomic_type(b"example.com/notatomic.Int64"));
+    }
+
+    #[test]
     fn own_executable_has_no_go_runtime_types() {
         // A Rust test binary: DWARF maybe, runtime.workType never.
         let data = std::fs::read("/proc/self/exe").unwrap();
