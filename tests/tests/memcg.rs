@@ -19,6 +19,14 @@ use observer_e2e::cgroup::cgroup2_mount_in;
 use observer_e2e::observer::{Observer, Stopped};
 use observer_e2e::require::require_root_and_bin;
 use observer_e2e::tracefs::{KprobeEvent, Recorder};
+
+/// Figures for the log even when the test passes (libtest captures `eprintln!`).
+macro_rules! report {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 use serde_json::Value;
 
 /// The cgroup2 root when it has the memory controller, else why not.
@@ -199,7 +207,7 @@ impl Drop for TestCgroup {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        eprintln!("could not remove {}", self.dir.display());
+        report!("could not remove {}", self.dir.display());
     }
 }
 
@@ -262,7 +270,7 @@ fn summed_deltas(stopped: &Stopped, rel: &str) -> (Counts, usize) {
 fn without_memory_controller_run_reports_memcg_unavailable_and_resets_still_work() {
     let Some(bin) = require_root_and_bin() else { return };
     let Err(reason) = memory_root() else {
-        eprintln!("SKIPPED: this host has a cgroup v2 memory controller (the VM tests below cover it)");
+        report!("SKIPPED: this host has a cgroup v2 memory controller (the VM tests below cover it)");
         return;
     };
     let mut observer = Observer::start(&bin);
@@ -334,11 +342,16 @@ fn memory_high_signals_match_the_kernels_counts() {
     drop(probe);
     let traced = |event: &str| lines.iter().filter(|l| l.pid == pid && l.event == event).count();
     let (entries, reclaim_ends) = (traced("over_high"), traced("mm_vmscan_memcg_reclaim_end"));
-    eprintln!(
+    report!(
         "dd pid {pid}: memory.events high+{} (local +{}), parent high+{} (local +{}); tracefs: {entries} entries to \
          mem_cgroup_handle_over_high, {reclaim_ends} memcg reclaim ends; memory.stat pgsteal +{pgsteal}; \
          memory.pressure some={} full={} us",
-        hog_delta.high, hog_local.high, tree_delta.high, tree_local.high, psi.0, psi.1
+        hog_delta.high,
+        hog_local.high,
+        tree_delta.high,
+        tree_local.high,
+        psi.0,
+        psi.1
     );
     assert!(hog_delta.high > 0, "the workload never went over memory.high: {hog_delta:?}");
     assert!(entries > 0 && reclaim_ends > 0, "tracefs saw {entries} entries, {reclaim_ends} reclaim ends");
@@ -349,10 +362,10 @@ fn memory_high_signals_match_the_kernels_counts() {
     assert_eq!(tree_delta.high, hog_delta.high, "the parent's hierarchical high");
     for (name, s) in &stopped {
         let ready = s.stderr.iter().find(|l| l.contains("observer: ready")).expect("ready line");
-        eprintln!("{name}: {ready}");
+        report!("{name}: {ready}");
         // memory.events, per cgroup of the tree.
         let (seen, n) = summed_deltas(s, &hog.rel);
-        eprintln!("{name}: {n} memcg.events for {}, summed {seen:?}", hog.rel);
+        report!("{name}: {n} memcg.events for {}, summed {seen:?}", hog.rel);
         assert_eq!(seen, hog_delta, "{name}: summed memcg.events deltas of the leaf vs its memory.events");
         assert_eq!(summed_deltas(s, &tree.rel).0, tree_delta, "{name}: the parent's memcg.events vs its memory.events");
         // Throttling.
@@ -366,14 +379,14 @@ fn memory_high_signals_match_the_kernels_counts() {
             assert_eq!(t["pid"], pid, "{name}: a throttled task of the leaf that is not dd: {t}");
         }
         if ready.contains("throttle: unavailable") {
-            eprintln!("SKIPPED: {name} throttle mechanism unavailable on this kernel ({ready})");
+            report!("SKIPPED: {name} throttle mechanism unavailable on this kernel ({ready})");
         } else {
             let mechanism = throttles.first().map(|t| t["mechanism"].clone());
             assert_eq!(mechanism, Some(Value::from(*name)), "{name}: throttle events {}", throttles.len());
             let idle: u64 = of("memcg.throttle.idle", &hog.rel).iter().map(|e| e["count"].as_u64().unwrap_or(0)).sum();
             let pages: u64 = throttles.iter().filter_map(|t| t["nr_pages"].as_u64()).sum();
             let took: u64 = throttles.iter().filter_map(|t| t["duration_ns"].as_u64()).sum();
-            eprintln!(
+            report!(
                 "{name}: {} throttle events ({pages} pages over, {} ms) + {idle} idle entries; tracefs entries {entries}, reclaim ends {reclaim_ends}",
                 throttles.len(),
                 took / 1_000_000
@@ -396,7 +409,7 @@ fn memory_high_signals_match_the_kernels_counts() {
             assert_eq!(r["pid"], pid, "{name}: a reclaim in the leaf not by dd: {r}");
         }
         let reclaimed: u64 = reclaims.iter().map(|r| r["nr_reclaimed"].as_u64().expect("nr_reclaimed")).sum();
-        eprintln!(
+        report!(
             "{name}: {} reclaim events, {reclaimed} pages reclaimed; memory.stat pgsteal +{pgsteal}",
             reclaims.len()
         );
@@ -405,7 +418,7 @@ fn memory_high_signals_match_the_kernels_counts() {
         let pressure = of("memcg.pressure", &hog.rel);
         let last = pressure.last().unwrap_or_else(|| panic!("{name}: no memcg.pressure for {}", hog.rel));
         let (some, full) = (last["some_total_us"].as_u64().unwrap_or(0), last["full_total_us"].as_u64().unwrap_or(0));
-        eprintln!(
+        report!(
             "{name}: {} memcg.pressure events, last some={some} full={full} us; file some={} full={}",
             pressure.len(),
             psi.0,
@@ -441,7 +454,7 @@ fn oom_kills_are_reported_once_per_victim() {
     let delta = cg.events().since(before);
     let stopped = observer.stop();
     let kills: Vec<&Value> = stopped.events.iter().filter(|e| e["kind"] == "memcg.oom_kill").collect();
-    eprintln!("killed {killed:?}; memory.events delta {delta:?}; oom_kill events: {kills:?}");
+    report!("killed {killed:?}; memory.events delta {delta:?}; oom_kill events: {kills:?}");
     for pid in &killed {
         let mine: Vec<&&Value> = kills.iter().filter(|e| e["pid"] == *pid).collect();
         assert_eq!(mine.len(), 1, "oom_kill events for pid {pid}: {mine:?}");
@@ -494,7 +507,7 @@ fn oom_group_kill_reports_every_member_once() {
     let sleeper_status = sleeper.wait().expect("wait for the sleeper");
     assert_eq!(sleeper_status.signal(), Some(9), "the sleeper (pid {sleeper_pid}) of the group: {sleeper_status}");
     let kills: Vec<&Value> = stopped.events.iter().filter(|e| e["kind"] == "memcg.oom_kill").collect();
-    eprintln!(
+    report!(
         "group kill of dd {dd_pid} and sleep {sleeper_pid}: memory.events oom+{} oom_kill+{} oom_group_kill+{}; {} oom_kill events",
         delta.oom,
         delta.oom_kill,

@@ -154,7 +154,7 @@ fn test_binaries() -> Result<Vec<TestBinary>> {
         .filter(|a| a.reason == "compiler-artifact" && a.profile.as_ref().is_some_and(|p| p.test))
         .filter_map(|a| {
             let target = a.target?;
-            let wanted = target.kind.iter().any(|k| k == "test") && selected.iter().any(|t| *t == target.name);
+            let wanted = target.kind.iter().any(|k| k == "test") && selected.contains(&target.name);
             wanted.then_some(TestBinary { name: target.name, path: a.executable? })
         })
         .collect();
@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn kernels_sort_by_version_numbers() {
-        let mut v = vec!["vmlinuz-6.1.0-9-amd64", "vmlinuz-6.1.0-56-amd64"];
+        let mut v = ["vmlinuz-6.1.0-9-amd64", "vmlinuz-6.1.0-56-amd64"];
         v.sort_by_key(|n| version_key(n));
         assert_eq!(v.last(), Some(&"vmlinuz-6.1.0-56-amd64"));
     }
