@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod command;
 pub mod inns;
 pub mod gofixture;
+pub mod held;
 pub mod netns;
 pub mod nft;
 pub mod nstat;

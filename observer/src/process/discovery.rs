@@ -9,8 +9,16 @@
 //! remembers when it was read (CLOCK_MONOTONIC, the clock of the kernel's
 //! event timestamps), so that an event older than what `/proc` already
 //! showed changes nothing.
+//!
+//! A binary no process has run for a while is reported [`Change::Unused`],
+//! so that what was read from it can go: memory stays bounded under churn,
+//! and a binary run over and over (a cron job, a CLI) is read once.
 
-use std::{collections::HashMap, os::unix::fs::MetadataExt};
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt,
+    time::{Duration, Instant},
+};
 
 /// A binary on disk: what processes running the same executable share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,13 +52,19 @@ pub enum Change {
         pid: u32,
         binary: BinaryId,
     },
+    /// No process has run `binary` for the idle time asked for.
+    Unused {
+        binary: BinaryId,
+    },
 }
 
 #[derive(Default)]
 pub struct ProcScan {
     known: HashMap<u32, Known>,
-    /// Processes per binary, for evicting what nothing runs any more.
+    /// Processes per binary.
     users: HashMap<BinaryId, usize>,
+    /// Binaries whose last process ended, and when.
+    idle: HashMap<BinaryId, Instant>,
 }
 
 impl ProcScan {
@@ -110,14 +124,21 @@ impl ProcScan {
         }
     }
 
-    /// Whether a known process runs `binary`.
-    pub fn in_use(&self, binary: &BinaryId) -> bool {
-        self.users.contains_key(binary)
+    /// Reports binaries no process has run for `idle_for` (once each).
+    pub fn unused(&mut self, idle_for: Duration, changes: &mut Vec<Change>) {
+        self.idle.retain(|&binary, since| {
+            let keep = since.elapsed() < idle_for;
+            if !keep {
+                changes.push(Change::Unused { binary });
+            }
+            keep
+        });
     }
 
     fn insert(&mut self, pid: u32, known: Known, exec_ns: Option<u64>, changes: &mut Vec<Change>) {
         let binary = known.identity.binary;
         *self.users.entry(binary).or_default() += 1;
+        self.idle.remove(&binary);
         self.known.insert(pid, known);
         changes.push(Change::Started { pid, binary, exec_ns });
     }
@@ -129,6 +150,7 @@ impl ProcScan {
             *n -= 1;
             if *n == 0 {
                 self.users.remove(&binary);
+                self.idle.insert(binary, Instant::now());
             }
         }
         changes.push(Change::Exited { pid, binary });
@@ -230,7 +252,6 @@ mod tests {
         let mut ended = Vec::new();
         scan.scan(&mut ended);
         assert!(ended.contains(&Change::Exited { pid: u32::MAX, binary }), "{ended:?}");
-        assert!(!scan.in_use(&binary));
     }
 
     #[test]
@@ -262,19 +283,30 @@ mod tests {
     }
 
     #[test]
-    fn a_binary_is_in_use_while_any_process_runs_it() {
+    fn a_binary_is_unused_once_no_process_has_run_it_for_a_while() {
         let mut scan = ProcScan::default();
         let binary = BinaryId { dev: 1, ino: 2 };
-        for pid in [u32::MAX - 1, u32::MAX] {
+        let run = |scan: &mut ProcScan, pid| {
             let identity = Identity { start_time: 0, binary };
             scan.insert(pid, Known { identity, seen_ns: 0 }, None, &mut Vec::new());
-        }
+        };
+        let unused = |scan: &mut ProcScan, idle_for| {
+            let mut changes = Vec::new();
+            scan.unused(idle_for, &mut changes);
+            changes
+        };
+        run(&mut scan, u32::MAX - 1);
+        run(&mut scan, u32::MAX);
         let mut changes = Vec::new();
         scan.exit(u32::MAX, 1, &mut changes);
-        assert!(scan.in_use(&binary));
+        assert!(unused(&mut scan, Duration::ZERO).is_empty(), "still run by one process");
         scan.exit(u32::MAX - 1, 1, &mut changes);
-        assert!(!scan.in_use(&binary));
-        assert_eq!(changes.len(), 2);
+        assert!(unused(&mut scan, Duration::from_secs(60)).is_empty(), "not idle long enough");
+        run(&mut scan, u32::MAX);
+        assert!(unused(&mut scan, Duration::ZERO).is_empty(), "run again");
+        scan.exit(u32::MAX, 1, &mut changes);
+        assert_eq!(unused(&mut scan, Duration::ZERO), vec![Change::Unused { binary }]);
+        assert!(unused(&mut scan, Duration::ZERO).is_empty(), "reported once");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use aya::{
 };
 use observer_common::{EventKind, process::ProcessEvent};
 
-use super::discovery::{BinaryId, Change, ProcScan};
+use super::discovery::{Change, ProcScan};
 use crate::kernel::{
     features::chain,
     tracefs::{Format, TracefsError},
@@ -31,6 +31,8 @@ use crate::kernel::{
 pub const SCAN_EVERY: Duration = Duration::from_millis(250);
 /// How often `/proc` is scanned with them, for events missed anyway.
 pub const RESCAN_EVERY: Duration = Duration::from_secs(5);
+/// How long what was read from a binary is kept after its last process ended.
+pub const KEEP_UNUSED: Duration = Duration::from_secs(30);
 /// (program, tracepoint category, tracepoint name).
 const TRACEPOINTS: [(&str, &str, &str); 2] =
     [("process_exec", "sched", "sched_process_exec"), ("process_exit", "sched", "sched_process_exit")];
@@ -110,7 +112,8 @@ impl ProcessWatch {
     }
 
     /// What started and ended since the last call: the queued events in
-    /// their order, then a scan of `/proc` if one is due.
+    /// their order, then a scan of `/proc` if one is due; then the binaries
+    /// unused for [`KEEP_UNUSED`].
     pub fn changes(&mut self) -> Vec<Change> {
         let mut changes = Vec::new();
         for queued in std::mem::take(&mut self.queued) {
@@ -123,12 +126,8 @@ impl ProcessWatch {
             self.scan.scan(&mut changes);
             self.next_scan = Instant::now() + self.every;
         }
+        self.scan.unused(KEEP_UNUSED, &mut changes);
         changes
-    }
-
-    /// Whether a known process still runs `binary`.
-    pub fn in_use(&self, binary: &BinaryId) -> bool {
-        self.scan.in_use(binary)
     }
 
     /// `PROCESS_LOST` grew since the last look (one warning the first time).

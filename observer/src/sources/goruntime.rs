@@ -25,6 +25,7 @@ use observer_common::{
 use crate::agent::{comm, read};
 use crate::cgroup::CgroupPaths;
 use crate::event::{Attribution, CgroupSource, Event, GoAssist, GoGc, GoHeapChange, GoOwner};
+use crate::kernel::closer::Closer;
 use crate::process::{
     discovery::{BinaryId, Change, first_mapping, monotonic_ns},
     gobinary::{FREE_STACK_SPANS, GC_ASSIST_ALLOC, GC_ASSIST_ALLOC1, GoBinary, PAGE_ALLOC_GROW, SYS_UNUSED_OS},
@@ -80,7 +81,10 @@ pub struct GoRuntimeSource {
     processes: ProcessWatch,
     /// Which Go processes get probes.
     selection: GoProcessSelection,
-    /// Per binary, read once while a process runs it: `None` for binaries that are not Go (or unreadable).
+    /// Closes the links of ended processes off the event loop.
+    closer: Closer,
+    /// Per binary, read once and kept while processes run it (and a while
+    /// after): `None` for binaries that are not Go (or unreadable).
     binaries: HashMap<BinaryId, Option<Arc<GoBinary>>>,
     watched: HashMap<u32, Watched>,
     ended: Vec<(Instant, u32, GoProcessInfo)>,
@@ -100,6 +104,7 @@ impl GoRuntimeSource {
         Ok(Self {
             processes: ProcessWatch::start(ebpf, tracefs),
             selection,
+            closer: Closer::new(),
             binaries: HashMap::new(),
             watched: HashMap::new(),
             ended: Vec::new(),
@@ -130,18 +135,24 @@ impl GoRuntimeSource {
     }
 
     /// Attaches to new Go processes, detaches from ended ones, and lets go
-    /// of binaries no process runs any more.
+    /// of binaries no process has run for a while.
     pub fn poll(&mut self, ebpf: &mut Ebpf) {
         self.ended.retain(|(at, _, _)| at.elapsed() < KEEP_ENDED);
+        let mut exited = Vec::new();
+        // Closing links competes with attaching for a kernel lock: none starts meanwhile.
+        let attaching = self.closer.hold();
         for change in self.processes.changes() {
             match change {
-                Change::Exited { pid, binary } => {
-                    self.forget(ebpf, pid);
-                    if !self.processes.in_use(&binary) {
-                        self.binaries.remove(&binary);
-                    }
+                Change::Exited { pid, .. } => exited.push(pid),
+                Change::Unused { binary } => {
+                    self.binaries.remove(&binary);
                 }
                 Change::Started { pid, binary, exec_ns } => {
+                    // An exit of the pid earlier in this batch was its previous process's.
+                    if let Some(at) = exited.iter().position(|&p| p == pid) {
+                        exited.swap_remove(at);
+                        self.let_go(ebpf, pid);
+                    }
                     self.consider(ebpf, pid, binary);
                     if let Some(exec_ns) = exec_ns.filter(|_| self.watched.contains_key(&pid)) {
                         let after = Duration::from_nanos(monotonic_ns().saturating_sub(exec_ns));
@@ -150,6 +161,26 @@ impl GoRuntimeSource {
                 }
             }
         }
+        drop(attaching);
+        // New processes first: they need their probes soon.
+        for pid in exited {
+            self.let_go(ebpf, pid);
+        }
+    }
+
+    /// Detaches from an ended process: its links go to the closing thread
+    /// (a uprobe's removal waits for the kernel), the rest to `forget`.
+    fn let_go(&mut self, ebpf: &mut Ebpf, pid: u32) {
+        if let Some(watched) = self.watched.get_mut(&pid) {
+            for (name, id) in std::mem::take(&mut watched.links) {
+                match program(ebpf, name).map(|p| p.take_link(id)) {
+                    Ok(Ok(link)) => self.closer.close(link),
+                    Ok(Err(err)) => tracing::warn!("detaching {name} from pid {pid}: {err}"),
+                    Err(err) => tracing::warn!("{err}"),
+                }
+            }
+        }
+        self.forget(ebpf, pid);
     }
 
     /// Whether `--go-process` selects this Go process.
