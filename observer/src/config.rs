@@ -234,6 +234,21 @@ mod tests {
     }
 
     #[test]
+    fn memcg_throttle_and_pressure_come_from_flags_or_the_file() {
+        let args = run_args(&["observer", "run", "--memcg-throttle", "kprobe", "--memcg-pressure", "poll"]);
+        let cfg = RunConfig::resolve(args).unwrap();
+        assert_eq!((cfg.memcg_throttle, cfg.memcg_pressure), (Throttle::Kprobe, Pressure::Poll));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("observer.toml");
+        std::fs::write(&file, "memcg_throttle = \"vmscan\"\nmemcg_pressure = \"poll\"\n").unwrap();
+        let cfg = RunConfig::resolve(run_args(&["observer", "run", "--config", file.to_str().unwrap()])).unwrap();
+        assert_eq!((cfg.memcg_throttle, cfg.memcg_pressure), (Throttle::Vmscan, Pressure::Poll));
+        let err = Cli::try_parse_from(["observer", "run", "--memcg-throttle", "uprobe"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("uprobe"), "{err}");
+    }
+
+    #[test]
     fn bad_duration_names_the_value() {
         let err = Cli::try_parse_from(["observer", "run", "--duration", "banana"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);

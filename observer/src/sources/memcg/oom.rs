@@ -4,7 +4,11 @@
 //! its record names the victim by `pid`. The victim's cgroup is the current
 //! task's only when the two are the same task; otherwise it is looked up in
 //! /proc/PID/cgroup right away (the program wakes the agent at once, and a
-//! killed task keeps its /proc entry until it is reaped).
+//! killed task keeps its /proc entry until it is reaped). A victim that is
+//! not the current task (the other members of a `memory.oom.group` kill)
+//! and whose parent reaps it before the agent reads /proc is reported with
+//! its pid and comm but no cgroup (`cgroup_source` `none`): 6.1's record
+//! has only the pid, so the kernel side cannot name its cgroup there.
 
 use std::{os::unix::fs::MetadataExt, path::Path};
 
@@ -45,9 +49,8 @@ impl OomSource {
     pub fn prepare(tracefs: &Path) -> Result<Self, OomError> {
         let format = Format::read(tracefs, "oom", "mark_victim")?;
         let pid = format.field("pid").cloned().ok_or(OomError::NoPid)?;
-        let cgroup2 = std::fs::read_to_string("/proc/self/mountinfo")
-            .ok()
-            .and_then(|m| crate::cgroup::cgroup2_mount(&m));
+        let cgroup2 =
+            std::fs::read_to_string("/proc/self/mountinfo").ok().and_then(|m| crate::cgroup::cgroup2_mount(&m));
         Ok(Self {
             pid,
             comm: format.field("comm").cloned(),
