@@ -22,12 +22,17 @@
 //! started by writing `memory.high`/`memory.max`/`memory.reclaim` runs in the
 //! writer and is attributed to the writer's cgroup.
 //!
-//! `nr_reclaimed` summed over runs is not `memory.stat`'s `pgsteal` delta:
-//! `pgsteal` counts every page taken off the cgroup's LRU lists by any reclaim
-//! (kswapd and global direct reclaim included, which the memcg tracepoints do
-//! not see), while one memcg run stops once it reclaimed its target
-//! (`SWAP_CLUSTER_MAX`-sized batches), and the over-`memory.high` path
-//! retries. Both are reported; neither is checked against the other.
+//! `nr_reclaimed` summed over a cgroup's runs and that cgroup's `memory.stat`
+//! `pgsteal` delta are reported side by side and never equated: they count
+//! different things. `pgsteal` counts the pages taken off this cgroup's LRU
+//! lists by every reclaimer: kswapd and global direct reclaim (which the memcg
+//! tracepoints do not see), proactive `memory.reclaim`, and reclaim of an
+//! ancestor over its limit run by a task of another cgroup (attributed to that
+//! task's cgroup here). A run's `nr_reclaimed` is what that one call freed
+//! across the whole subtree it reclaimed (children included), plus, on some
+//! kernels, slab pages freed by the shrinkers it ran. In the VM tests (one
+//! task, one leaf, no swap) they came out equal; under other loads the
+//! measured gap was tenfold (`shared/ENVIRONMENT.md`).
 
 use std::{collections::HashMap, path::PathBuf};
 
