@@ -162,6 +162,17 @@ pub fn plan(f: &Features) -> Vec<SignalPlan> {
             ]),
         ),
         ("memcg.max", false, true, memcg().map(|()| "memory.events change notifications (inotify)".into())),
+        (
+            "go.processes",
+            false,
+            true,
+            first(vec![
+                tracepoint("sched:sched_process_exec")
+                    .and_then(|_| tracepoint("sched:sched_process_exit"))
+                    .map(|_| "tracepoints sched:sched_process_exec/exit, /proc rescanned every 5 s".into()),
+                Ok("/proc polled every 250 ms".into()),
+            ]),
+        ),
         ("go.gc", false, false, uprobe("Go runtime GC functions")),
         ("go.assist", false, false, uprobe("the Go runtime's assist path")),
         ("go.heap", false, false, uprobe("the Go runtime's heap growth and scavenger")),

@@ -29,7 +29,7 @@ use nix::{
 use serde_json::json;
 
 use super::{DropsArgs, interrupt, netns::Netns, observer::Observer, report};
-use crate::{build, host};
+use crate::host;
 
 const RULESET: &str = "table inet t {
   chain input { type filter hook input priority 0; ct state invalid counter drop; }
@@ -42,13 +42,7 @@ pub fn run(args: &DropsArgs) -> Result<ExitCode> {
     if args.count == 0 || args.repeat == 0 {
         bail!("--count and --repeat must be at least 1");
     }
-    let bin = match &args.observer {
-        Some(bin) => bin.clone(),
-        None => {
-            build::run()?;
-            host::observer_bin()
-        }
-    };
+    let bin = super::agent_bin(args.observer.as_deref())?;
     interrupt::install()?;
     let ns = Netns::new()?;
     nft_load(&ns)?;
@@ -107,7 +101,7 @@ pub fn run(args: &DropsArgs) -> Result<ExitCode> {
         }
     }
     let med = |runs: &[serde_json::Value], key: &str| {
-        median(runs.iter().filter_map(|r| r[key].as_f64()).collect())
+        report::median_of(runs.iter().filter_map(|r| r[key].as_f64()).collect())
     };
     let (b_cpu, a_cpu) = (
         med(&baseline, "cpu_ns_per_packet"),
@@ -297,9 +291,4 @@ fn count_drops(dir: &Path, netns: u64) -> Result<(u64, u64)> {
         }
     }
     Ok((events, aggregated))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    report::median(&v).unwrap_or(f64::NAN)
 }

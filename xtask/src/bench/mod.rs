@@ -2,12 +2,14 @@
 //!
 //! - `resets`: the agent against TCP resets, see [`resets`];
 //! - `drops`: the agent against a flood of dropped packets, see [`drops`];
+//! - `go`: the Go runtime probes' cost to a Go program and attach latency, see [`go`];
 //! - `__resetgen` (hidden, in `main.rs`): the reset generator the benchmark
 //!   runs inside its network namespace, see [`resetgen`].
 
 mod bpftrace;
 mod child;
 mod drops;
+mod go;
 mod interrupt;
 mod netns;
 mod observer;
@@ -15,12 +17,15 @@ mod report;
 pub mod resetgen;
 mod resets;
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 
-use crate::host;
+use crate::{build, host};
 
 #[derive(Debug, Subcommand)]
 pub enum Bench {
@@ -33,6 +38,31 @@ pub enum Bench {
     /// against without, events sent vs drops aggregated, agent CPU.
     /// Needs root; builds the agent first unless given one (--observer).
     Drops(DropsArgs),
+    /// Go runtime probes: the Go fixture's throughput with the agent attached
+    /// against without, uprobe hits per second, and the time from a process's
+    /// exec to its probes for many processes started together.
+    /// Needs root and Go; builds the agent first unless given one (--observer).
+    Go(GoArgs),
+}
+
+/// Options of `cargo xtask bench go`.
+#[derive(Debug, Args)]
+pub struct GoArgs {
+    /// Allocations of 64 KiB per fixture run.
+    #[arg(long, default_value_t = 300_000)]
+    allocs: u64,
+    /// Rounds (each: one run without the agent, one with it, order alternating).
+    #[arg(long, default_value_t = 5)]
+    repeat: usize,
+    /// Processes started together for the attach latency.
+    #[arg(long, default_value_t = 100)]
+    processes: usize,
+    /// The agent binary to measure; without it `cargo xtask build` runs first.
+    #[arg(long, value_name = "PATH")]
+    observer: Option<PathBuf>,
+    /// Where the figures go as JSON.
+    #[arg(long, default_value_os_t = host::workspace_root().join("bench/results/go.json"))]
+    output: PathBuf,
 }
 
 /// Options of `cargo xtask bench drops`.
@@ -73,9 +103,26 @@ pub struct ResetsArgs {
     output: PathBuf,
 }
 
+/// The agent to measure: the one given (`--observer`), else a fresh
+/// release build (`cargo xtask build`).
+fn agent_bin(given: Option<&Path>) -> Result<PathBuf> {
+    let bin = match given {
+        Some(bin) => bin.to_path_buf(),
+        None => {
+            build::run()?;
+            host::observer_bin()
+        }
+    };
+    if !bin.is_file() {
+        bail!("{} is not a file", bin.display());
+    }
+    Ok(bin)
+}
+
 pub fn run(bench: Bench) -> Result<ExitCode> {
     match bench {
         Bench::Resets(args) => resets::run(&args),
         Bench::Drops(args) => drops::run(&args),
+        Bench::Go(args) => go::run(&args),
     }
 }

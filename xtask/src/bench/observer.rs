@@ -42,12 +42,19 @@ impl Observer {
     /// Starts the agent writing into `dir` (emptied first) and waits until it
     /// says it is attached.
     pub fn start(bin: &Path, dir: &Path) -> Result<Self> {
+        Self::start_with(bin, dir, &[])
+    }
+
+    /// [`Observer::start`] with more arguments (`--log-level` goes first, as
+    /// it is global).
+    pub fn start_with(bin: &Path, dir: &Path, extra: &[&str]) -> Result<Self> {
         if dir.exists() {
             fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
         }
         let mut cmd = Command::new(bin);
         cmd.args(["run", "--quiet", "--output-dir"])
             .arg(dir)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -73,9 +80,27 @@ impl Observer {
         Ok(observer)
     }
 
+    /// The agent's pid.
+    pub fn pid(&self) -> u32 {
+        self.proc.id()
+    }
+
+    /// Waits up to `limit` for a stderr line that satisfies `wanted`; every
+    /// line read on the way is pushed on `seen` (the match too).
+    pub fn wait_for(&self, wanted: impl Fn(&str) -> bool, limit: Duration, seen: &mut Vec<String>) -> Result<()> {
+        let line = child::wait_for_line(&self.stderr, wanted, limit, seen)?;
+        seen.push(line);
+        Ok(())
+    }
+
     /// SIGTERM (by pid), waits for the exit, reads the CPU time before reaping,
     /// and parses the summary line.
-    pub fn stop(mut self) -> Result<Stopped> {
+    pub fn stop(self) -> Result<Stopped> {
+        self.stop_within(STOP_WITHIN)
+    }
+
+    /// [`Observer::stop`] waiting up to `limit` for the exit.
+    pub fn stop_within(mut self, limit: Duration) -> Result<Stopped> {
         if let Some(status) = self.proc.try_wait()? {
             let said: Vec<String> = self.stderr.try_iter().collect();
             bail!(
@@ -84,8 +109,8 @@ impl Observer {
             );
         }
         child::signal(&mut self.proc, Signal::SIGTERM)?;
-        if !child::wait_exited_unreaped(&self.proc, STOP_WITHIN)? {
-            bail!("observer did not exit within {STOP_WITHIN:?} of SIGTERM");
+        if !child::wait_exited_unreaped(&self.proc, limit)? {
+            bail!("observer did not exit within {limit:?} of SIGTERM");
         }
         let cpu = cpu_time(self.proc.id())?.saturating_sub(self.cpu_at_ready);
         let status = self.proc.wait()?;

@@ -482,6 +482,12 @@ pub(super) fn median(sorted: &[f64]) -> Option<f64> {
     }
 }
 
+/// The median of figures in any order; NaN when there are none.
+pub(super) fn median_of(mut figures: Vec<f64>) -> f64 {
+    figures.sort_by(f64::total_cmp);
+    median(&figures).unwrap_or(f64::NAN)
+}
+
 /// Writes `path` through a `.tmp` sibling and a rename, so a reader never
 /// sees half a result file.
 pub(super) fn write_atomically(path: &std::path::Path, text: &str) -> anyhow::Result<()> {

@@ -24,7 +24,7 @@ use super::{
     report::{self, Config, Overhead, RateRow, Results, Run},
     resetgen,
 };
-use crate::{build, host};
+use crate::host;
 
 pub fn run(args: &ResetsArgs) -> Result<ExitCode> {
     if !host::is_root()? {
@@ -33,16 +33,7 @@ pub fn run(args: &ResetsArgs) -> Result<ExitCode> {
     if args.count == 0 || args.repeat == 0 || args.rates.is_empty() {
         bail!("--count and --repeat must be at least 1, and --rates must name a rate");
     }
-    let bin = match &args.observer {
-        Some(bin) => bin.clone(),
-        None => {
-            build::run()?;
-            host::observer_bin()
-        }
-    };
-    if !bin.is_file() {
-        bail!("{} is not a file", bin.display());
-    }
+    let bin = super::agent_bin(args.observer.as_deref())?;
     interrupt::install()?;
     let scratch = Scratch(host::workspace_root().join("bench/results/resets-observer.tmp"));
     let ns = Netns::new()?;
