@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use observer_common::counter;
+use observer_common::{EventHeader, EventKind, counter};
 
 /// Every individual event goes through this one ring buffer.
 #[map]
@@ -19,6 +19,19 @@ pub fn count(index: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
         unsafe { *slot += 1 };
+    }
+}
+
+/// The head of an event of `kind` seen now on this CPU.
+#[inline(always)]
+pub fn header(kind: EventKind) -> EventHeader {
+    // SAFETY: neither helper has preconditions.
+    unsafe {
+        EventHeader {
+            kind: kind as u32,
+            cpu: aya_ebpf::helpers::bpf_get_smp_processor_id(),
+            ts_ns: aya_ebpf::helpers::bpf_ktime_get_ns(),
+        }
     }
 }
 

@@ -6,14 +6,14 @@
 
 use aya_ebpf::{
     bindings::BPF_RB_FORCE_WAKEUP,
-    helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    helpers::bpf_get_current_pid_tgid,
     macros::{map, tracepoint},
     maps::PerCpuArray,
     programs::TracePointContext,
 };
 use observer_common::{EventKind, counter, process::ProcessEvent};
 
-use crate::maps::{EVENTS, count, submit_flags};
+use crate::maps::{EVENTS, count, header, submit_flags};
 
 /// Exec and exit events that found the ring buffer full (also in `LOST`):
 /// the agent rescans `/proc` when this grows.
@@ -58,9 +58,7 @@ fn send(kind: EventKind, pid_tgid: u64, flags: u64) -> Result<(), ()> {
     // SAFETY: `event` points at a reserved, exclusively owned ring buffer slot
     // of the right size; every field is written before submit.
     unsafe {
-        (*event).header.kind = kind as u32;
-        (*event).header.cpu = bpf_get_smp_processor_id();
-        (*event).header.ts_ns = bpf_ktime_get_ns();
+        (*event).header = header(kind);
         (*event).pid = (pid_tgid >> 32) as u32;
         (*event).tid = pid_tgid as u32;
     }
