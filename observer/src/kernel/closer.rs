@@ -6,7 +6,9 @@
 //! the agent attaches ([`Closer::hold`]): attaching then waits for at most
 //! the close in progress (the kernel's lock is not fair to one waiter
 //! against a stream of closes). What is not closed yet when the agent exits,
-//! the kernel closes with the process.
+//! the kernel closes with the process. Each item handed over comes back as
+//! a token once it is closed ([`Closer::closed`]), so that the agent can say
+//! a process is detached when it is.
 
 use std::{
     sync::{
@@ -18,13 +20,16 @@ use std::{
     time::Duration,
 };
 
-type Item = Box<dyn Send>;
+type Item = (Box<dyn Send>, u64);
 
 /// Hands owned links (anything whose drop releases kernel objects) to the
 /// closing thread.
 pub struct Closer {
     tx: Option<Sender<Item>>,
     gate: Arc<Gate>,
+    /// Tokens of the items closed.
+    done_tx: Sender<u64>,
+    done: Receiver<u64>,
 }
 
 /// How many [`Hold`]s there are: no close starts while there are any.
@@ -45,15 +50,19 @@ impl Drop for Hold {
 impl Closer {
     pub fn new() -> Self {
         let (tx, rx) = mpsc::channel::<Item>();
+        let (done_tx, done) = mpsc::channel();
         let gate = Arc::new(Gate::default());
-        let thread_gate = Arc::clone(&gate);
-        match thread::Builder::new().name("observer-close".into()).spawn(move || work(&rx, &thread_gate)) {
-            Ok(_) => Self { tx: Some(tx), gate },
+        let (thread_gate, thread_done) = (Arc::clone(&gate), done_tx.clone());
+        let spawned =
+            thread::Builder::new().name("observer-close".into()).spawn(move || work(&rx, &thread_gate, &thread_done));
+        let tx = match spawned {
+            Ok(_) => Some(tx),
             Err(err) => {
                 tracing::warn!("no thread to close links on ({err}); detaching inline");
-                Self { tx: None, gate }
+                None
             }
-        }
+        };
+        Self { tx, gate, done_tx, done }
     }
 
     /// Keeps closes from starting until the [`Hold`] is dropped.
@@ -62,14 +71,26 @@ impl Closer {
         Hold(Arc::clone(&self.gate))
     }
 
-    /// Drops `what` on the closing thread (inline if there is none).
-    pub fn close(&self, what: impl Send + 'static) {
-        let Some(tx) = &self.tx else { return drop(what) };
-        // The thread only ends with the sender, so this cannot fail; if it
-        // did, the item comes back and is dropped here.
-        if let Err(mpsc::SendError(item)) = tx.send(Box::new(what)) {
-            drop(item);
-        }
+    /// Drops `what` on the closing thread (inline if there is none); `token`
+    /// comes out of [`Closer::closed`] once it is dropped.
+    pub fn close(&self, what: impl Send + 'static, token: u64) {
+        let item: Item = (Box::new(what), token);
+        // The thread only ends with the sender, so sending cannot fail; if
+        // it did, the item comes back and is dropped here.
+        let item = match &self.tx {
+            Some(tx) => match tx.send(item) {
+                Ok(()) => return,
+                Err(mpsc::SendError(item)) => item,
+            },
+            None => item,
+        };
+        drop(item.0);
+        let _ = self.done_tx.send(item.1);
+    }
+
+    /// The tokens of what was closed since the last call.
+    pub fn closed(&self) -> Vec<u64> {
+        self.done.try_iter().collect()
     }
 }
 
@@ -79,12 +100,13 @@ impl Default for Closer {
     }
 }
 
-fn work(rx: &Receiver<Item>, gate: &Gate) {
-    while let Ok(item) = rx.recv() {
+fn work(rx: &Receiver<Item>, gate: &Gate, done: &Sender<u64>) {
+    while let Ok((item, token)) = rx.recv() {
         while gate.holds.load(Ordering::SeqCst) > 0 {
             thread::sleep(Duration::from_millis(1));
         }
         drop(item);
+        let _ = done.send(token);
     }
 }
 
@@ -107,16 +129,20 @@ mod tests {
         let closer = Closer::new();
         let closed = Arc::new(AtomicUsize::new(0));
         let held = closer.hold();
-        for _ in 0..3 {
-            closer.close(Slow(Arc::clone(&closed)));
+        for token in 1..=3 {
+            closer.close(Slow(Arc::clone(&closed)), token);
         }
         thread::sleep(Duration::from_millis(300));
         assert_eq!(closed.load(Ordering::Relaxed), 0, "nothing closed while held");
+        assert!(closer.closed().is_empty());
         drop(held);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while closed.load(Ordering::Relaxed) < 3 && Instant::now() < deadline {
+        let mut tokens = Vec::new();
+        while tokens.len() < 3 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(10));
+            tokens.extend(closer.closed());
         }
         assert_eq!(closed.load(Ordering::Relaxed), 3, "every item dropped");
+        assert_eq!(tokens, vec![1, 2, 3], "each token once, after its item");
     }
 }

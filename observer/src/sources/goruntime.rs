@@ -83,6 +83,10 @@ pub struct GoRuntimeSource {
     selection: GoProcessSelection,
     /// Closes the links of ended processes off the event loop.
     closer: Closer,
+    /// Ended processes whose links are being closed, with their token; each
+    /// is forgotten (and said detached) once its links are gone.
+    closing: HashMap<u32, u64>,
+    next_token: u64,
     /// Per binary, read once and kept while processes run it (and a while
     /// after): `None` for binaries that are not Go (or unreadable).
     binaries: HashMap<BinaryId, Option<Arc<GoBinary>>>,
@@ -105,6 +109,8 @@ impl GoRuntimeSource {
             processes: ProcessWatch::start(ebpf, tracefs),
             selection,
             closer: Closer::new(),
+            closing: HashMap::new(),
+            next_token: 0,
             binaries: HashMap::new(),
             watched: HashMap::new(),
             ended: Vec::new(),
@@ -131,13 +137,19 @@ impl GoRuntimeSource {
 
     /// Whether [`GoRuntimeSource::poll`] has anything to do.
     pub fn due(&mut self) -> bool {
-        self.processes.due()
+        self.processes.due() || !self.closing.is_empty()
     }
 
     /// Attaches to new Go processes, detaches from ended ones, and lets go
     /// of binaries no process has run for a while.
     pub fn poll(&mut self, ebpf: &mut Ebpf) {
         self.ended.retain(|(at, _, _)| at.elapsed() < KEEP_ENDED);
+        for token in self.closer.closed() {
+            if let Some(pid) = self.closing.iter().find_map(|(&pid, &t)| (t == token).then_some(pid)) {
+                self.closing.remove(&pid);
+                self.forget(ebpf, pid);
+            }
+        }
         let mut exited = Vec::new();
         // Closing links competes with attaching for a kernel lock: none starts meanwhile.
         let attaching = self.closer.hold();
@@ -148,10 +160,14 @@ impl GoRuntimeSource {
                     self.binaries.remove(&binary);
                 }
                 Change::Started { pid, binary, exec_ns } => {
-                    // An exit of the pid earlier in this batch was its previous process's.
+                    // An exit of the pid earlier in this batch, or one whose
+                    // links are still being closed, was its previous process's.
                     if let Some(at) = exited.iter().position(|&p| p == pid) {
                         exited.swap_remove(at);
                         self.let_go(ebpf, pid);
+                    }
+                    if self.closing.remove(&pid).is_some() {
+                        self.forget(ebpf, pid);
                     }
                     self.consider(ebpf, pid, binary);
                     if let Some(exec_ns) = exec_ns.filter(|_| self.watched.contains_key(&pid)) {
@@ -169,18 +185,25 @@ impl GoRuntimeSource {
     }
 
     /// Detaches from an ended process: its links go to the closing thread
-    /// (a uprobe's removal waits for the kernel), the rest to `forget`.
+    /// (a uprobe's removal waits for the kernel); once they are closed,
+    /// `forget` does the rest.
     fn let_go(&mut self, ebpf: &mut Ebpf, pid: u32) {
-        if let Some(watched) = self.watched.get_mut(&pid) {
-            for (name, id) in std::mem::take(&mut watched.links) {
-                match program(ebpf, name).map(|p| p.take_link(id)) {
-                    Ok(Ok(link)) => self.closer.close(link),
-                    Ok(Err(err)) => tracing::warn!("detaching {name} from pid {pid}: {err}"),
-                    Err(err) => tracing::warn!("{err}"),
-                }
+        let links = self.watched.get_mut(&pid).map(|w| std::mem::take(&mut w.links)).unwrap_or_default();
+        if links.is_empty() {
+            self.forget(ebpf, pid);
+            return;
+        }
+        let mut owned = Vec::with_capacity(links.len());
+        for (name, id) in links {
+            match program(ebpf, name).map(|p| p.take_link(id)) {
+                Ok(Ok(link)) => owned.push(link),
+                Ok(Err(err)) => tracing::warn!("detaching {name} from pid {pid}: {err}"),
+                Err(err) => tracing::warn!("{err}"),
             }
         }
-        self.forget(ebpf, pid);
+        self.next_token += 1;
+        self.closing.insert(pid, self.next_token);
+        self.closer.close(owned, self.next_token);
     }
 
     /// Whether `--go-process` selects this Go process.
