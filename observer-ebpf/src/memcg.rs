@@ -20,7 +20,7 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use observer_common::{
-    EventKind, counter,
+    EventHeader, EventKind, counter,
     memcg::{
         MemcgConfig, MemcgReclaimEvent, MemcgThrottleEvent, NR_PAGES_UNKNOWN, OOM_RECORD_MAX, OomVictimEvent,
         THROTTLE_FENTRY, THROTTLE_KPROBE,
@@ -31,6 +31,13 @@ use crate::{
     kernel::read,
     maps::{EVENTS, count, submit_flags},
 };
+
+/// The head of an event seen now on this CPU.
+#[inline(always)]
+fn header(kind: EventKind) -> EventHeader {
+    // SAFETY: the helpers have no preconditions.
+    unsafe { EventHeader { kind: kind as u32, cpu: bpf_get_smp_processor_id(), ts_ns: bpf_ktime_get_ns() } }
+}
 
 /// Fixed part of every kernel's record: common header and `int pid`.
 const OOM_RECORD_MIN: usize = 12;
@@ -47,9 +54,7 @@ pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
     // SAFETY: `event` points at a reserved, exclusively owned ring buffer slot
     // of the right size; every field is written before submit.
     unsafe {
-        (*event).header.kind = EventKind::OomVictim as u32;
-        (*event).header.cpu = bpf_get_smp_processor_id();
-        (*event).header.ts_ns = bpf_ktime_get_ns();
+        (*event).header = header(EventKind::OomVictim);
         (*event).task_cgroup_id = bpf_get_current_cgroup_id();
         (*event).task_pid = (pid_tgid >> 32) as u32;
         (*event).task_tid = pid_tgid as u32;
@@ -169,9 +174,7 @@ fn over_high_exit(mechanism: u32) {
     // SAFETY: `event` points at a reserved, exclusively owned ring buffer
     // slot of the right size; every field is written before submit.
     unsafe {
-        (*event).header.kind = EventKind::MemcgThrottle as u32;
-        (*event).header.cpu = bpf_get_smp_processor_id();
-        (*event).header.ts_ns = bpf_ktime_get_ns();
+        (*event).header = header(EventKind::MemcgThrottle);
         (*event).cgroup_id = bpf_get_current_cgroup_id();
         (*event).start_ns = start.ts_ns;
         (*event).nr_pages = start.nr_pages;
@@ -209,9 +212,7 @@ pub fn memcg_reclaim_end(ctx: TracePointContext) -> u32 {
     let event = entry.as_mut_ptr();
     // SAFETY: as in over_high_exit.
     unsafe {
-        (*event).header.kind = EventKind::MemcgReclaim as u32;
-        (*event).header.cpu = bpf_get_smp_processor_id();
-        (*event).header.ts_ns = bpf_ktime_get_ns();
+        (*event).header = header(EventKind::MemcgReclaim);
         (*event).cgroup_id = bpf_get_current_cgroup_id();
         (*event).start_ns = start_ns;
         (*event).nr_reclaimed = nr_reclaimed;
