@@ -13,14 +13,14 @@ use aya_ebpf::{
     bindings::BPF_RB_FORCE_WAKEUP,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel_buf,
+        bpf_ktime_get_ns, bpf_probe_read_kernel_buf,
     },
     macros::{fentry, fexit, kprobe, kretprobe, map, tracepoint},
     maps::{HashMap, LruPerCpuHashMap},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use observer_common::{
-    EventHeader, EventKind, counter,
+    EventKind, counter,
     memcg::{
         MemcgConfig, MemcgReclaimEvent, MemcgThrottleEvent, NR_PAGES_UNKNOWN, OOM_RECORD_MAX, OomVictimEvent,
         THROTTLE_FENTRY, THROTTLE_KPROBE,
@@ -29,15 +29,8 @@ use observer_common::{
 
 use crate::{
     kernel::read,
-    maps::{EVENTS, count, submit_flags},
+    maps::{EVENTS, count, header, submit_flags},
 };
-
-/// The head of an event seen now on this CPU.
-#[inline(always)]
-fn header(kind: EventKind) -> EventHeader {
-    // SAFETY: the helpers have no preconditions.
-    unsafe { EventHeader { kind: kind as u32, cpu: bpf_get_smp_processor_id(), ts_ns: bpf_ktime_get_ns() } }
-}
 
 /// Fixed part of every kernel's record: common header and `int pid`.
 const OOM_RECORD_MIN: usize = 12;
