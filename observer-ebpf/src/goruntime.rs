@@ -7,9 +7,10 @@
 //! RCX, …; the running goroutine's `g` in R14.
 
 use aya_ebpf::{
+    cty::c_void,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
-        bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_ktime_get_ns, generated,
     },
     macros::{map, uprobe},
     maps::{HashMap, LruHashMap},
@@ -68,53 +69,45 @@ pub fn go_gc_end(_ctx: ProbeContext) -> u32 {
     }
 }
 
-/// One runtime figure, or `None` when its address is unknown or unreadable.
-#[inline(always)]
-fn read_field(proc_: &GoProcess, index: usize) -> Option<u64> {
-    let addr = *proc_.addrs.get(index)?;
-    if addr == 0 {
-        return None;
-    }
-    if field::is_u32(index) {
-        // SAFETY: bpf_probe_read_user checks the address and fails cleanly.
-        unsafe { bpf_probe_read_user(addr as *const u32) }.ok().map(u64::from)
-    } else {
-        // SAFETY: as above.
-        unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
-    }
-}
-
 #[inline(always)]
 fn try_gc_end() -> Result<(), ()> {
     let Some((pid_tgid, proc_)) = watched() else { return Ok(()) };
     count(counter::GO_GC_SEEN);
-    let mut values = [0u64; field::SLOTS];
-    let mut known = 0u32;
-    for index in 0..field::COUNT {
-        if let Some(v) = read_field(&proc_, index) {
-            if let Some(slot) = values.get_mut(index) {
-                *slot = v;
-                known |= 1 << index;
-            }
-        }
-    }
     let Some(mut entry) = EVENTS.reserve::<GoGcEvent>(0) else {
         count(counter::LOST);
         return Err(());
     };
     let event = entry.as_mut_ptr();
+    // Every figure is read as 8 bytes (the agent keeps the low half of the
+    // 4-byte ones) and its `known` bit computed without a branch: a branch
+    // per figure gave the verifier 2^11 paths, which Linux 6.1 rejects as
+    // too large. An address of 0 (unknown offset) fails the read cleanly.
+    let mut known = 0u32;
+    for index in 0..field::COUNT {
+        // SAFETY: `index < COUNT <= SLOTS`, inside both arrays; the helper
+        // checks the user address, writes 8 bytes (zeros on failure) into the
+        // reserved slot and returns 0 or a negative error.
+        let ret = unsafe {
+            generated::bpf_probe_read_user(
+                (*event).values.as_mut_ptr().add(index) as *mut c_void,
+                8,
+                proc_.addrs[index] as *const c_void,
+            )
+        };
+        known |= ((((ret as u64) >> 63) ^ 1) as u32) << index;
+    }
     // SAFETY: `event` points at a reserved, exclusively owned ring buffer slot
     // of the right size; every field is written before submit.
     unsafe {
-        (*event).header.kind = EventKind::GoGc as u32;
-        (*event).header.cpu = bpf_get_smp_processor_id();
-        (*event).header.ts_ns = bpf_ktime_get_ns();
+        (*event).header = crate::maps::header(EventKind::GoGc);
         (*event).cgroup_id = bpf_get_current_cgroup_id();
         (*event).pid = (pid_tgid >> 32) as u32;
         (*event).tid = pid_tgid as u32;
         (*event).known = known;
         (*event)._pad = 0;
-        (*event).values = values;
+        for index in field::COUNT..field::SLOTS {
+            (*event).values[index] = 0;
+        }
         (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
     }
     entry.submit(crate::maps::submit_flags());

@@ -489,7 +489,10 @@ unsafe impl aya::Pod for GoHeader {}
 
 /// A GC cycle's figures as read; `None` for those not read.
 fn gc_event(raw: &GoGcEvent, wall: Wall<'_>, owner: GoOwner) -> GoGc {
-    let value = |i: usize| (raw.known & (1 << i) != 0).then(|| raw.values[i]);
+    // The program reads 8 bytes for every figure: keep the low half of the
+    // 4-byte ones (x86-64 is little-endian).
+    let width = |i: usize| if field::is_u32(i) { u64::from(u32::MAX) } else { u64::MAX };
+    let value = |i: usize| (raw.known & (1 << i) != 0).then(|| raw.values[i] & width(i));
     // Go's nanotime() is CLOCK_MONOTONIC (int64), like the kernel's stamps.
     let time = |i: usize| value(i).filter(|&t| t as i64 > 0);
     let between = |a: usize, b: usize| time(b).zip(time(a)).and_then(|(b, a)| b.checked_sub(a));
