@@ -132,9 +132,11 @@ struct Profile {
     test: bool,
 }
 
-/// Builds the end-to-end test binaries (no-op when `cargo xtask test` already
-/// did) and lists them.
+/// Builds the agent the tests start (`OBSERVER_BIN`, release) and the
+/// end-to-end test binaries (no-ops when `cargo xtask test` already did),
+/// and lists the test binaries.
 fn test_binaries() -> Result<Vec<TestBinary>> {
+    crate::build::run()?;
     let out = crate::test::test_env(Cmd::cargo())?
         .args(["test", "--release", "--package", "observer-e2e", "--no-run", "--message-format=json"])
         .probe()?
