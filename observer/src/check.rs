@@ -173,9 +173,9 @@ pub fn plan(f: &Features) -> Vec<SignalPlan> {
                 Ok("/proc polled every 250 ms".into()),
             ]),
         ),
-        ("go.gc", false, false, uprobe("Go runtime GC functions")),
-        ("go.assist", false, false, uprobe("the Go runtime's assist path")),
-        ("go.heap", false, false, uprobe("the Go runtime's heap growth and scavenger")),
+        ("go.gc", false, true, uprobe("runtime.freeStackSpans (once per cycle, at its end)")),
+        ("go.assist", false, true, uprobe("runtime.gcAssistAlloc entry and returns, runtime.gcAssistAlloc1")),
+        ("go.heap", false, true, uprobe("runtime.(*pageAlloc).grow, runtime.sysUnusedOS")),
         (
             "profile.cpu",
             false,
