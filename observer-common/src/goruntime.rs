@@ -59,7 +59,8 @@ pub struct GoProcess {
     pub addrs: [u64; field::SLOTS],
     /// [`GO_ASSIST_TIMED`].
     pub flags: u32,
-    pub _pad: u32,
+    /// The probe set the process is watched with: the cookie of its links.
+    pub set: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<GoProcess>() == 8 * field::SLOTS + 8);

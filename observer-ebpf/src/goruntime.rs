@@ -1,12 +1,14 @@
-//! Go runtime uprobes. The agent attaches them per watched process (scoped to
-//! its pid) at function entry, or at one of a function's own return
-//! instructions (never as uretprobes: Go moves goroutine stacks), and fills
-//! `GO_PROCS` with where to read the runtime's globals in that process.
+//! Go runtime uprobes. The agent attaches them once per binary (for every
+//! process running it) at function entry, or at one of a function's own
+//! return instructions (never as uretprobes: Go moves goroutine stacks), and
+//! fills `GO_PROCS` with where to read the runtime's globals in each watched
+//! process: hits of other processes stop at that lookup.
 //!
 //! Go's register ABI (ABIInternal, amd64): integer arguments in RAX, RBX,
 //! RCX, …; the running goroutine's `g` in R14.
 
 use aya_ebpf::{
+    EbpfContext,
     cty::c_void,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
@@ -60,9 +62,27 @@ fn watched() -> Option<(u64, GoProcess)> {
     unsafe { GO_PROCS.get(&tgid) }.copied().map(|p| (pid_tgid, p))
 }
 
+/// Whether this hit came through the probe set the current process is
+/// watched with. One file reached by paths the agent cannot tell apart (an
+/// image layer under two overlay mounts: two `/proc/PID/exe` identities)
+/// can carry two sets, each firing for every process of the file: each set's
+/// links carry its number as their cookie, and a process's entry names its set.
+#[inline(always)]
+fn ours(ctx: &ProbeContext) -> bool {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: the value is read at once.
+    let Some(set) = (unsafe { GO_PROCS.get(&tgid) }).map(|p| p.set) else { return false };
+    // SAFETY: the program's own context.
+    let cookie = unsafe { generated::bpf_get_attach_cookie(ctx.as_ptr()) };
+    cookie == u64::from(set)
+}
+
 /// Entry of `runtime.freeStackSpans`: once per GC cycle, at its end.
 #[uprobe]
-pub fn go_gc_end(_ctx: ProbeContext) -> u32 {
+pub fn go_gc_end(ctx: ProbeContext) -> u32 {
+    if !ours(&ctx) {
+        return 0;
+    }
     match try_gc_end() {
         Ok(()) => 0,
         Err(()) => 1,
@@ -129,6 +149,9 @@ fn regs(ctx: &ProbeContext) -> (u64, u64, u64) {
 /// episode is reported when `runtime.gcAssistAlloc1` ran in it.
 #[uprobe]
 pub fn go_assist_start(ctx: ProbeContext) -> u32 {
+    if !ours(&ctx) {
+        return 0;
+    }
     match try_assist_start(&ctx) {
         Ok(()) => 0,
         Err(()) => 1,
@@ -155,6 +178,9 @@ fn try_assist_start(ctx: &ProbeContext) -> Result<(), ()> {
 /// assisting goroutine.
 #[uprobe]
 pub fn go_assist_work(ctx: ProbeContext) -> u32 {
+    if !ours(&ctx) {
+        return 0;
+    }
     match try_assist_work(&ctx) {
         Ok(()) => 0,
         Err(()) => 1,
@@ -180,6 +206,9 @@ fn try_assist_work(ctx: &ProbeContext) -> Result<(), ()> {
 /// One of `runtime.gcAssistAlloc`'s return instructions.
 #[uprobe]
 pub fn go_assist_end(ctx: ProbeContext) -> u32 {
+    if !ours(&ctx) {
+        return 0;
+    }
     match try_assist_end(&ctx) {
         Ok(()) => 0,
         Err(()) => 1,
@@ -233,6 +262,9 @@ fn send_assist(pid_tgid: u64, g: u64, duration: Option<u64>) -> Result<(), ()> {
 /// allocator, RBX `base`, RCX `size` in bytes.
 #[uprobe]
 pub fn go_heap_grow(ctx: ProbeContext) -> u32 {
+    if !ours(&ctx) {
+        return 0;
+    }
     // SAFETY: as in `regs`.
     let size = unsafe { (*ctx.regs).rcx };
     match send_heap(EventKind::GoHeapGrow, size) {
@@ -245,6 +277,9 @@ pub fn go_heap_grow(ctx: ProbeContext) -> u32 {
 /// handed back to the OS.
 #[uprobe]
 pub fn go_scavenge(ctx: ProbeContext) -> u32 {
+    if !ours(&ctx) {
+        return 0;
+    }
     let (_, n, _) = regs(&ctx);
     match send_heap(EventKind::GoScavenge, n) {
         Ok(()) => 0,

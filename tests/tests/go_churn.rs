@@ -31,9 +31,10 @@ const MAPS: &[&str] = &["GO_PROCS"];
 /// work, which can hold the agent off the CPU for a while).
 const LONG_ENOUGH: Duration = Duration::from_secs(3);
 /// For the agent to let go of the last ones: a missed exit waits for the
-/// next `/proc` rescan (every few seconds), and the kernel removes uprobes
-/// one at a time (0.1 s each on a busy machine, several per process).
-const SETTLE_WITHIN: Duration = Duration::from_secs(600);
+/// next `/proc` rescan (every few seconds), the binary's probes are kept a
+/// couple of seconds for a next process, and the kernel removes uprobes one
+/// at a time (0.1 s each on a busy machine). Generous: a deadline, not a timing.
+const SETTLE_WITHIN: Duration = Duration::from_secs(120);
 
 /// One churn process: how it ran and how long it lived.
 struct Run {

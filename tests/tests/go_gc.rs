@@ -20,6 +20,10 @@ use rstest::rstest;
 
 const ATTACH_WITHIN: Duration = Duration::from_secs(10);
 const RUN_WITHIN: Duration = Duration::from_secs(60);
+/// For the agent to close the probes of a binary no process runs any more
+/// (it keeps them a couple of seconds for the next process, then the kernel
+/// removes them one at a time).
+const SETTLE_WITHIN: Duration = Duration::from_secs(60);
 const GCTRACE: (&str, &str) = ("GODEBUG", "gctrace=1");
 /// Short runs: a few automatic cycles plus forced ones.
 const WORK: &[&str] = &["-wait-stdin", "-allocs", "10000", "-alloc-size", "65536", "-forced-gcs", "2"];
@@ -307,6 +311,18 @@ fn held(agent: u32) -> Held {
     Held { links, fds, go_procs: go_procs.expect("the agent holds a GO_PROCS map") }
 }
 
+/// Samples [`held`] until it is `expected` or `within` passes; the last sample.
+fn held_settles_to(agent: u32, expected: &Held, within: Duration) -> Held {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let now = held(agent);
+        if &now == expected || std::time::Instant::now() >= deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn bpftool(args: &[&str]) -> serde_json::Value {
     let out = observer_e2e::command::run_ok(std::process::Command::new("bpftool").arg("-j").args(args));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bpftool {args:?}: {e}"))
@@ -324,13 +340,17 @@ fn attaches_to_an_already_running_process() {
     let watching = held(observer.pid());
     assert!(watching.links >= 1 && watching.go_procs >= 1, "while watching: {watching:?}");
     let (_, finished) = run_watched(&mut observer, fixture);
-    // Its probe, map entry and descriptors go when it does.
+    // Its map entry goes when it does; its binary's probes and their
+    // descriptors once no process of that binary has been watched for a
+    // short while (the agent keeps them for the next one).
     observer.wait_for_stderr(&format!("observer: go: detached pid={pid}"), ATTACH_WITHIN);
-    let after = held(observer.pid());
+    let at_detach = held(observer.pid());
     let expected = Held { links: watching.links - probes, fds: watching.fds - probes, go_procs: watching.go_procs - 1 };
+    let after = held_settles_to(observer.pid(), &expected, SETTLE_WITHIN);
     let stopped = observer.stop();
     // Other Go processes on the machine may come and go meanwhile; this
     // test's machine runs none of its own.
+    assert_eq!(at_detach.go_procs, expected.go_procs, "GO_PROCS entries once detached: {at_detach:?}");
     assert_eq!(after, expected, "held while watching the fixture: {watching:?}");
     let events = gc_events(&stopped, pid);
     assert_same_cycles(&events, &gctrace_cycles(&finished.stderr), &finished.stderr);

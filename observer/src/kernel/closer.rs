@@ -7,8 +7,8 @@
 //! the close in progress (the kernel's lock is not fair to one waiter
 //! against a stream of closes). What is not closed yet when the agent exits,
 //! the kernel closes with the process. Each item handed over comes back as
-//! a token once it is closed ([`Closer::closed`]), so that the agent can say
-//! a process is detached when it is.
+//! a token once it is closed ([`Closer::closed`]), so that the agent knows
+//! when a binary's probes are gone (and a new set may be attached).
 
 use std::{
     sync::{

@@ -1,11 +1,27 @@
 //! Go runtime events: finds Go processes (by build info), attaches uprobes
-//! scoped to each one (GC cycle end, mark assists, heap growth, memory
-//! returned to the OS), tells the programs where that process keeps the GC
-//! figures, and drops all of it when the process ends.
+//! (GC cycle end, mark assists, heap growth, memory returned to the OS) once
+//! per binary, tells the programs where each watched process keeps the GC
+//! figures (its `GO_PROCS` entry), and drops the entry when the process ends.
+//!
+//! The probes of a binary fire for every process that runs it: the programs
+//! do nothing for a process without a `GO_PROCS` entry, so the processes of
+//! a watched binary that `--go-process` leaves out (or that started before
+//! an entry was written) cost a trap and a map lookup per probe hit, and
+//! send nothing. Attaching per binary rather than per process is what keeps
+//! churn cheap: the kernel removes uprobes one at a time (0.1 s each on a
+//! busy machine), so a new process of a binary already probed needs only its
+//! entry, and a binary's links are closed only once no watched process has
+//! run it for [`LINGER`]. A binary never has two live link sets (that would
+//! double every event): a process of a binary whose links are still being
+//! closed waits for the close to end, then gets a fresh set. One file can
+//! still have two sets where it has two identities (one image layer under
+//! two overlay mounts: the kernel probes the file beneath, `/proc/PID/exe`
+//! shows two): each set's links carry its number as their cookie, and a
+//! process's entry names the set its hits count through.
 
 use std::{
     collections::{HashMap, HashSet},
-    num::NonZeroU32,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
@@ -14,7 +30,10 @@ use std::{
 use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, MapData},
-    programs::{ProgramError, UProbe, uprobe::UProbeLinkId, uprobe::UProbeScope},
+    programs::{
+        ProgramError, UProbe,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
+    },
 };
 use observer_common::{
     EventKind,
@@ -50,6 +69,9 @@ const MAP: &str = "GO_PROCS";
 /// Events of an ended process may still sit in the ring buffer: keep what
 /// decoding them needs this long.
 const KEEP_ENDED: Duration = Duration::from_secs(5);
+/// A binary's links stay this long after its last watched process ended,
+/// for the next process of it (a restart, a job run over and over).
+const LINGER: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum GoRuntimeError {
@@ -72,8 +94,24 @@ pub struct GoProcessInfo {
 
 struct Watched {
     info: GoProcessInfo,
-    /// (program, link) of every probe attached for the process.
+    binary: BinaryId,
+}
+
+/// The probes of one binary, shared by its watched processes.
+struct Probed {
+    /// The set's number, its links' cookie.
+    set: u32,
+    /// (program, link) of every probe attached.
     links: Vec<(&'static str, UProbeLinkId)>,
+    /// Since when no watched process runs the binary.
+    idle_since: Option<Instant>,
+}
+
+/// A process to watch once the links of its binary are closed.
+struct Waiting {
+    pid: u32,
+    binary: BinaryId,
+    exec_ns: Option<u64>,
 }
 
 pub struct GoRuntimeSource {
@@ -81,12 +119,17 @@ pub struct GoRuntimeSource {
     processes: ProcessWatch,
     /// Which Go processes get probes.
     selection: GoProcessSelection,
-    /// Closes the links of ended processes off the event loop.
+    /// Closes the links of unused binaries off the event loop.
     closer: Closer,
-    /// Ended processes whose links are being closed, with their token; each
-    /// is forgotten (and said detached) once its links are gone.
-    closing: HashMap<u32, u64>,
+    /// Binaries whose links are being closed, with their token.
+    closing: HashMap<BinaryId, u64>,
     next_token: u64,
+    /// Binaries with probes attached.
+    probed: HashMap<BinaryId, Probed>,
+    /// The number of the last probe set attached.
+    last_set: u32,
+    /// New processes of binaries in `closing`, in the order they came.
+    waiting: Vec<Waiting>,
     /// Per binary, read once and kept while processes run it (and a while
     /// after): `None` for binaries that are not Go (or unreadable).
     binaries: HashMap<BinaryId, Option<Arc<GoBinary>>>,
@@ -111,6 +154,9 @@ impl GoRuntimeSource {
             closer: Closer::new(),
             closing: HashMap::new(),
             next_token: 0,
+            probed: HashMap::new(),
+            last_set: 0,
+            waiting: Vec::new(),
             binaries: HashMap::new(),
             watched: HashMap::new(),
             ended: Vec::new(),
@@ -137,73 +183,83 @@ impl GoRuntimeSource {
 
     /// Whether [`GoRuntimeSource::poll`] has anything to do.
     pub fn due(&mut self) -> bool {
-        self.processes.due() || !self.closing.is_empty()
+        self.processes.due() || !self.closing.is_empty() || self.probed.values().any(|p| p.idle_since.is_some())
     }
 
-    /// Attaches to new Go processes, detaches from ended ones, and lets go
-    /// of binaries no process has run for a while.
+    /// Attaches to new Go processes, detaches from ended ones, closes the
+    /// links of binaries no watched process has run for [`LINGER`], and
+    /// lets go of binaries no process has run for a while.
     pub fn poll(&mut self, ebpf: &mut Ebpf) {
         self.ended.retain(|(at, _, _)| at.elapsed() < KEEP_ENDED);
+        let mut closed = Vec::new();
         for token in self.closer.closed() {
-            if let Some(pid) = self.closing.iter().find_map(|(&pid, &t)| (t == token).then_some(pid)) {
-                self.closing.remove(&pid);
-                self.forget(ebpf, pid);
+            if let Some(binary) = self.closing.iter().find_map(|(&b, &t)| (t == token).then_some(b)) {
+                self.closing.remove(&binary);
+                closed.push(binary);
             }
         }
-        let mut exited = Vec::new();
         // Closing links competes with attaching for a kernel lock: none starts meanwhile.
         let attaching = self.closer.hold();
+        for binary in closed {
+            let (now, later) = std::mem::take(&mut self.waiting).into_iter().partition(|w| w.binary == binary);
+            self.waiting = later;
+            for Waiting { pid, binary, exec_ns } in now {
+                self.start(ebpf, pid, binary, exec_ns);
+            }
+        }
         for change in self.processes.changes() {
             match change {
-                Change::Exited { pid, .. } => exited.push(pid),
+                Change::Exited { pid, .. } => self.let_go(pid),
                 Change::Unused { binary } => {
                     self.binaries.remove(&binary);
                 }
-                Change::Started { pid, binary, exec_ns } => {
-                    // An exit of the pid earlier in this batch, or one whose
-                    // links are still being closed, was its previous process's.
-                    if let Some(at) = exited.iter().position(|&p| p == pid) {
-                        exited.swap_remove(at);
-                        self.let_go(ebpf, pid);
-                    }
-                    if self.closing.remove(&pid).is_some() {
-                        self.forget(ebpf, pid);
-                    }
-                    self.consider(ebpf, pid, binary);
-                    if let Some(exec_ns) = exec_ns.filter(|_| self.watched.contains_key(&pid)) {
-                        let after = Duration::from_nanos(monotonic_ns().saturating_sub(exec_ns));
-                        tracing::debug!("go: pid {pid} attached {} us after its exec", after.as_micros());
-                    }
-                }
+                Change::Started { pid, binary, exec_ns } => self.start(ebpf, pid, binary, exec_ns),
             }
         }
         drop(attaching);
-        // New processes first: they need their probes soon.
-        for pid in exited {
-            self.let_go(ebpf, pid);
+        let unused: Vec<BinaryId> = self
+            .probed
+            .iter()
+            .filter(|(_, p)| p.idle_since.is_some_and(|at| at.elapsed() >= LINGER))
+            .map(|(&binary, _)| binary)
+            .collect();
+        for binary in unused {
+            if let Some(probed) = self.probed.remove(&binary) {
+                self.close(ebpf, binary, probed.links);
+            }
         }
     }
 
-    /// Detaches from an ended process: its links go to the closing thread
-    /// (a uprobe's removal waits for the kernel); once they are closed,
-    /// `forget` does the rest.
-    fn let_go(&mut self, ebpf: &mut Ebpf, pid: u32) {
-        let links = self.watched.get_mut(&pid).map(|w| std::mem::take(&mut w.links)).unwrap_or_default();
-        if links.is_empty() {
-            self.forget(ebpf, pid);
-            return;
-        }
+    /// Hands the links of `binary` to the closing thread (a uprobe's removal
+    /// waits for the kernel); until they are closed, new processes of the
+    /// binary wait.
+    fn close(&mut self, ebpf: &mut Ebpf, binary: BinaryId, links: Vec<(&'static str, UProbeLinkId)>) {
         let mut owned = Vec::with_capacity(links.len());
         for (name, id) in links {
             match program(ebpf, name).map(|p| p.take_link(id)) {
                 Ok(Ok(link)) => owned.push(link),
-                Ok(Err(err)) => tracing::warn!("detaching {name} from pid {pid}: {err}"),
+                Ok(Err(err)) => tracing::warn!("detaching {name} from {binary:?}: {err}"),
                 Err(err) => tracing::warn!("{err}"),
             }
         }
         self.next_token += 1;
-        self.closing.insert(pid, self.next_token);
+        self.closing.insert(binary, self.next_token);
         self.closer.close(owned, self.next_token);
+    }
+
+    /// Watches a new process if it is a selected Go process.
+    fn start(&mut self, ebpf: &mut Ebpf, pid: u32, binary: BinaryId, exec_ns: Option<u64>) {
+        self.consider(ebpf, pid, binary, exec_ns);
+        if let Some(exec_ns) = exec_ns.filter(|_| self.watched.contains_key(&pid)) {
+            let after = Duration::from_nanos(monotonic_ns().saturating_sub(exec_ns));
+            tracing::debug!("go: pid {pid} attached {} us after its exec", after.as_micros());
+        }
+    }
+
+    /// Detaches from an ended process (or one waiting to be attached).
+    fn let_go(&mut self, pid: u32) {
+        self.waiting.retain(|w| w.pid != pid);
+        self.forget(pid);
     }
 
     /// Whether `--go-process` selects this Go process.
@@ -220,18 +276,30 @@ impl GoRuntimeSource {
             .or_else(|| self.ended.iter().rev().find(|(_, p, _)| *p == pid).map(|(_, _, info)| info))
     }
 
-    fn forget(&mut self, ebpf: &mut Ebpf, pid: u32) {
+    /// Removes the process's entry (its binary's probes then do nothing
+    /// for it); the binary's links wait [`LINGER`] for another process.
+    fn forget(&mut self, pid: u32) {
         let Some(watched) = self.watched.remove(&pid) else { return };
-        detach(ebpf, pid, watched.links);
         // Absent already is fine: the entry may never have been written.
         let _ = self.procs.remove(&pid);
         self.ended.push((Instant::now(), pid, watched.info));
         eprintln!("observer: go: detached pid={pid}");
+        if !self.watched.values().any(|w| w.binary == watched.binary)
+            && let Some(probed) = self.probed.get_mut(&watched.binary)
+        {
+            probed.idle_since = Some(Instant::now());
+        }
     }
 
-    fn consider(&mut self, ebpf: &mut Ebpf, pid: u32, binary: BinaryId) {
+    fn consider(&mut self, ebpf: &mut Ebpf, pid: u32, binary: BinaryId, exec_ns: Option<u64>) {
+        self.waiting.retain(|w| w.pid != pid);
         if self.watched.contains_key(&pid) {
-            self.forget(ebpf, pid);
+            self.forget(pid);
+        }
+        if self.closing.contains_key(&binary) {
+            // Never two link sets for one binary: a fresh one once this is closed.
+            self.waiting.push(Waiting { pid, binary, exec_ns });
+            return;
         }
         let exe = PathBuf::from(format!("/proc/{pid}/exe"));
         let go = self
@@ -295,38 +363,78 @@ impl GoRuntimeSource {
         if probes.is_empty() {
             return;
         }
-        let entry = GoProcess { addrs, flags, _pad: 0 };
+        let set = self.probed.get(&binary).map_or(self.last_set.wrapping_add(1).max(1), |p| p.set);
+        let entry = GoProcess { addrs, flags, set };
         // The entry first: the programs ignore hits of processes without one.
         if let Err(err) = self.procs.insert(pid, entry, 0) {
             tracing::warn!("Go process {pid} ({comm}): {MAP} full or unusable ({err}); not traced");
             return;
         }
-        let Some(nz) = NonZeroU32::new(pid) else { return };
-        let mut links = Vec::with_capacity(probes.len());
-        for (prog, offset) in probes {
-            let attached = program(ebpf, prog).map_err(|err| tracing::warn!("{err}")).and_then(|p| {
-                p.attach(offset, &exe, UProbeScope::OneProcess(nz))
-                    .map_err(|err| tracing::debug!("pid {pid}: attaching {prog} at {offset:#x}: {err}"))
-            });
-            match attached {
-                Ok(link) => links.push((prog, link)),
-                Err(()) => {
-                    // Most likely the process ended in between: all or nothing.
-                    detach(ebpf, pid, links);
-                    let _ = self.procs.remove(&pid);
-                    return;
-                }
+        let attached = match self.probed.get_mut(&binary) {
+            Some(probed) => {
+                probed.idle_since = None;
+                Some(probed.links.len())
             }
-        }
+            None => self.attach(ebpf, pid, binary, set, probes),
+        };
+        let Some(links) = attached else {
+            let _ = self.procs.remove(&pid);
+            return;
+        };
         let info = GoProcessInfo { go_version: go.build.go_version.clone(), main_module: go.build.main_module.clone() };
         eprintln!(
             "observer: go: attached pid={pid} comm={comm} version={} module={} layout={} probes={}",
             info.go_version,
             info.main_module.as_deref().unwrap_or("-"),
             source.map_or("none", LayoutSource::as_str),
-            links.len()
+            links
         );
-        self.watched.insert(pid, Watched { info, links });
+        self.watched.insert(pid, Watched { info, binary });
+    }
+
+    /// Attaches the probes of `binary` for all its processes, reading it
+    /// through `pid`'s executable; all or nothing. The number of links.
+    fn attach(
+        &mut self,
+        ebpf: &mut Ebpf,
+        pid: u32,
+        binary: BinaryId,
+        set: u32,
+        probes: Vec<(&'static str, u64)>,
+    ) -> Option<usize> {
+        // Held open and checked, so that the probes go where `binary` is
+        // even if the process exec'd something else meanwhile.
+        let exe = std::fs::File::open(format!("/proc/{pid}/exe"))
+            .and_then(|f| f.metadata().map(|m| (BinaryId { dev: m.dev(), ino: m.ino() }, f)))
+            .map_err(|err| tracing::debug!("pid {pid}: its executable: {err}"))
+            .ok()
+            .filter(|(id, _)| *id == binary)?
+            .1;
+        let path = PathBuf::from(format!("/proc/self/fd/{}", exe.as_raw_fd()));
+        let mut links = Vec::with_capacity(probes.len());
+        for (prog, offset) in probes {
+            let attached = program(ebpf, prog).map_err(|err| tracing::warn!("{err}")).and_then(|p| {
+                let point = UProbeAttachPoint {
+                    location: UProbeAttachLocation::AbsoluteOffset(offset),
+                    cookie: Some(u64::from(set)),
+                };
+                p.attach(point, &path, UProbeScope::AllProcesses)
+                    .map_err(|err| tracing::debug!("pid {pid}: attaching {prog} at {offset:#x}: {err}"))
+            });
+            match attached {
+                Ok(link) => links.push((prog, link)),
+                Err(()) => {
+                    if !links.is_empty() {
+                        self.close(ebpf, binary, links);
+                    }
+                    return None;
+                }
+            }
+        }
+        let count = links.len();
+        self.last_set = set;
+        self.probed.insert(binary, Probed { set, links, idle_since: None });
+        Some(count)
     }
 
     /// Where each GC figure lives in `pid`, where the offsets came from and
@@ -373,20 +481,6 @@ fn event_of(program: &str) -> &'static str {
         "go_assist_start" | "go_assist_work" | ASSIST_END => "go.assist",
         "go_heap_grow" => "go.heap_grow",
         _ => "go.scavenge",
-    }
-}
-
-/// Detaches the probes of `pid`; a link already gone with its process is fine.
-fn detach(ebpf: &mut Ebpf, pid: u32, links: Vec<(&'static str, UProbeLinkId)>) {
-    for (name, link) in links {
-        match program(ebpf, name) {
-            Ok(prog) => {
-                if let Err(err) = prog.detach(link) {
-                    tracing::warn!("detaching {name} from pid {pid}: {err}");
-                }
-            }
-            Err(err) => tracing::warn!("{err}"),
-        }
     }
 }
 
