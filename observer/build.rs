@@ -27,11 +27,7 @@ fn main() {
     // SAFETY: build scripts are single-threaded.
     unsafe { env::set_var("RUSTC_BOOTSTRAP", "1") };
     let ebpf_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../observer-ebpf");
-    let package = aya_build::Package {
-        name: "observer-ebpf",
-        root_dir: ebpf_dir,
-        ..Default::default()
-    };
+    let package = aya_build::Package { name: "observer-ebpf", root_dir: ebpf_dir, ..Default::default() };
     if let Err(err) = aya_build::build_ebpf([package], aya_build::Toolchain::Custom("stable")) {
         panic!("building the eBPF programs failed: {err:#}");
     }

@@ -178,8 +178,7 @@ pub struct NetDropEvent {
     pub _pad2: u32,
 }
 
-const _: () =
-    assert!(core::mem::size_of::<NetDropEvent>() == 16 + 8 + 8 + 4 + 4 + 2 + 6 + 4 + 32 + 4);
+const _: () = assert!(core::mem::size_of::<NetDropEvent>() == 16 + 8 + 8 + 4 + 4 + 2 + 6 + 4 + 32 + 4);
 
 /// Where the retransmit program finds its pointers (from the `format` file)
 /// and the skb fields that hold the segment count (from BTF).
@@ -193,12 +192,7 @@ pub struct RetransmitConfig {
 }
 
 impl RetransmitConfig {
-    pub const UNKNOWN: Self = Self {
-        skaddr: OFFSET_UNKNOWN,
-        skbaddr: OFFSET_UNKNOWN,
-        record_len: 0,
-        _pad: 0,
-    };
+    pub const UNKNOWN: Self = Self { skaddr: OFFSET_UNKNOWN, skbaddr: OFFSET_UNKNOWN, record_len: 0, _pad: 0 };
 }
 
 const _: () = assert!(core::mem::size_of::<RetransmitConfig>() == 16);
@@ -224,8 +218,7 @@ pub struct TcpRetransmitEvent {
     pub record: [u8; RECORD_MAX],
 }
 
-const _: () =
-    assert!(core::mem::size_of::<TcpRetransmitEvent>() == 16 + 8 + 4 + 4 + 4 + 4 + RECORD_MAX);
+const _: () = assert!(core::mem::size_of::<TcpRetransmitEvent>() == 16 + 8 + 4 + 4 + 4 + 4 + RECORD_MAX);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -49,12 +49,7 @@ pub struct ResetTracepointLayout {
 }
 
 impl ResetTracepointLayout {
-    pub const UNKNOWN: Self = Self {
-        skaddr: OFFSET_UNKNOWN,
-        skbaddr: OFFSET_UNKNOWN,
-        record_len: 0,
-        _pad: 0,
-    };
+    pub const UNKNOWN: Self = Self { skaddr: OFFSET_UNKNOWN, skbaddr: OFFSET_UNKNOWN, record_len: 0, _pad: 0 };
 }
 
 const _: () = assert!(core::mem::size_of::<ResetTracepointLayout>() == 16);

@@ -8,10 +8,7 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::BPF_NOEXIST,
-    helpers::{
-        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_kernel_buf,
-    },
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf},
     macros::{map, tracepoint},
     maps::{PerCpuArray, PerCpuHashMap},
     programs::TracePointContext,
@@ -19,8 +16,8 @@ use aya_ebpf::{
 use observer_common::{
     EventKind, counter as common_counter,
     net::{
-        DropBudget, DropConfig, DropKey, FAMILY_IPV4, FAMILY_IPV6, FAMILY_NONE, NetDropEvent,
-        NetOffsets, RetransmitConfig, TCP_RST, TCP_SYN, TcpRetransmitEvent, class, counter,
+        DropBudget, DropConfig, DropKey, FAMILY_IPV4, FAMILY_IPV6, FAMILY_NONE, NetDropEvent, NetOffsets,
+        RetransmitConfig, TCP_RST, TCP_SYN, TcpRetransmitEvent, class, counter,
     },
     tcp::RECORD_MAX,
 };
@@ -122,12 +119,7 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Result<(), ()> {
     if netns == 0 && !sk.is_null() {
         netns = kernel::socket_netns(&off, sk);
     }
-    aggregate(&DropKey {
-        netns,
-        reason,
-        class,
-        _pad: 0,
-    });
+    aggregate(&DropKey { netns, reason, class, _pad: 0 });
 
     // Unspecified drops are everyday noise: only a dropped RST is worth an event.
     if reason == cfg.reason_not_specified && class != class::RST {
@@ -150,11 +142,7 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Result<(), ()> {
         (*event).header.cpu = bpf_get_smp_processor_id();
         (*event).header.ts_ns = bpf_ktime_get_ns();
         (*event).location = read::<u64>(record, cfg.location).unwrap_or(0);
-        (*event).sk_cgroup_id = if sk_full {
-            kernel::socket_cgroup_id(&off, sk)
-        } else {
-            0
-        };
+        (*event).sk_cgroup_id = if sk_full { kernel::socket_cgroup_id(&off, sk) } else { 0 };
         (*event).netns = netns;
         (*event).reason = reason;
         (*event).protocol = protocol;
@@ -219,15 +207,8 @@ fn within_budget(per_sec: u32) -> bool {
 /// Reads the IPv4/IPv6 and TCP headers from the skb's linear data.
 #[inline(always)]
 pub(crate) fn parse(net: &NetOffsets, skb: *const u8, protocol: u16) -> Packet {
-    let mut pkt = Packet {
-        family: FAMILY_NONE,
-        l4_proto: 0,
-        tcp_flags: 0,
-        sport: 0,
-        dport: 0,
-        saddr: [0; 16],
-        daddr: [0; 16],
-    };
+    let mut pkt =
+        Packet { family: FAMILY_NONE, l4_proto: 0, tcp_flags: 0, sport: 0, dport: 0, saddr: [0; 16], daddr: [0; 16] };
     let head = read::<*const u8>(skb, net.skb_head).unwrap_or(core::ptr::null());
     let nh = read::<u16>(skb, net.skb_network_header).unwrap_or(HEADER_UNSET);
     if head.is_null() || nh == HEADER_UNSET {
@@ -320,11 +301,7 @@ fn try_retransmit(ctx: &TracePointContext) -> Result<(), ()> {
         (*event).header.kind = EventKind::TcpRetransmit as u32;
         (*event).header.cpu = bpf_get_smp_processor_id();
         (*event).header.ts_ns = bpf_ktime_get_ns();
-        (*event).sk_cgroup_id = if sk_full {
-            kernel::socket_cgroup_id(&off, sk)
-        } else {
-            0
-        };
+        (*event).sk_cgroup_id = if sk_full { kernel::socket_cgroup_id(&off, sk) } else { 0 };
         (*event).netns = kernel::socket_netns(&off, sk);
         (*event).cb_segs = read::<u16>(skb, net.skb_tcp_gso_segs).unwrap_or(0);
         (*event).shinfo_segs = read::<u16>(shinfo, net.shinfo_gso_segs).unwrap_or(0);

@@ -5,8 +5,8 @@
 use aya_ebpf::{
     EbpfContext,
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel_buf,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
+        bpf_ktime_get_ns, bpf_probe_read_kernel_buf,
     },
     macros::{fentry, kprobe, tracepoint},
     programs::{FEntryContext, ProbeContext, TracePointContext},
@@ -22,8 +22,8 @@ use observer_common::{
 
 use crate::{
     kernel::{self, read},
-    net::{self, ETH_P_IP, ETH_P_IPV6},
     maps::{EVENTS, count},
+    net::{self, ETH_P_IP, ETH_P_IPV6},
 };
 
 /// Set by the agent from each tracepoint's `format` file.

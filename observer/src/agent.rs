@@ -14,12 +14,12 @@ use observer_common::{
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
-    sources::abort_on_data::AbortOnData,
     cgroup::CgroupPaths,
     config::RunConfig,
     event::{Attribution, CgroupSource, Event, Record},
     export::{jsonl::JsonlWriter, live::LiveView},
     kernel::{btf::Btf, loader, offsets, privileges, tracefs},
+    sources::abort_on_data::AbortOnData,
     sources::{
         goruntime::GoRuntimeSource,
         memcg::{self, events::MemcgWatcher, kernel::KernelMemcg, oom::OomSource},
@@ -198,12 +198,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
     state.memcg_summaries()?;
     state.jsonl.flush()?;
     state.live.clear_status();
-    eprintln!(
-        "observer: stopped events={} lost={}{}",
-        state.live.events,
-        lost(&counters),
-        state.net.stopped_text()
-    );
+    eprintln!("observer: stopped events={} lost={}{}", state.live.events, lost(&counters), state.net.stopped_text());
     Ok(())
 }
 

@@ -105,11 +105,11 @@ pub fn plan(f: &Features) -> Vec<SignalPlan> {
         if !f.send_reset_partial {
             return Ok(tp);
         }
-        let hook = first(vec![
-            function_hook("fentry", "tcp_v4_send_reset"),
-            function_hook("kprobe", "tcp_v4_send_reset"),
-        ])
-        .map_err(|e| format!("{tp} misses resets without a full socket on this kernel, and no hook for them: {e}"))?;
+        let hook =
+            first(vec![function_hook("fentry", "tcp_v4_send_reset"), function_hook("kprobe", "tcp_v4_send_reset")])
+                .map_err(|e| {
+                    format!("{tp} misses resets without a full socket on this kernel, and no hook for them: {e}")
+                })?;
         Ok(format!("{tp} + {hook}/tcp_v6_send_reset (no-socket resets)"))
     };
     let mut plans = vec![
@@ -120,7 +120,11 @@ pub fn plan(f: &Features) -> Vec<SignalPlan> {
             false,
             true,
             tracepoint("skb:kfree_skb").and_then(|m| {
-                if f.kfree_skb_reason { Ok(format!("{m} (reason)")) } else { Err("skb:kfree_skb has no reason field".into()) }
+                if f.kfree_skb_reason {
+                    Ok(format!("{m} (reason)"))
+                } else {
+                    Err("skb:kfree_skb has no reason field".into())
+                }
             }),
         ),
         ("tcp.retransmit", false, true, tracepoint("tcp:tcp_retransmit_skb")),
@@ -136,11 +140,7 @@ pub fn plan(f: &Features) -> Vec<SignalPlan> {
                     Ok(_) => Ok(format!("{kind} mem_cgroup_handle_over_high (+ {})", exit_probe(kind))),
                     Err(e) => Err(format!("{kind}: {e}")),
                 });
-                first(
-                    hooks
-                        .chain([memcg_reclaim().map(|m| format!("{m} in the task's context (inferred)"))])
-                        .collect(),
-                )
+                first(hooks.chain([memcg_reclaim().map(|m| format!("{m} in the task's context (inferred)"))]).collect())
             }),
         ),
         ("memcg.reclaim", false, true, memcg().and_then(|()| memcg_reclaim())),
@@ -156,10 +156,7 @@ pub fn plan(f: &Features) -> Vec<SignalPlan> {
             "memcg.oom_kill",
             false,
             true,
-            first(vec![
-                tracepoint("oom:mark_victim"),
-                memcg().map(|()| "memory.events oom_kill".into()),
-            ]),
+            first(vec![tracepoint("oom:mark_victim"), memcg().map(|()| "memory.events oom_kill".into())]),
         ),
         ("memcg.max", false, true, memcg().map(|()| "memory.events change notifications (inotify)".into())),
         (
@@ -180,7 +177,11 @@ pub fn plan(f: &Features) -> Vec<SignalPlan> {
             "profile.cpu",
             false,
             false,
-            if f.program("perf_event") { Ok("perf_event cpu-clock sampling".into()) } else { Err("perf_event programs do not attach here".into()) },
+            if f.program("perf_event") {
+                Ok("perf_event cpu-clock sampling".into())
+            } else {
+                Err("perf_event programs do not attach here".into())
+            },
         ),
         ("profile.alloc", false, false, uprobe("runtime.mProf_Malloc")),
     ];

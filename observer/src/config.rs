@@ -128,9 +128,9 @@ impl RunConfig {
             None => FileConfig::default(),
         };
         let file_duration = match (&file.duration, &args.config) {
-            (Some(d), Some(path)) => Some(
-                parse_duration(d).map_err(|message| ConfigError::Invalid { path: path.clone(), message })?,
-            ),
+            (Some(d), Some(path)) => {
+                Some(parse_duration(d).map_err(|message| ConfigError::Invalid { path: path.clone(), message })?)
+            }
             _ => None,
         };
         let file_go_processes = match (file.go_process, &args.config) {
@@ -161,9 +161,9 @@ impl RunConfig {
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_path_buf(), error })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Invalid { path: path.to_path_buf(), message: e.message().to_string() })
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_path_buf(), error })?;
+    toml::from_str(&text)
+        .map_err(|e| ConfigError::Invalid { path: path.to_path_buf(), message: e.message().to_string() })
 }
 
 #[cfg(test)]

@@ -11,9 +11,7 @@ use std::path::PathBuf;
 /// line, e.g. `/` or `/system.slice/x.service`).
 pub fn id_of_path(path: &str) -> u64 {
     let dir = cgroup2_mount().join(path.trim_start_matches('/'));
-    std::fs::metadata(&dir)
-        .unwrap_or_else(|e| panic!("stat {}: {e}", dir.display()))
-        .ino()
+    std::fs::metadata(&dir).unwrap_or_else(|e| panic!("stat {}: {e}", dir.display())).ino()
 }
 
 /// The cgroup v2 path of process `pid`.
@@ -36,10 +34,7 @@ pub fn cgroup2_mount() -> PathBuf {
 
 /// The path from the `0::PATH` line of a `/proc/PID/cgroup` file.
 pub fn v2_path(proc_cgroup: &str) -> Option<String> {
-    proc_cgroup
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(str::to_string)
+    proc_cgroup.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_string)
 }
 
 /// The first cgroup2 mount point in a mountinfo text. Fields: id, parent,
@@ -50,9 +45,7 @@ pub fn cgroup2_mount_in(mountinfo: &str) -> Option<PathBuf> {
         if right.split_whitespace().next()? != "cgroup2" {
             return None;
         }
-        left.split_whitespace()
-            .nth(4)
-            .map(|m| PathBuf::from(unescape(m)))
+        left.split_whitespace().nth(4).map(|m| PathBuf::from(unescape(m)))
     })
 }
 
@@ -62,9 +55,7 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .and_then(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok());
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok());
         match (bytes[i], octal) {
             (b'\\', Some(b)) => {
                 out.push(b);
@@ -91,30 +82,20 @@ mod tests {
 
     #[test]
     fn finds_cgroup2_on_a_hybrid_host() {
-        assert_eq!(
-            cgroup2_mount_in(HYBRID),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
-        );
+        assert_eq!(cgroup2_mount_in(HYBRID), Some(PathBuf::from("/sys/fs/cgroup/unified")));
     }
 
     #[test]
     fn finds_cgroup2_on_a_unified_host_with_optional_fields() {
-        let text =
-            "29 23 0:26 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate\n";
-        assert_eq!(
-            cgroup2_mount_in(text),
-            Some(PathBuf::from("/sys/fs/cgroup"))
-        );
+        let text = "29 23 0:26 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(cgroup2_mount_in(text), Some(PathBuf::from("/sys/fs/cgroup")));
     }
 
     #[test]
     fn unescapes_mount_points() {
         let text = "41 31 0:38 / /mnt/my\\040cg rw - cgroup2 none rw\n";
         assert_eq!(cgroup2_mount_in(text), Some(PathBuf::from("/mnt/my cg")));
-        assert_eq!(
-            cgroup2_mount_in("41 31 0:38 / /x rw - cgroup cgroup rw,cpu\n"),
-            None
-        );
+        assert_eq!(cgroup2_mount_in("41 31 0:38 / /x rw - cgroup cgroup rw,cpu\n"), None);
     }
 
     #[test]

@@ -30,13 +30,9 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
         .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
-    let status = wait_within(&mut child, limit)
-        .unwrap_or_else(|| panic!("{cmd:?} still running after {limit:?}; killed it"));
-    Output {
-        status,
-        stdout: join(stdout),
-        stderr: join(stderr),
-    }
+    let status =
+        wait_within(&mut child, limit).unwrap_or_else(|| panic!("{cmd:?} still running after {limit:?}; killed it"));
+    Output { status, stdout: join(stdout), stderr: join(stderr) }
 }
 
 /// Waits for `child` at most `limit`; on timeout kills it (SIGKILL to its pid),
@@ -70,9 +66,7 @@ fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> Reader {
 }
 
 fn join(reader: Reader) -> Vec<u8> {
-    reader
-        .map(|h| h.join().unwrap_or_default())
-        .unwrap_or_default()
+    reader.map(|h| h.join().unwrap_or_default()).unwrap_or_default()
 }
 
 /// The lines of a pipe, read on a thread and handed over through a channel,

@@ -6,9 +6,9 @@
 
 pub mod cgroup;
 pub mod command;
-pub mod inns;
 pub mod gofixture;
 pub mod held;
+pub mod inns;
 pub mod netns;
 pub mod nft;
 pub mod nstat;

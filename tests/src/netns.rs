@@ -21,11 +21,7 @@ pub struct Netns {
 impl Netns {
     pub fn create() -> Netns {
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "obs-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = format!("obs-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         run_ok(Command::new("ip").args(["netns", "add", &name]));
         // From here on Drop removes it, even if the rest panics.
         let mut ns = Netns { name, inode: 0 };
@@ -61,9 +57,7 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .status();
+        let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
     }
 }
 
@@ -81,28 +75,14 @@ impl VethPair {
     /// on `a`'s side, `.2` and `::2` on `b`'s. The subnet only has to be unique
     /// among pairs joining the same namespaces.
     pub fn new(a: &Netns, b: &Netns, subnet: u8) -> VethPair {
-        a.ip(&[
-            "link",
-            "add",
-            "veth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "veth1",
-            "netns",
-            b.name(),
-        ]);
+        a.ip(&["link", "add", "veth0", "type", "veth", "peer", "name", "veth1", "netns", b.name()]);
         let pair = VethPair {
             a_v4: format!("10.200.{subnet}.1").parse().unwrap(),
             b_v4: format!("10.200.{subnet}.2").parse().unwrap(),
             a_v6: format!("fd00:200:{subnet}::1").parse().unwrap(),
             b_v6: format!("fd00:200:{subnet}::2").parse().unwrap(),
         };
-        for (ns, dev, v4, v6) in [
-            (a, "veth0", pair.a_v4, pair.a_v6),
-            (b, "veth1", pair.b_v4, pair.b_v6),
-        ] {
+        for (ns, dev, v4, v6) in [(a, "veth0", pair.a_v4, pair.a_v6), (b, "veth1", pair.b_v4, pair.b_v6)] {
             ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", dev]);
             // nodad: usable at once instead of after duplicate address detection.
             ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);

@@ -14,17 +14,8 @@ pub fn load(ns: &Netns, ruleset: &str) {
 
 /// Packets counted by every `counter` statement of `ns`'s rule set, summed.
 pub fn counted_packets(ns: &Netns) -> u64 {
-    let out = run_ok(Command::new("ip").args([
-        "netns",
-        "exec",
-        ns.name(),
-        "nft",
-        "-j",
-        "list",
-        "ruleset",
-    ]));
-    let json: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("nft -j output is JSON");
+    let out = run_ok(Command::new("ip").args(["netns", "exec", ns.name(), "nft", "-j", "list", "ruleset"]));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nft -j output is JSON");
     let mut total = 0;
     for item in json["nftables"].as_array().into_iter().flatten() {
         for expr in item["rule"]["expr"].as_array().into_iter().flatten() {

@@ -12,9 +12,7 @@ pub fn nstat(ns: &Netns, counter: &str) -> u64 {
     // -a: absolute values, -s: leave nstat's history file alone, -z: print zeros.
     let out = run_ok(Command::new("ip").args(["netns", "exec", ns.name(), "nstat", "-asz"]));
     let text = String::from_utf8_lossy(&out.stdout);
-    *parse(&text)
-        .get(counter)
-        .unwrap_or_else(|| panic!("nstat in {} has no {counter}:\n{text}", ns.name()))
+    *parse(&text).get(counter).unwrap_or_else(|| panic!("nstat in {} has no {counter}:\n{text}", ns.name()))
 }
 
 /// Parses `nstat` output: `#` comment lines, then `Name  value  rate` lines.

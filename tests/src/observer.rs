@@ -62,12 +62,7 @@ impl Observer {
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
         let stderr = line_channel(child.stderr.take().expect("piped stderr"));
-        let mut observer = Observer {
-            child,
-            dir,
-            stderr,
-            seen: Vec::new(),
-        };
+        let mut observer = Observer { child, dir, stderr, seen: Vec::new() };
         observer.wait_ready();
         observer
     }
@@ -86,17 +81,11 @@ impl Observer {
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let _ = wait_within(&mut self.child, Duration::ZERO);
-                    panic!(
-                        "no {READY:?} within {READY_WITHIN:?}; stderr:\n{}",
-                        self.seen.join("\n")
-                    );
+                    panic!("no {READY:?} within {READY_WITHIN:?}; stderr:\n{}", self.seen.join("\n"));
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     let status = wait_within(&mut self.child, EXIT_WITHIN);
-                    panic!(
-                        "observer exited ({status:?}) before {READY:?}; stderr:\n{}",
-                        self.seen.join("\n")
-                    );
+                    panic!("observer exited ({status:?}) before {READY:?}; stderr:\n{}", self.seen.join("\n"));
                 }
             }
         }
@@ -137,10 +126,7 @@ impl Observer {
         let status = wait_within(&mut self.child, EXIT_WITHIN);
         let stderr = self.rest_of_stderr();
         let status: ExitStatus = status.unwrap_or_else(|| {
-            panic!(
-                "observer still running {EXIT_WITHIN:?} after SIGTERM; killed it. stderr:\n{}",
-                stderr.join("\n")
-            )
+            panic!("observer still running {EXIT_WITHIN:?} after SIGTERM; killed it. stderr:\n{}", stderr.join("\n"))
         });
         assert_eq!(
             status.code(),
@@ -152,15 +138,10 @@ impl Observer {
             .iter()
             .find(|l| l.contains(STOPPED))
             .unwrap_or_else(|| panic!("no {STOPPED:?} line; stderr:\n{}", stderr.join("\n")));
-        let (summary_events, lost) = parse_summary(summary)
-            .unwrap_or_else(|| panic!("cannot read events=/lost= in {summary:?}"));
+        let (summary_events, lost) =
+            parse_summary(summary).unwrap_or_else(|| panic!("cannot read events=/lost= in {summary:?}"));
         let events = read_events(&self.dir.path().join("events.jsonl"));
-        Stopped {
-            events,
-            summary_events,
-            lost,
-            stderr,
-        }
+        Stopped { events, summary_events, lost, stderr }
     }
 
     fn rest_of_stderr(&mut self) -> Vec<String> {
@@ -187,10 +168,7 @@ impl Stopped {
         self.events
             .iter()
             .filter(|e| e["kind"] == "tcp.reset")
-            .map(|e| {
-                serde_json::from_value(e.clone())
-                    .unwrap_or_else(|err| panic!("tcp.reset event {e}: {err}"))
-            })
+            .map(|e| serde_json::from_value(e.clone()).unwrap_or_else(|err| panic!("tcp.reset event {e}: {err}")))
             .collect()
     }
 }
@@ -230,10 +208,7 @@ impl TcpReset {
 
 /// `events=N lost=M` from the summary line.
 pub fn parse_summary(line: &str) -> Option<(u64, u64)> {
-    let value = |key: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(key)?.parse().ok())
-    };
+    let value = |key: &str| line.split_whitespace().find_map(|w| w.strip_prefix(key)?.parse().ok());
     Some((value("events=")?, value("lost=")?))
 }
 
@@ -247,8 +222,7 @@ fn read_events(path: &Path) -> Vec<serde_json::Value> {
     text.lines()
         .enumerate()
         .map(|(i, l)| {
-            serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("{}:{}: not JSON ({e}): {l}", path.display(), i + 1))
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("{}:{}: not JSON ({e}): {l}", path.display(), i + 1))
         })
         .collect()
 }
@@ -259,14 +233,8 @@ mod tests {
 
     #[test]
     fn reads_the_summary_line() {
-        assert_eq!(
-            parse_summary("observer: stopped events=60 lost=0"),
-            Some((60, 0))
-        );
-        assert_eq!(
-            parse_summary("2026-01-01 observer: stopped events=7 lost=2 exported=7"),
-            Some((7, 2))
-        );
+        assert_eq!(parse_summary("observer: stopped events=60 lost=0"), Some((60, 0)));
+        assert_eq!(parse_summary("2026-01-01 observer: stopped events=7 lost=2 exported=7"), Some((7, 2)));
         assert_eq!(parse_summary("observer: stopped events=x lost=0"), None);
     }
 }

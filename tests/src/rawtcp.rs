@@ -14,9 +14,7 @@ pub fn send_segment(src: SocketAddrV4, dst: SocketAddrV4, seq: u32, flags: u8) {
     let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::TCP)).expect("raw TCP socket");
     let segment = segment(src, dst, seq, flags);
     let to = SockAddr::from(SocketAddrV4::new(*dst.ip(), 0));
-    let sent = sock
-        .send_to(&segment, &to)
-        .unwrap_or_else(|e| panic!("sendto {dst}: {e}"));
+    let sent = sock.send_to(&segment, &to).unwrap_or_else(|e| panic!("sendto {dst}: {e}"));
     assert_eq!(sent, segment.len());
 }
 

@@ -31,10 +31,7 @@ fn find_bin() -> Result<PathBuf, String> {
     };
     let bin = PathBuf::from(value);
     if !bin.is_absolute() {
-        return Err(format!(
-            "OBSERVER_BIN={} is not an absolute path",
-            bin.display()
-        ));
+        return Err(format!("OBSERVER_BIN={} is not an absolute path", bin.display()));
     }
     if !bin.is_file() {
         return Err(format!("OBSERVER_BIN={} does not exist", bin.display()));

@@ -111,24 +111,19 @@ impl Server {
     /// Spawns `cmd` (a `resetgen server ...` command line, typically wrapped
     /// in `ip netns exec`) and waits until it listens.
     pub fn start(cmd: &mut Command) -> Server {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        let mut child =
+            cmd.stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
         let lines = line_channel(child.stdout.take().expect("piped stdout"));
         let mut server = Server { child, lines };
         let first = server.next_line(Duration::from_secs(10));
-        serde_json::from_str::<Listening>(&first)
-            .unwrap_or_else(|e| panic!("resetgen server said {first:?}: {e}"));
+        serde_json::from_str::<Listening>(&first).unwrap_or_else(|e| panic!("resetgen server said {first:?}: {e}"));
         server
     }
 
     /// Waits for the server to serve its connections and returns its report.
     pub fn finish(mut self) -> Report {
         let line = self.next_line(Duration::from_secs(60));
-        let status = wait_within(&mut self.child, Duration::from_secs(10))
-            .expect("resetgen server did not exit");
+        let status = wait_within(&mut self.child, Duration::from_secs(10)).expect("resetgen server did not exit");
         assert!(status.success(), "resetgen server exited with {status}");
         parse_report(&line)
     }

@@ -20,18 +20,9 @@ fn bad_usage_exits_2_naming_it(#[case] args: &[&str], #[case] named: &str) {
     let Some(bin) = require_bin() else { return };
     let out = observer(Command::new(&bin).args(args));
     let err = stderr(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{args:?}: {}\nstderr:\n{err}",
-        out.status
-    );
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {}\nstderr:\n{err}", out.status);
     let naming: Vec<_> = err.lines().filter(|l| l.contains(named)).collect();
-    assert_eq!(
-        naming.len(),
-        1,
-        "{args:?}: want one error line naming {named:?}; stderr:\n{err}"
-    );
+    assert_eq!(naming.len(), 1, "{args:?}: want one error line naming {named:?}; stderr:\n{err}");
     assert_sane(&err);
 }
 
@@ -47,24 +38,12 @@ fn unwritable_output_dir_exits_1_before_attaching(#[case] below_file: bool) {
     std::fs::write(&file, "").unwrap();
     // Root may write anywhere else, so a path the kernel itself refuses.
     let dir = if below_file { file.join("out") } else { file };
-    let out = observer(
-        Command::new(&bin)
-            .arg("run")
-            .arg("--output-dir")
-            .arg(&dir)
-            .args(["--duration", "5s"]),
-    );
+    let out = observer(Command::new(&bin).arg("run").arg("--output-dir").arg(&dir).args(["--duration", "5s"]));
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{}\nstderr:\n{err}", out.status);
     let shown = dir.display().to_string();
-    assert!(
-        err.lines().any(|l| l.contains(&shown)),
-        "no line names {shown}; stderr:\n{err}"
-    );
-    assert!(
-        !err.contains("observer: ready"),
-        "attached despite the bad directory; stderr:\n{err}"
-    );
+    assert!(err.lines().any(|l| l.contains(&shown)), "no line names {shown}; stderr:\n{err}");
+    assert!(!err.contains("observer: ready"), "attached despite the bad directory; stderr:\n{err}");
     assert_sane(&err);
 }
 
@@ -92,14 +71,8 @@ fn unprivileged_user_exits_1_naming_the_capability() {
     );
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{}\nstderr:\n{err}", out.status);
-    assert!(
-        err.lines().any(|l| l.contains("CAP_BPF")),
-        "no line names CAP_BPF; stderr:\n{err}"
-    );
-    assert!(
-        !err.contains("observer: ready"),
-        "attached without privileges; stderr:\n{err}"
-    );
+    assert!(err.lines().any(|l| l.contains("CAP_BPF")), "no line names CAP_BPF; stderr:\n{err}");
+    assert!(!err.contains("observer: ready"), "attached without privileges; stderr:\n{err}");
     assert_sane(&err);
 }
 
@@ -115,10 +88,7 @@ fn stderr(out: &Output) -> String {
 /// No panic and no raw Rust debug output instead of a message.
 fn assert_sane(err: &str) {
     assert!(!err.contains("panicked"), "the agent panicked:\n{err}");
-    assert!(
-        !err.contains("RUST_BACKTRACE"),
-        "the agent panicked:\n{err}"
-    );
+    assert!(!err.contains("RUST_BACKTRACE"), "the agent panicked:\n{err}");
 }
 
 /// Copies `bin` into `dir`, both readable and runnable by any user.

@@ -49,12 +49,8 @@ fn dropped_stray_rsts_carry_the_netfilter_reason() {
     let veth = VethPair::new(&guarded, &peer, 31);
     nft::load(&guarded, CT_INVALID_DROP);
     // A process living in the guarded namespace: its owner, as a pod's would be.
-    let mut resident = guarded
-        .exec("sleep")
-        .arg("60")
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn a process in the namespace");
+    let mut resident =
+        guarded.exec("sleep").arg("60").stdin(Stdio::null()).spawn().expect("spawn a process in the namespace");
 
     let observer = Observer::start(&bin);
     let (g, p) = (v4(veth.a_v4), v4(veth.b_v4));
@@ -91,18 +87,9 @@ fn dropped_stray_rsts_carry_the_netfilter_reason() {
     assert_eq!(nft_counted, N as u64, "the nft rule's counter");
     let ns = guarded.inode();
     let ours = |kind: &str| -> Vec<&Value> {
-        stopped
-            .events
-            .iter()
-            .filter(|e| e["kind"] == kind && e["netns"].as_u64() == Some(ns))
-            .collect()
+        stopped.events.iter().filter(|e| e["kind"] == kind && e["netns"].as_u64() == Some(ns)).collect()
     };
-    let show = |v: &[&Value]| {
-        v.iter()
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let show = |v: &[&Value]| v.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
 
     // The kernel-side aggregate: every drop counted, whatever the budget.
     let summaries = ours("net.drop.summary");
@@ -119,88 +106,48 @@ fn dropped_stray_rsts_carry_the_netfilter_reason() {
         "summed net.drop.summary counts (NETFILTER_DROP) vs the nft counter; summaries:\n{}",
         show(&summaries)
     );
-    assert_eq!(
-        summed("NETFILTER_DROP", Some("rst")),
-        N as u64,
-        "of them with the RST class"
-    );
+    assert_eq!(summed("NETFILTER_DROP", Some("rst")), N as u64, "of them with the RST class");
 
     // The individual events: one per stray RST, none for the delivered ones.
     let drops = ours("net.drop");
     let rsts: Vec<&Value> = drops
         .iter()
         .copied()
-        .filter(|e| {
-            e["tcp_flags"]
-                .as_array()
-                .is_some_and(|f| f.iter().any(|x| x == "RST"))
-        })
+        .filter(|e| e["tcp_flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "RST")))
         .collect();
-    assert_eq!(
-        rsts.len(),
-        N,
-        "dropped RSTs in the guarded netns; drops:\n{}",
-        show(&drops)
-    );
+    assert_eq!(rsts.len(), N, "dropped RSTs in the guarded netns; drops:\n{}", show(&drops));
     let mut seen = BTreeSet::new();
     for e in &rsts {
         assert_eq!(e["reason"], "NETFILTER_DROP", "{e}");
         assert_eq!(e["flags_class"], "rst", "{e}");
         assert_eq!(e["family"], "ipv4", "{e}");
         let addr = |a: &str, p: &str| -> SocketAddr {
-            SocketAddr::new(
-                e[a].as_str().unwrap().parse().unwrap(),
-                e[p].as_u64().unwrap() as u16,
-            )
+            SocketAddr::new(e[a].as_str().unwrap().parse().unwrap(), e[p].as_u64().unwrap() as u16)
         };
         seen.insert((addr("src_addr", "src_port"), addr("dst_addr", "dst_port")));
     }
     assert_eq!(seen, strays, "4-tuples of the dropped RSTs");
-    let from_closed_port = drops
-        .iter()
-        .filter(|e| e["src_port"].as_u64() == Some(u64::from(CLOSED_PORT)))
-        .count();
-    assert_eq!(
-        from_closed_port,
-        0,
-        "ordinary resets reported as drops:\n{}",
-        show(&drops)
-    );
+    let from_closed_port = drops.iter().filter(|e| e["src_port"].as_u64() == Some(u64::from(CLOSED_PORT))).count();
+    assert_eq!(from_closed_port, 0, "ordinary resets reported as drops:\n{}", show(&drops));
 
     // Names and values from this kernel's enum, as tracefs prints them.
     let names = kernel_reason_names();
     for e in drops.iter().chain(summaries.iter()) {
-        let (name, code) = (
-            e["reason"].as_str().unwrap(),
-            e["reason_code"].as_u64().unwrap(),
-        );
+        let (name, code) = (e["reason"].as_str().unwrap(), e["reason_code"].as_u64().unwrap());
         match names.get(&code) {
             Some(known) => assert_eq!(known, name, "reason {code} is {known} on this kernel: {e}"),
-            None => assert!(
-                names.values().any(|n| n == name),
-                "{name} is not a drop reason of this kernel"
-            ),
+            None => assert!(names.values().any(|n| n == name), "{name} is not a drop reason of this kernel"),
         }
     }
 
     // Who the namespace belongs to: the resident process, and the ns's name.
     let named = drops.iter().chain(summaries.iter()).any(|e| {
         let o = &e["netns_owner"];
-        o["name"] == guarded.name()
-            && o["pids"]
-                .as_array()
-                .is_some_and(|p| p.iter().any(|x| x == resident.id()))
+        o["name"] == guarded.name() && o["pids"].as_array().is_some_and(|p| p.iter().any(|x| x == resident.id()))
     });
+    assert!(named, "no record names the namespace's owner (pid {}):\n{}", resident.id(), show(&drops));
     assert!(
-        named,
-        "no record names the namespace's owner (pid {}):\n{}",
-        resident.id(),
-        show(&drops)
-    );
-    assert!(
-        drops
-            .iter()
-            .all(|e| e["location"].as_str().is_some_and(|l| l.contains("+0x"))),
+        drops.iter().all(|e| e["location"].as_str().is_some_and(|l| l.contains("+0x"))),
         "every drop has its location symbolized:\n{}",
         show(&drops)
     );
@@ -243,24 +190,16 @@ fn retransmitted_segments_match_nstat_and_tracefs() {
     let veth = VethPair::new(&sender, &receiver, 32);
     nft::load(&receiver, RANDOM_LOSS);
     let (s_ip, r_ip) = (veth.a_v4, veth.b_v4);
-    let listener = in_netns(&receiver, || {
-        TcpListener::bind((r_ip, PORT)).expect("listen")
-    });
+    let listener = in_netns(&receiver, || TcpListener::bind((r_ip, PORT)).expect("listen"));
 
     let observer = Observer::start(&bin);
     let before = nstat(&sender, "TcpRetransSegs");
     // The kernel's own count, from the same tracepoint, of the sender's flow only.
-    let trace = TraceInstance::new(
-        "retrans",
-        "tcp",
-        "tcp_retransmit_skb",
-        &format!("dport == {PORT}"),
-    );
+    let trace = TraceInstance::new("retrans", "tcp", "tcp_retransmit_skb", &format!("dport == {PORT}"));
     let (received, local) = std::thread::scope(|s| {
         let reader = s.spawn(|| {
             let (mut conn, _) = listener.accept().expect("accept");
-            conn.set_read_timeout(Some(Duration::from_secs(60)))
-                .unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
             let mut buf = vec![0u8; 64 << 10];
             let mut total = 0;
             loop {
@@ -272,12 +211,9 @@ fn retransmitted_segments_match_nstat_and_tracefs() {
         });
         let local = in_netns(&sender, || {
             let mut conn =
-                TcpStream::connect_timeout(&SocketAddr::new(r_ip, PORT), Duration::from_secs(30))
-                    .expect("connect");
-            conn.set_write_timeout(Some(Duration::from_secs(60)))
-                .unwrap();
-            conn.set_read_timeout(Some(Duration::from_secs(60)))
-                .unwrap();
+                TcpStream::connect_timeout(&SocketAddr::new(r_ip, PORT), Duration::from_secs(30)).expect("connect");
+            conn.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
             let local = conn.local_addr().unwrap();
             conn.write_all(&vec![0x5a; DATA]).expect("write");
             conn.shutdown(Shutdown::Write).unwrap();
@@ -300,43 +236,21 @@ fn retransmitted_segments_match_nstat_and_tracefs() {
     assert!(truth_segs > 0, "10% loss made no retransmits");
     let ours_in_trace: Vec<&String> = lines
         .iter()
-        .filter(|l| {
-            l.contains(&format!("sport={} ", local.port())) && l.contains(&format!("saddr={s_ip} "))
-        })
+        .filter(|l| l.contains(&format!("sport={} ", local.port())) && l.contains(&format!("saddr={s_ip} ")))
         .collect();
     let events: Vec<&Value> = stopped
         .events
         .iter()
         .filter(|e| e["kind"] == "tcp.retransmit" && e["netns"].as_u64() == Some(sender.inode()))
         .collect();
-    let show = || {
-        events
-            .iter()
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let show = || events.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
     for e in &events {
-        assert_eq!(
-            e["local_port"].as_u64(),
-            Some(u64::from(local.port())),
-            "{e}"
-        );
+        assert_eq!(e["local_port"].as_u64(), Some(u64::from(local.port())), "{e}");
         assert_eq!(e["remote_port"].as_u64(), Some(u64::from(PORT)), "{e}");
-        assert_eq!(
-            e["remote_addr"].as_str(),
-            Some(r_ip.to_string().as_str()),
-            "{e}"
-        );
-        assert!(
-            e["cgroup_source"] == "socket",
-            "a retransmit has a full socket: {e}"
-        );
+        assert_eq!(e["remote_addr"].as_str(), Some(r_ip.to_string().as_str()), "{e}");
+        assert!(e["cgroup_source"] == "socket", "a retransmit has a full socket: {e}");
     }
-    let segs: u64 = events
-        .iter()
-        .map(|e| e["segs"].as_u64().expect("segs"))
-        .sum();
+    let segs: u64 = events.iter().map(|e| e["segs"].as_u64().expect("segs")).sum();
     assert_eq!(stopped.lost, 0, "events lost by the agent");
     assert_eq!(
         events.len(),
@@ -345,16 +259,8 @@ fn retransmitted_segments_match_nstat_and_tracefs() {
         lines.join("\n"),
         show()
     );
-    assert_eq!(
-        segs,
-        truth_segs,
-        "summed segs vs TcpRetransSegs; events:\n{}",
-        show()
-    );
-    let gso: u64 = events
-        .iter()
-        .map(|e| e["gso_segs"].as_u64().unwrap_or(0).max(1))
-        .sum();
+    assert_eq!(segs, truth_segs, "summed segs vs TcpRetransSegs; events:\n{}", show());
+    let gso: u64 = events.iter().map(|e| e["gso_segs"].as_u64().unwrap_or(0).max(1)).sum();
     eprintln!(
         "retransmits: {} skbs, {segs} segments (TcpRetransSegs {truth_segs}; shinfo gso_segs sum {gso})",
         events.len()

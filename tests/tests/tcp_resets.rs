@@ -58,11 +58,8 @@ fn tcp_resets(#[case] kind: Kind, #[case] family: Family, #[case] topology: Topo
     };
     let net = Net::new(family, topology);
     // Who sends the RST and who receives it.
-    let (sender, receiver) = if kind.client_sends() {
-        (net.client(), net.server())
-    } else {
-        (net.server(), net.client())
-    };
+    let (sender, receiver) =
+        if kind.client_sends() { (net.client(), net.server()) } else { (net.server(), net.client()) };
     let rsts = || (nstat(sender, "TcpOutRsts"), nstat(receiver, "TcpOutRsts"));
 
     let before = rsts();
@@ -75,88 +72,39 @@ fn tcp_resets(#[case] kind: Kind, #[case] family: Family, #[case] topology: Topo
     let sent_truth = after.0 - before.0;
     assert_eq!(sent_truth, N as u64, "TcpOutRsts in the sending namespace");
     if sender.inode() != receiver.inode() {
-        assert_eq!(
-            after.1 - before.1,
-            0,
-            "TcpOutRsts in the receiving namespace"
-        );
+        assert_eq!(after.1 - before.1, 0, "TcpOutRsts in the receiving namespace");
     }
-    let receiver_report = if kind.client_sends() {
-        server.as_ref().expect("linger has a server")
-    } else {
-        &client
-    };
-    let errnos: Vec<_> = receiver_report
-        .sockets
-        .iter()
-        .map(|s| s.errno.as_deref().unwrap_or("none"))
-        .collect();
-    assert_eq!(
-        errnos,
-        vec![kind.receiver_errno(); N],
-        "errors the receiving sockets saw"
-    );
+    let receiver_report = if kind.client_sends() { server.as_ref().expect("linger has a server") } else { &client };
+    let errnos: Vec<_> = receiver_report.sockets.iter().map(|s| s.errno.as_deref().unwrap_or("none")).collect();
+    assert_eq!(errnos, vec![kind.receiver_errno(); N], "errors the receiving sockets saw");
     if let Some(server) = &server {
         let from_client: BTreeSet<_> = client.sockets.iter().map(|s| (s.local, s.remote)).collect();
         let from_server: BTreeSet<_> = server.sockets.iter().map(|s| (s.remote, s.local)).collect();
-        assert_eq!(
-            from_client, from_server,
-            "client and server describe the same connections"
-        );
+        assert_eq!(from_client, from_server, "client and server describe the same connections");
     }
 
     // Then the agent.
     assert_eq!(stopped.lost, 0, "events lost by the agent");
-    assert_eq!(
-        stopped.summary_events as usize,
-        stopped.events.len(),
-        "summary events= vs lines of events.jsonl"
-    );
-    let ours: Vec<TcpReset> = stopped
-        .tcp_resets()
-        .into_iter()
-        .filter(|e| e.netns == sender.inode() || e.netns == receiver.inode())
-        .collect();
-    let count = |direction: &str, ns: &Netns| {
-        ours.iter()
-            .filter(|e| e.direction == direction && e.netns == ns.inode())
-            .count()
-    };
-    assert_eq!(
-        count("sent", sender) as u64,
-        sent_truth,
-        "sent events vs TcpOutRsts; events:\n{}",
-        show(&ours)
-    );
-    assert_eq!(
-        count("received", receiver),
-        errnos.len(),
-        "received events vs errors seen; events:\n{}",
-        show(&ours)
-    );
+    assert_eq!(stopped.summary_events as usize, stopped.events.len(), "summary events= vs lines of events.jsonl");
+    let ours: Vec<TcpReset> =
+        stopped.tcp_resets().into_iter().filter(|e| e.netns == sender.inode() || e.netns == receiver.inode()).collect();
+    let count =
+        |direction: &str, ns: &Netns| ours.iter().filter(|e| e.direction == direction && e.netns == ns.inode()).count();
+    assert_eq!(count("sent", sender) as u64, sent_truth, "sent events vs TcpOutRsts; events:\n{}", show(&ours));
+    assert_eq!(count("received", receiver), errnos.len(), "received events vs errors seen; events:\n{}", show(&ours));
 
     // Each event is one of the resets made, seen from the right socket:
     // sent: local = the RST's sender; received: local = the socket hit by it.
     let mut expected = Vec::new();
     for s in &client.sockets {
-        let (from, to) = if kind.client_sends() {
-            (s.local, s.remote)
-        } else {
-            (s.remote, s.local)
-        };
+        let (from, to) = if kind.client_sends() { (s.local, s.remote) } else { (s.remote, s.local) };
         expected.push(("sent".to_string(), sender.inode(), from, to));
         expected.push(("received".to_string(), receiver.inode(), to, from));
     }
-    let mut seen: Vec<_> = ours
-        .iter()
-        .map(|e| (e.direction.clone(), e.netns, e.local(), e.remote()))
-        .collect();
+    let mut seen: Vec<_> = ours.iter().map(|e| (e.direction.clone(), e.netns, e.local(), e.remote())).collect();
     expected.sort();
     seen.sort();
-    assert_eq!(
-        seen, expected,
-        "events (direction, netns, local, remote) vs the generator's sockets"
-    );
+    assert_eq!(seen, expected, "events (direction, netns, local, remote) vs the generator's sockets");
 
     let family_name = match family {
         Family::V4 => "ipv4",
@@ -170,10 +118,7 @@ fn tcp_resets(#[case] kind: Kind, #[case] family: Family, #[case] topology: Topo
     // We may not create cgroups on this host, so every test process (client,
     // server, the test itself) shares one cgroup: this checks the id is the
     // socket owner's v2 id, but cannot tell the owner from another process.
-    assert_eq!(
-        client.cgroup, receiver_report.cgroup,
-        "generator processes share a cgroup"
-    );
+    assert_eq!(client.cgroup, receiver_report.cgroup, "generator processes share a cgroup");
     let owner_cgroup = cgroup::id_of_path(&client.cgroup);
     for e in &ours {
         assert_eq!(e.family, family_name, "family of {e:?}");
@@ -183,12 +128,9 @@ fn tcp_resets(#[case] kind: Kind, #[case] family: Family, #[case] topology: Topo
             assert_eq!(e.cgroup_source, "socket", "cgroup source of {e:?}");
         }
         match e.cgroup_source.as_str() {
-            "socket" => assert_eq!(
-                e.cgroup_id,
-                Some(owner_cgroup),
-                "cgroup id of {e:?} (generator in {})",
-                client.cgroup
-            ),
+            "socket" => {
+                assert_eq!(e.cgroup_id, Some(owner_cgroup), "cgroup id of {e:?} (generator in {})", client.cgroup)
+            }
             // No full socket (closed port, time-wait): no cgroup, no task.
             "none" => assert!(e.cgroup_id.is_none() && e.pid.is_none(), "{e:?}"),
             other => panic!("unexpected cgroup_source {other} in {e:?}"),
@@ -221,12 +163,7 @@ impl Net {
                     Family::V4 => "127.0.0.1".parse().unwrap(),
                     Family::V6 => "::1".parse().unwrap(),
                 };
-                Net {
-                    client_ns,
-                    server_ns: None,
-                    client_ip: lo,
-                    server_ip: lo,
-                }
+                Net { client_ns, server_ns: None, client_ip: lo, server_ip: lo }
             }
             Topology::Veth => {
                 let server_ns = Netns::create();
@@ -235,12 +172,7 @@ impl Net {
                     Family::V4 => (veth.a_v4, veth.b_v4),
                     Family::V6 => (veth.a_v6, veth.b_v6),
                 };
-                Net {
-                    client_ns,
-                    server_ns: Some(server_ns),
-                    client_ip,
-                    server_ip,
-                }
+                Net { client_ns, server_ns: Some(server_ns), client_ip, server_ip }
             }
         }
     }
@@ -259,11 +191,7 @@ impl Net {
 fn generate(kind: Kind, net: &Net) -> (Report, Option<Report>) {
     let resetgen = Path::new(env!("CARGO_BIN_EXE_resetgen"));
     let count = N.to_string();
-    let port = if kind == Kind::ClosedPort {
-        CLOSED_PORT
-    } else {
-        PORT
-    };
+    let port = if kind == Kind::ClosedPort { CLOSED_PORT } else { PORT };
     let target = SocketAddr::new(net.server_ip, port).to_string();
     let server = (kind != Kind::ClosedPort).then(|| {
         Server::start(net.server().exec(resetgen).args([
@@ -292,9 +220,5 @@ fn generate(kind: Kind, net: &Net) -> (Report, Option<Report>) {
 }
 
 fn show(events: &[TcpReset]) -> String {
-    events
-        .iter()
-        .map(|e| format!("{e:?}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    events.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>().join("\n")
 }

@@ -14,10 +14,7 @@ pub fn run() -> Result<()> {
     cmd::step("build: observer (release)", || {
         // observer/build.rs sets RUSTC_BOOTSTRAP=1 for the eBPF build too; setting
         // it here keeps every cargo invocation of a task on the same environment.
-        Cmd::cargo()
-            .env("RUSTC_BOOTSTRAP", "1")
-            .args(["build", "--release", "--package", "observer"])
-            .run()?;
+        Cmd::cargo().env("RUSTC_BOOTSTRAP", "1").args(["build", "--release", "--package", "observer"]).run()?;
         let bin = host::observer_bin();
         if !bin.is_file() {
             bail!("the build succeeded but {} does not exist", bin.display());

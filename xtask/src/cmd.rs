@@ -29,11 +29,7 @@ impl Cmd {
         let program = program.as_ref();
         let mut command = Command::new(program);
         command.env("PATH", host::child_path());
-        Self {
-            command,
-            env_line: String::new(),
-            line: quote(program),
-        }
+        Self { command, env_line: String::new(), line: quote(program) }
     }
 
     /// `cargo` (the one running this xtask), in the workspace root.
@@ -85,10 +81,7 @@ impl Cmd {
     /// Runs with inherited stdio after echoing the line; fails on a non-zero exit.
     pub fn run(mut self) -> Result<()> {
         eprintln!("    $ {}", self.shown());
-        let status = self
-            .command
-            .status()
-            .with_context(|| format!("cannot start `{}`", self.shown()))?;
+        let status = self.command.status().with_context(|| format!("cannot start `{}`", self.shown()))?;
         if !status.success() {
             bail!("`{}` failed ({status})", self.shown());
         }
@@ -136,12 +129,6 @@ pub fn secs(d: Duration) -> String {
 /// Shell-quotes a word for display when it needs it.
 fn quote(word: &OsStr) -> String {
     let s = word.to_string_lossy();
-    let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:+,@%".contains(c));
-    if plain {
-        s.into_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
+    let plain = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:+,@%".contains(c));
+    if plain { s.into_owned() } else { format!("'{}'", s.replace('\'', r"'\''")) }
 }

@@ -21,12 +21,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "xtask",
-    bin_name = "cargo xtask",
-    about = "observer's developer tasks",
-    version
-)]
+#[command(name = "xtask", bin_name = "cargo xtask", about = "observer's developer tasks", version)]
 struct Cli {
     #[command(subcommand)]
     task: Task,
@@ -43,11 +38,7 @@ enum Task {
     Run {
         /// Arguments passed to `observer run`, after `--`
         /// (e.g. `cargo xtask run -- --duration 10s`).
-        #[arg(
-            trailing_var_arg = true,
-            allow_hyphen_values = true,
-            value_name = "ARGS"
-        )]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
         args: Vec<String>,
     },
     /// Setup, build, then the whole test suite (as root: the tests use the real kernel).

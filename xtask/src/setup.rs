@@ -76,39 +76,25 @@ pub fn apt_install(packages: &[&str], root: bool) -> Result<String> {
         );
     }
     eprintln!("    missing: {}", missing.join(" "));
-    Cmd::new("apt-get")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .arg("update")
-        .run()?;
+    Cmd::new("apt-get").env("DEBIAN_FRONTEND", "noninteractive").arg("update").run()?;
     Cmd::new("apt-get")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y", "--no-install-recommends"])
         .args(&missing)
         .run()?;
-    let still: Vec<&str> = missing
-        .iter()
-        .copied()
-        .filter(|p| !matches!(dpkg_installed(p), Ok(true)))
-        .collect();
+    let still: Vec<&str> = missing.iter().copied().filter(|p| !matches!(dpkg_installed(p), Ok(true))).collect();
     if !still.is_empty() {
-        bail!(
-            "apt-get finished but these are still not installed: {}",
-            still.join(" ")
-        );
+        bail!("apt-get finished but these are still not installed: {}", still.join(" "));
     }
     Ok(format!("installed {}", missing.join(" ")))
 }
 
 /// `dpkg-query -W -f='${Status}' PACKAGE` says `install ok installed`.
 fn dpkg_installed(package: &str) -> Result<bool> {
-    let Some(out) = Cmd::new("dpkg-query")
-        .args(["-W", "-f=${Status}", package])
-        .probe()?
-    else {
+    let Some(out) = Cmd::new("dpkg-query").args(["-W", "-f=${Status}", package]).probe()? else {
         bail!("dpkg-query not found: the set-up's apt step needs Debian or Ubuntu");
     };
-    Ok(out.status.success()
-        && String::from_utf8_lossy(&out.stdout).trim() == "install ok installed")
+    Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "install ok installed")
 }
 
 fn rust_src() -> Result<String> {
@@ -118,18 +104,12 @@ fn rust_src() -> Result<String> {
     }
     eprintln!("    missing: {}", core.display());
     // rustup's output goes straight to the terminal, so a failure shows its exact error.
-    Cmd::new("rustup")
-        .args(["component", "add", "rust-src"])
-        .run()
-        .context(
-            "the eBPF build needs rust-src (it builds `core` for the bpf target): rustup's \
+    Cmd::new("rustup").args(["component", "add", "rust-src"]).run().context(
+        "the eBPF build needs rust-src (it builds `core` for the bpf target): rustup's \
              error is above; fix that and re-run `cargo xtask setup`",
-        )?;
+    )?;
     if !core.is_dir() {
-        bail!(
-            "`rustup component add rust-src` succeeded but {} is still missing",
-            core.display()
-        );
+        bail!("`rustup component add rust-src` succeeded but {} is still missing", core.display());
     }
     Ok("installed".into())
 }
@@ -140,11 +120,7 @@ fn sysroot() -> Result<PathBuf> {
         bail!("`rustc` not found on PATH");
     };
     if !out.status.success() {
-        bail!(
-            "`rustc --print sysroot` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("`rustc --print sysroot` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
@@ -195,8 +171,6 @@ fn tracefs(root: bool) -> Result<String> {
              (it mounts tracefs when run as root), or run `mount -t tracefs nodev {TRACEFS}`"
         ));
     }
-    Cmd::new("mount")
-        .args(["-t", "tracefs", "nodev", TRACEFS])
-        .run()?;
+    Cmd::new("mount").args(["-t", "tracefs", "nodev", TRACEFS]).run()?;
     Ok(format!("mounted at {TRACEFS}"))
 }

@@ -45,14 +45,7 @@ impl Stage {
             Stage::VmTest => crate::vm::run(None),
             Stage::BuildTests => cmd::step("build-tests: observer-e2e (release)", || {
                 test_env(Cmd::cargo())?
-                    .args([
-                        "build",
-                        "--release",
-                        "--package",
-                        "observer-e2e",
-                        "--bins",
-                        "--tests",
-                    ])
+                    .args(["build", "--release", "--package", "observer-e2e", "--bins", "--tests"])
                     .run()?;
                 Ok("built".into())
             }),
@@ -61,13 +54,7 @@ impl Stage {
                 // builds it), never as a host test. End-to-end tests share the
                 // kernel (network namespaces, tracefs), so one test at a time.
                 test_env(Cmd::cargo())?
-                    .args([
-                        "test",
-                        "--release",
-                        "--workspace",
-                        "--exclude",
-                        "observer-ebpf",
-                    ])
+                    .args(["test", "--release", "--workspace", "--exclude", "observer-ebpf"])
                     .args(["--no-fail-fast", "--", "--test-threads=1"])
                     .run()?;
                 Ok("passed".into())
@@ -81,15 +68,9 @@ impl Stage {
 pub fn test_env(cmd: Cmd) -> Result<Cmd> {
     let bin = host::observer_bin();
     if !bin.is_file() {
-        bail!(
-            "{} does not exist: the build stage should have made it",
-            bin.display()
-        );
+        bail!("{} does not exist: the build stage should have made it", bin.display());
     }
-    Ok(cmd
-        .env("RUSTC_BOOTSTRAP", "1")
-        .env("OBSERVER_E2E_REQUIRED", "1")
-        .env("OBSERVER_BIN", OsString::from(bin)))
+    Ok(cmd.env("RUSTC_BOOTSTRAP", "1").env("OBSERVER_E2E_REQUIRED", "1").env("OBSERVER_BIN", OsString::from(bin)))
 }
 
 pub fn run() -> Result<()> {
@@ -106,11 +87,7 @@ pub fn run() -> Result<()> {
                 done.push((stage, took));
             }
             Err(err) => {
-                eprintln!(
-                    "==> stage {}: FAILED after {}",
-                    stage.name(),
-                    cmd::secs(took)
-                );
+                eprintln!("==> stage {}: FAILED after {}", stage.name(), cmd::secs(took));
                 summary(&done, Some(stage), start.elapsed());
                 return Err(err.context(format!("stage {} failed", stage.name())));
             }

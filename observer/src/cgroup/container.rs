@@ -70,7 +70,13 @@ pub fn parse(path: &str) -> Option<Container> {
     for part in path.split('/').filter(|p| !p.is_empty() && *p != "." && *p != "..") {
         if let Some((uid, qos)) = pod(part, prev) {
             // A new pod (a nested node's) replaces whatever was outside it.
-            found = Some(Container { runtime: Runtime::Unknown, container_id: None, pod_uid: Some(uid), qos, conmon: false });
+            found = Some(Container {
+                runtime: Runtime::Unknown,
+                container_id: None,
+                pod_uid: Some(uid),
+                qos,
+                conmon: false,
+            });
             prev_pod = true;
         } else if let Some((runtime, id, conmon)) = container(part, prev, prev_pod) {
             // The pod applies only to its own direct children.
@@ -126,7 +132,10 @@ fn pod_uid(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let ok = match b.len() {
         32 => is_hex(s),
-        36 => b.iter().enumerate().all(|(i, c)| if matches!(i, 8 | 13 | 18 | 23) { *c == b'-' } else { c.is_ascii_hexdigit() }),
+        36 => b
+            .iter()
+            .enumerate()
+            .all(|(i, c)| if matches!(i, 8 | 13 | 18 | 23) { *c == b'-' } else { c.is_ascii_hexdigit() }),
         _ => false,
     };
     ok.then(|| s.to_ascii_lowercase())
@@ -185,7 +194,13 @@ mod tests {
     }
 
     fn pod_only(uid: &str, qos: Qos) -> Option<Container> {
-        Some(Container { runtime: Runtime::Unknown, container_id: None, pod_uid: Some(uid.into()), qos: Some(qos), conmon: false })
+        Some(Container {
+            runtime: Runtime::Unknown,
+            container_id: None,
+            pod_uid: Some(uid.into()),
+            qos: Some(qos),
+            conmon: false,
+        })
     }
 
     fn p(s: &str) -> Option<Container> {
@@ -194,26 +209,33 @@ mod tests {
 
     #[test]
     fn systemd_containerd_burstable() {
-        let path = format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{ID}.scope");
+        let path = format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{ID}.scope"
+        );
         assert_eq!(p(&path), ctr(Runtime::Containerd, Some(UID), Some(Qos::Burstable)));
     }
 
     #[test]
     fn systemd_crio_burstable() {
-        let path = format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-{ID}.scope");
+        let path =
+            format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-{ID}.scope");
         assert_eq!(p(&path), ctr(Runtime::CriO, Some(UID), Some(Qos::Burstable)));
     }
 
     #[test]
     fn systemd_crio_crun_container_subgroup() {
         // crun on cgroup v2 puts the payload in a `container` child of the scope.
-        let path = format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-{ID}.scope/container");
+        let path = format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-{ID}.scope/container"
+        );
         assert_eq!(p(&path), ctr(Runtime::CriO, Some(UID), Some(Qos::Burstable)));
     }
 
     #[test]
     fn systemd_crio_conmon_is_marked() {
-        let path = format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-conmon-{ID}.scope");
+        let path = format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-conmon-{ID}.scope"
+        );
         let mut want = ctr(Runtime::CriO, Some(UID), Some(Qos::Burstable)).unwrap();
         want.conmon = true;
         assert_eq!(p(&path), Some(want));
@@ -223,12 +245,16 @@ mod tests {
     fn crio_conmon_in_system_slice() {
         // Older CRI-O defaults to conmon_cgroup = "system.slice".
         let got = p(&format!("/system.slice/crio-conmon-{ID}.scope")).unwrap();
-        assert_eq!((got.runtime, got.container_id.as_deref(), got.pod_uid, got.conmon), (Runtime::CriO, Some(ID), None, true));
+        assert_eq!(
+            (got.runtime, got.container_id.as_deref(), got.pod_uid, got.conmon),
+            (Runtime::CriO, Some(ID), None, true)
+        );
     }
 
     #[test]
     fn systemd_docker_in_pod() {
-        let path = format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/docker-{ID}.scope");
+        let path =
+            format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/docker-{ID}.scope");
         assert_eq!(p(&path), ctr(Runtime::Docker, Some(UID), Some(Qos::Burstable)));
     }
 
@@ -240,7 +266,9 @@ mod tests {
 
     #[test]
     fn systemd_besteffort() {
-        let path = format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice/cri-containerd-{ID}.scope");
+        let path = format!(
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice/cri-containerd-{ID}.scope"
+        );
         assert_eq!(p(&path), ctr(Runtime::Containerd, Some(UID), Some(Qos::BestEffort)));
     }
 
@@ -248,7 +276,9 @@ mod tests {
     fn systemd_static_pod_hash_uid() {
         // kube-apiserver & co.: the uid is an md5 of the manifest, no dashes.
         let uid = "9a1c2d3e4f5061728394a5b6c7d8e9f0";
-        let path = format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid}.slice/cri-containerd-{ID}.scope");
+        let path = format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid}.slice/cri-containerd-{ID}.scope"
+        );
         assert_eq!(p(&path), ctr(Runtime::Containerd, Some(uid), Some(Qos::Burstable)));
     }
 
@@ -261,7 +291,10 @@ mod tests {
 
     #[test]
     fn cgroupfs_burstable() {
-        assert_eq!(p(&format!("/kubepods/burstable/pod{UID}/{ID}")), ctr(Runtime::Unknown, Some(UID), Some(Qos::Burstable)));
+        assert_eq!(
+            p(&format!("/kubepods/burstable/pod{UID}/{ID}")),
+            ctr(Runtime::Unknown, Some(UID), Some(Qos::Burstable))
+        );
     }
 
     #[test]
@@ -271,12 +304,18 @@ mod tests {
 
     #[test]
     fn cgroupfs_besteffort() {
-        assert_eq!(p(&format!("/kubepods/besteffort/pod{UID}/{ID}")), ctr(Runtime::Unknown, Some(UID), Some(Qos::BestEffort)));
+        assert_eq!(
+            p(&format!("/kubepods/besteffort/pod{UID}/{ID}")),
+            ctr(Runtime::Unknown, Some(UID), Some(Qos::BestEffort))
+        );
     }
 
     #[test]
     fn cgroupfs_crio() {
-        assert_eq!(p(&format!("/kubepods/besteffort/pod{UID}/crio-{ID}")), ctr(Runtime::CriO, Some(UID), Some(Qos::BestEffort)));
+        assert_eq!(
+            p(&format!("/kubepods/besteffort/pod{UID}/crio-{ID}")),
+            ctr(Runtime::CriO, Some(UID), Some(Qos::BestEffort))
+        );
     }
 
     #[test]
@@ -301,7 +340,8 @@ mod tests {
             "/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{UID_}.slice/cri-containerd-{ID}.scope"
         );
         assert_eq!(p(&path), ctr(Runtime::Containerd, Some(UID), Some(Qos::BestEffort)));
-        let path = format!("/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-pod{UID_}.slice/cri-containerd-{ID}.scope");
+        let path =
+            format!("/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-pod{UID_}.slice/cri-containerd-{ID}.scope");
         assert_eq!(p(&path), ctr(Runtime::Containerd, Some(UID), Some(Qos::Guaranteed)));
     }
 

@@ -97,7 +97,11 @@ pub fn line(record: &Record) -> String {
         Event::NetDrop(d) => {
             let mut s = format!("{clock} net.drop  {} {}", d.reason, d.family);
             if let (Some(src), Some(dst)) = (d.src_addr, d.dst_addr) {
-                s += &format!(" {} -> {}", endpoint(src, d.src_port.unwrap_or(0)), endpoint(dst, d.dst_port.unwrap_or(0)));
+                s += &format!(
+                    " {} -> {}",
+                    endpoint(src, d.src_port.unwrap_or(0)),
+                    endpoint(dst, d.dst_port.unwrap_or(0))
+                );
             }
             if let Some(flags) = &d.tcp_flags {
                 s += &format!(" [{}]", flags.join(","));

@@ -48,8 +48,14 @@ struct Member {
 #[derive(Debug, Clone)]
 enum Type {
     /// Struct or union.
-    Composite { name: String, members: Vec<Member> },
-    Enum { name: String, values: Vec<(String, i64)> },
+    Composite {
+        name: String,
+        members: Vec<Member>,
+    },
+    Enum {
+        name: String,
+        values: Vec<(String, i64)>,
+    },
     /// typedef, const, volatile, restrict, type tag: points at another type.
     Alias(u32),
     Other,
@@ -68,10 +74,7 @@ impl Btf {
     }
 
     pub fn from_file(path: &Path) -> Result<Self, BtfError> {
-        let data = std::fs::read(path).map_err(|error| BtfError::Read {
-            path: path.display().to_string(),
-            error,
-        })?;
+        let data = std::fs::read(path).map_err(|error| BtfError::Read { path: path.display().to_string(), error })?;
         Self::parse(&data)
     }
 
@@ -141,9 +144,7 @@ impl Btf {
                     pos += vlen * step;
                     Type::Enum { name: name(name_off), values }
                 }
-                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
-                    Type::Alias(size_or_type)
-                }
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => Type::Alias(size_or_type),
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => {
                     pos += 4;
                     Type::Other
@@ -217,11 +218,9 @@ impl Btf {
         let mut container = ty.to_string();
         let mut bits = 0;
         for (i, field) in path.iter().enumerate() {
-            let (off, type_id) =
-                self.find_member(members, field).ok_or_else(|| BtfError::NoMember {
-                    ty: container.clone(),
-                    member: (*field).into(),
-                })?;
+            let (off, type_id) = self
+                .find_member(members, field)
+                .ok_or_else(|| BtfError::NoMember { ty: container.clone(), member: (*field).into() })?;
             bits += off;
             if i + 1 < path.len() {
                 match self.resolve(type_id) {

@@ -112,10 +112,8 @@ pub fn detect() -> Features {
         .and_then(|t| tracefs::Format::read(t, "tcp", "tcp_send_reset").ok())
         .is_some_and(|f| crate::sources::tcp::tracepoint_misses_no_socket_resets(&f));
     let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
-    let functions = FUNCTIONS
-        .iter()
-        .map(|f| (*f, kallsyms.lines().any(|l| l.split_whitespace().nth(2) == Some(f))))
-        .collect();
+    let functions =
+        FUNCTIONS.iter().map(|f| (*f, kallsyms.lines().any(|l| l.split_whitespace().nth(2) == Some(f)))).collect();
     Features {
         kernel: kernel_release(),
         btf,
@@ -304,13 +302,29 @@ fn cgroups() -> Cgroups {
 
 /// Controllers of the cgroup v1 hierarchies in /proc/self/mountinfo.
 pub fn v1_controllers(mountinfo: &str) -> Vec<String> {
-    const KNOWN: &[&str] =
-        &["cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "net_cls", "net_prio", "hugetlb", "perf_event", "rdma", "misc"];
+    const KNOWN: &[&str] = &[
+        "cpu",
+        "cpuacct",
+        "cpuset",
+        "memory",
+        "devices",
+        "freezer",
+        "blkio",
+        "pids",
+        "net_cls",
+        "net_prio",
+        "hugetlb",
+        "perf_event",
+        "rdma",
+        "misc",
+    ];
     let mut found: Vec<String> = mountinfo
         .lines()
         .filter_map(|l| l.split_once(" - "))
         .filter(|(_, right)| right.split_whitespace().next() == Some("cgroup"))
-        .flat_map(|(_, right)| right.split_whitespace().nth(2).unwrap_or("").split(',').map(String::from).collect::<Vec<_>>())
+        .flat_map(|(_, right)| {
+            right.split_whitespace().nth(2).unwrap_or("").split(',').map(String::from).collect::<Vec<_>>()
+        })
         .filter(|opt| KNOWN.contains(&opt.as_str()))
         .collect();
     found.sort();

@@ -8,9 +8,7 @@ use std::path::Path;
 pub enum KallsymsError {
     #[error("cannot read {path}: {error}")]
     Read { path: String, error: std::io::Error },
-    #[error(
-        "{0} shows no addresses (kptr_restrict, or not privileged): drop locations stay numeric"
-    )]
+    #[error("{0} shows no addresses (kptr_restrict, or not privileged): drop locations stay numeric")]
     Hidden(String),
 }
 
@@ -30,10 +28,8 @@ impl Kallsyms {
     }
 
     pub fn from_file(path: &Path) -> Result<Self, KallsymsError> {
-        let text = std::fs::read_to_string(path).map_err(|error| KallsymsError::Read {
-            path: path.display().to_string(),
-            error,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| KallsymsError::Read { path: path.display().to_string(), error })?;
         let syms = Self::parse(&text);
         if syms.symbols.is_empty() {
             return Err(KallsymsError::Hidden(path.display().to_string()));
@@ -55,8 +51,7 @@ impl Kallsyms {
             let Ok(addr) = u64::from_str_radix(addr, 16) else {
                 continue;
             };
-            let (Ok(start), Ok(len)) = (u32::try_from(syms.names.len()), u16::try_from(name.len()))
-            else {
+            let (Ok(start), Ok(len)) = (u32::try_from(syms.names.len()), u16::try_from(name.len())) else {
                 continue;
             };
             if addr == 0 {
@@ -71,10 +66,7 @@ impl Kallsyms {
 
     /// `name+0xoff` of the text symbol at or below `addr`.
     pub fn resolve(&self, addr: u64) -> Option<String> {
-        let i = self
-            .symbols
-            .partition_point(|s| s.0 <= addr)
-            .checked_sub(1)?;
+        let i = self.symbols.partition_point(|s| s.0 <= addr).checked_sub(1)?;
         let (start, off, len) = self.symbols[i];
         let name = self.names.get(off as usize..off as usize + len as usize)?;
         Some(format!("{name}+{:#x}", addr - start))
@@ -91,10 +83,7 @@ mod tests {
             "ffffffff81000100 T b_func\nffffffff81000000 t a_func\nffffffff81000050 D data\n\
              0000000000000000 T hidden\nffffffffc0000000 t modfn\t[nf_tables]\n",
         );
-        assert_eq!(
-            k.resolve(0xffffffff81000010).as_deref(),
-            Some("a_func+0x10")
-        );
+        assert_eq!(k.resolve(0xffffffff81000010).as_deref(), Some("a_func+0x10"));
         assert_eq!(k.resolve(0xffffffff81000100).as_deref(), Some("b_func+0x0"));
         assert_eq!(k.resolve(0xffffffffc0000004).as_deref(), Some("modfn+0x4"));
         assert_eq!(k.resolve(0x1000), None);
@@ -105,9 +94,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kallsyms");
         std::fs::write(&path, "0000000000000000 T a\n").unwrap();
-        assert!(matches!(
-            Kallsyms::from_file(&path),
-            Err(KallsymsError::Hidden(_))
-        ));
+        assert!(matches!(Kallsyms::from_file(&path), Err(KallsymsError::Hidden(_))));
     }
 }

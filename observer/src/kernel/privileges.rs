@@ -18,9 +18,7 @@ fn effective() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            s.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         })
         .unwrap_or(0)
 }
@@ -39,11 +37,7 @@ fn check_set(caps: u64) -> Result<(), MissingCapabilities> {
         .filter(|(cap, _)| !has(*cap))
         .map(|(_, name)| name)
         .collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(MissingCapabilities { missing: missing.join(", ") })
-    }
+    if missing.is_empty() { Ok(()) } else { Err(MissingCapabilities { missing: missing.join(", ") }) }
 }
 
 /// Lifts RLIMIT_MEMLOCK for kernels that still charge BPF memory to it (before

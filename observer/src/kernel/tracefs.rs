@@ -26,24 +26,15 @@ pub fn ensure_mounted() -> Result<PathBuf, TracefsError> {
     if let Some(path) = find() {
         return Ok(path);
     }
-    nix::mount::mount(
-        Some("nodev"),
-        TRACEFS,
-        Some("tracefs"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    )
-    .map_err(|errno| TracefsError::NotMounted { path: TRACEFS, errno })?;
+    nix::mount::mount(Some("nodev"), TRACEFS, Some("tracefs"), nix::mount::MsFlags::empty(), None::<&str>)
+        .map_err(|errno| TracefsError::NotMounted { path: TRACEFS, errno })?;
     tracing::info!("mounted tracefs at {TRACEFS}");
     find().ok_or(TracefsError::NotMounted { path: TRACEFS, errno: nix::errno::Errno::ENOENT })
 }
 
 /// The mounted tracefs, if any.
 pub fn find() -> Option<PathBuf> {
-    [TRACEFS, DEBUGFS_TRACING]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("events").is_dir())
+    [TRACEFS, DEBUGFS_TRACING].iter().map(PathBuf::from).find(|p| p.join("events").is_dir())
 }
 
 /// Whether `category:name` exists under the given tracefs.
@@ -125,14 +116,7 @@ fn parse_field(line: &str) -> Option<Field> {
         Some((n, rest)) => (n, rest.trim_end_matches(']').parse().ok()),
         None => (name, None),
     };
-    Some(Field {
-        name: name.to_string(),
-        c_type: c_type.to_string(),
-        offset: offset?,
-        size: size?,
-        signed,
-        array_len,
-    })
+    Some(Field { name: name.to_string(), c_type: c_type.to_string(), offset: offset?, size: size?, signed, array_len })
 }
 
 #[cfg(test)]

@@ -44,10 +44,7 @@ pub struct NetnsOwners {
 
 impl NetnsOwners {
     pub fn new() -> Self {
-        Self {
-            by_inode: HashMap::new(),
-            last_scan: None,
-        }
+        Self { by_inode: HashMap::new(), last_scan: None }
     }
 
     /// The owner of namespace `inode`, rescanning (rate-limited) when unknown.
@@ -55,9 +52,7 @@ impl NetnsOwners {
         if inode == 0 {
             return None;
         }
-        if !self.by_inode.contains_key(&inode)
-            && self.last_scan.is_none_or(|t| t.elapsed() >= RESCAN_EVERY)
-        {
+        if !self.by_inode.contains_key(&inode) && self.last_scan.is_none_or(|t| t.elapsed() >= RESCAN_EVERY) {
             self.scan(Path::new("/proc"), Path::new("/run/netns"));
         }
         self.by_inode.get(&inode).cloned()
@@ -67,26 +62,18 @@ impl NetnsOwners {
         self.last_scan = Some(Instant::now());
         let mut found: HashMap<u32, (BTreeSet<u32>, BTreeSet<String>)> = HashMap::new();
         for entry in std::fs::read_dir(proc).into_iter().flatten().flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                 continue;
             };
             // Processes come and go during the scan: skip what vanished.
-            let Some(inode) = std::fs::read_link(entry.path().join("ns/net"))
-                .ok()
-                .and_then(|l| ns_inode(&l))
-            else {
+            let Some(inode) = std::fs::read_link(entry.path().join("ns/net")).ok().and_then(|l| ns_inode(&l)) else {
                 continue;
             };
             let (pids, cgroups) = found.entry(inode).or_default();
             pids.insert(pid);
             if cgroups.len() < MAX_CGROUPS
-                && let Some(path) = std::fs::read_to_string(entry.path().join("cgroup"))
-                    .ok()
-                    .and_then(|t| cgroup_v2_path(&t))
+                && let Some(path) =
+                    std::fs::read_to_string(entry.path().join("cgroup")).ok().and_then(|t| cgroup_v2_path(&t))
             {
                 cgroups.insert(path);
             }
@@ -108,9 +95,7 @@ impl NetnsOwners {
             owner.processes = u32::try_from(pids.len()).unwrap_or(u32::MAX);
             owner.pids = pids.iter().take(MAX_PIDS).copied().collect();
             owner.comm = owner.pids.first().and_then(|pid| {
-                std::fs::read_to_string(proc.join(pid.to_string()).join("comm"))
-                    .ok()
-                    .map(|c| c.trim().to_string())
+                std::fs::read_to_string(proc.join(pid.to_string()).join("comm")).ok().map(|c| c.trim().to_string())
             });
             let pods: BTreeSet<String> =
                 cgroups.iter().filter_map(|p| crate::cgroup::container::parse(p)?.pod_uid).collect();
@@ -122,18 +107,12 @@ impl NetnsOwners {
 
 /// `net:[4026531840]` → 4026531840.
 fn ns_inode(link: &Path) -> Option<u32> {
-    link.to_str()?
-        .strip_prefix("net:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
+    link.to_str()?.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
 }
 
 /// The cgroup v2 path in the text of `/proc/PID/cgroup` (the `0::` line).
 fn cgroup_v2_path(text: &str) -> Option<String> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(|p| p.trim().to_string())
+    text.lines().find_map(|l| l.strip_prefix("0::")).map(|p| p.trim().to_string())
 }
 
 #[cfg(test)]
@@ -144,10 +123,7 @@ mod tests {
     fn parses_links_and_cgroup_files() {
         assert_eq!(ns_inode(Path::new("net:[4026531840]")), Some(4026531840));
         assert_eq!(ns_inode(Path::new("mnt:[4026531840]")), None);
-        assert_eq!(
-            cgroup_v2_path("12:memory:/x\n0::/kubepods/pod1/c1\n").as_deref(),
-            Some("/kubepods/pod1/c1")
-        );
+        assert_eq!(cgroup_v2_path("12:memory:/x\n0::/kubepods/pod1/c1\n").as_deref(), Some("/kubepods/pod1/c1"));
         assert_eq!(cgroup_v2_path("12:memory:/x\n"), None);
     }
 

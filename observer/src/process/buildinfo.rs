@@ -42,10 +42,7 @@ pub enum BuildInfoError {
 
 /// Parses the contents of `.go.buildinfo`. `read_at(address, len)` reads the
 /// image at a virtual address (only the pre-1.18 pointer format needs it).
-pub fn parse(
-    section: &[u8],
-    read_at: impl Fn(u64, u64) -> Option<Vec<u8>>,
-) -> Result<BuildInfo, BuildInfoError> {
+pub fn parse(section: &[u8], read_at: impl Fn(u64, u64) -> Option<Vec<u8>>) -> Result<BuildInfo, BuildInfoError> {
     let blob = find_header(section).ok_or(BuildInfoError::NoMagic)?;
     let ptr_size = blob[14];
     let flags = blob[15];
@@ -143,7 +140,8 @@ fn unframe(modinfo: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    const MODINFO: &str = "path\texample.invalid/app/cmd/app\nmod\texample.invalid/app\t(devel)\t\nbuild\t-compiler=gc\n";
+    const MODINFO: &str =
+        "path\texample.invalid/app/cmd/app\nmod\texample.invalid/app\t(devel)\t\nbuild\t-compiler=gc\n";
 
     fn framed(text: &str) -> Vec<u8> {
         let mut v = b"0w\xaf\x0c\x92t\x08\x02A\xe1\xc1\x07\xe6\xd6\x18\xe6".to_vec();

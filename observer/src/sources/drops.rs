@@ -19,10 +19,7 @@ use aya::{
 };
 use observer_common::{
     OFFSET_UNKNOWN,
-    net::{
-        DropConfig, DropKey, FAMILY_IPV4, FAMILY_IPV6, NetDropEvent, TCP_RST, TCP_SYN, class,
-        counter,
-    },
+    net::{DropConfig, DropKey, FAMILY_IPV4, FAMILY_IPV6, NetDropEvent, TCP_RST, TCP_SYN, class, counter},
 };
 
 use crate::{
@@ -81,27 +78,12 @@ pub struct DropCounters {
 }
 
 impl DropSource {
-    pub fn prepare(
-        tracefs: &Path,
-        btf: Option<&Btf>,
-        events_per_sec: u32,
-    ) -> Result<Self, DropError> {
+    pub fn prepare(tracefs: &Path, btf: Option<&Btf>, events_per_sec: u32) -> Result<Self, DropError> {
         let format = Format::read(tracefs, "skb", "kfree_skb")?;
-        let off = |name: &'static str| {
-            format
-                .field(name)
-                .map(|f| f.offset as u32)
-                .ok_or(DropError::NoField(name))
-        };
+        let off = |name: &'static str| format.field(name).map(|f| f.offset as u32).ok_or(DropError::NoField(name));
         let reason_field = format.field("reason").ok_or(DropError::NoField("reason"))?;
-        let enum_name = reason_field
-            .c_type
-            .strip_prefix("enum ")
-            .unwrap_or("skb_drop_reason");
-        let reasons = btf
-            .and_then(|b| b.enum_values(enum_name).ok())
-            .map(reason_names)
-            .unwrap_or_default();
+        let enum_name = reason_field.c_type.strip_prefix("enum ").unwrap_or("skb_drop_reason");
+        let reasons = btf.and_then(|b| b.enum_values(enum_name).ok()).map(reason_names).unwrap_or_default();
         let value_of = |name: &str| {
             reasons
                 .iter()
@@ -119,14 +101,7 @@ impl DropSource {
             reason_not_specified: value_of("NOT_SPECIFIED"),
             events_per_sec,
         };
-        Ok(Self {
-            config,
-            reasons,
-            kallsyms: None,
-            maps: None,
-            last: HashMap::new(),
-            totals: BTreeMap::new(),
-        })
+        Ok(Self { config, reasons, kallsyms: None, maps: None, last: HashMap::new(), totals: BTreeMap::new() })
     }
 
     pub fn config(&self) -> DropConfig {
@@ -135,39 +110,23 @@ impl DropSource {
 
     pub fn attach(&mut self, ebpf: &mut Ebpf) -> Result<(), DropError> {
         let attach_err = |e: aya::programs::ProgramError| DropError::Attach(chain(&e));
-        let program: &mut TracePoint = ebpf
-            .program_mut("kfree_skb")
-            .ok_or(DropError::MissingProgram)?
-            .try_into()
-            .map_err(attach_err)?;
+        let program: &mut TracePoint =
+            ebpf.program_mut("kfree_skb").ok_or(DropError::MissingProgram)?.try_into().map_err(attach_err)?;
         program.load().map_err(attach_err)?;
         program.attach("skb", "kfree_skb").map_err(attach_err)?;
-        let map_err = |name: &'static str| {
-            move |e: aya::maps::MapError| DropError::Map {
-                name,
-                error: e.to_string(),
-            }
-        };
-        let counts = PerCpuHashMap::try_from(
-            ebpf.take_map("DROP_COUNTS")
-                .ok_or(DropError::MissingMap("DROP_COUNTS"))?,
-        )
-        .map_err(map_err("DROP_COUNTS"))?;
-        let counters = PerCpuArray::try_from(
-            ebpf.take_map("NET_COUNTERS")
-                .ok_or(DropError::MissingMap("NET_COUNTERS"))?,
-        )
-        .map_err(map_err("NET_COUNTERS"))?;
+        let map_err = |name: &'static str| move |e: aya::maps::MapError| DropError::Map { name, error: e.to_string() };
+        let counts = PerCpuHashMap::try_from(ebpf.take_map("DROP_COUNTS").ok_or(DropError::MissingMap("DROP_COUNTS"))?)
+            .map_err(map_err("DROP_COUNTS"))?;
+        let counters =
+            PerCpuArray::try_from(ebpf.take_map("NET_COUNTERS").ok_or(DropError::MissingMap("NET_COUNTERS"))?)
+                .map_err(map_err("NET_COUNTERS"))?;
         self.maps = Some(DropMaps { counts, counters });
         Ok(())
     }
 
     /// The reason's name on this kernel, or its number when BTF lacks it.
     pub fn reason_name(&self, value: u32) -> String {
-        self.reasons
-            .get(&i64::from(value))
-            .cloned()
-            .unwrap_or_else(|| value.to_string())
+        self.reasons.get(&i64::from(value)).cloned().unwrap_or_else(|| value.to_string())
     }
 
     /// `function+0xoff` of a drop location.
@@ -198,11 +157,7 @@ impl DropSource {
             if delta == 0 {
                 continue;
             }
-            let reason = self
-                .reasons
-                .get(&i64::from(key.reason))
-                .cloned()
-                .unwrap_or_else(|| key.reason.to_string());
+            let reason = self.reasons.get(&i64::from(key.reason)).cloned().unwrap_or_else(|| key.reason.to_string());
             *self.totals.entry((key.netns, reason.clone())).or_default() += delta;
             out.push(NetDropSummary {
                 netns: key.netns,
@@ -214,9 +169,7 @@ impl DropSource {
                 total: value,
             });
         }
-        out.sort_by(|a, b| {
-            (a.netns, &a.reason, a.flags_class).cmp(&(b.netns, &b.reason, b.flags_class))
-        });
+        out.sort_by(|a, b| (a.netns, &a.reason, a.flags_class).cmp(&(b.netns, &b.reason, b.flags_class)));
         out
     }
 
@@ -224,12 +177,7 @@ impl DropSource {
         let Some(maps) = &self.maps else {
             return DropCounters::default();
         };
-        let get = |i: u32| {
-            maps.counters
-                .get(&i, 0)
-                .map(|v| v.iter().sum())
-                .unwrap_or(0)
-        };
+        let get = |i: u32| maps.counters.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0);
         DropCounters {
             seen: get(counter::DROP_SEEN),
             counted: get(counter::DROP_COUNTED),
@@ -252,19 +200,12 @@ impl DropSource {
         }
         // Busiest namespace first: (netns, drops, reasons).
         type NsCounts<'a> = (u32, u64, Vec<(&'a str, u64)>);
-        let mut nss: Vec<NsCounts> = by_ns
-            .into_iter()
-            .map(|(ns, rs)| (ns, rs.iter().map(|r| r.1).sum(), rs))
-            .collect();
+        let mut nss: Vec<NsCounts> = by_ns.into_iter().map(|(ns, rs)| (ns, rs.iter().map(|r| r.1).sum(), rs)).collect();
         nss.sort_by_key(|n| std::cmp::Reverse(n.1));
         let mut parts = Vec::new();
         for (ns, _, mut reasons) in nss.iter().take(3).cloned() {
             reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
-            let rs: Vec<String> = reasons
-                .iter()
-                .take(3)
-                .map(|(r, n)| format!("{r}={n}"))
-                .collect();
+            let rs: Vec<String> = reasons.iter().take(3).map(|(r, n)| format!("{r}={n}")).collect();
             let more = if reasons.len() > 3 { ",…" } else { "" };
             parts.push(format!("{ns}:{}{more}", rs.join(",")));
         }
@@ -281,10 +222,7 @@ fn reason_names(values: &[(String, i64)]) -> HashMap<i64, String> {
     values
         .iter()
         .map(|(name, v)| {
-            let short = name
-                .strip_prefix("SKB_DROP_REASON_")
-                .or_else(|| name.strip_prefix("SKB_"))
-                .unwrap_or(name);
+            let short = name.strip_prefix("SKB_DROP_REASON_").or_else(|| name.strip_prefix("SKB_")).unwrap_or(name);
             (*v, short.to_string())
         })
         .collect()
@@ -340,11 +278,7 @@ fn tcp_flag_names(flags: u8) -> Vec<&'static str> {
         (0x40, "ECE"),
         (0x80, "CWR"),
     ];
-    NAMES
-        .iter()
-        .filter(|(bit, _)| flags & bit != 0)
-        .map(|(_, n)| *n)
-        .collect()
+    NAMES.iter().filter(|(bit, _)| flags & bit != 0).map(|(_, n)| *n).collect()
 }
 
 #[cfg(test)]
@@ -396,11 +330,7 @@ mod tests {
     #[test]
     fn decodes_a_dropped_rst() {
         let mut ev = NetDropEvent {
-            header: observer_common::EventHeader {
-                kind: 10,
-                cpu: 0,
-                ts_ns: 0,
-            },
+            header: observer_common::EventHeader { kind: 10, cpu: 0, ts_ns: 0 },
             location: 0,
             sk_cgroup_id: 0,
             netns: 1,

@@ -38,23 +38,15 @@ impl NetSources {
         let retransmits = RetransmitSource::prepare(tracefs, btf)
             .inspect_err(|e| tracing::warn!("{e}; TCP retransmits are not traced"))
             .ok();
-        Self {
-            drops,
-            retransmits,
-            owners: NetnsOwners::new(),
-        }
+        Self { drops, retransmits, owners: NetnsOwners::new() }
     }
 
     pub fn drop_config(&self) -> DropConfig {
-        self.drops
-            .as_ref()
-            .map_or(DropConfig::UNKNOWN, DropSource::config)
+        self.drops.as_ref().map_or(DropConfig::UNKNOWN, DropSource::config)
     }
 
     pub fn retransmit_config(&self) -> RetransmitConfig {
-        self.retransmits
-            .as_ref()
-            .map_or(RetransmitConfig::UNKNOWN, RetransmitSource::config)
+        self.retransmits.as_ref().map_or(RetransmitConfig::UNKNOWN, RetransmitSource::config)
     }
 
     /// The `sk_buff` offsets from BTF, warning about those missing.
@@ -94,20 +86,11 @@ impl NetSources {
         if self.retransmits.is_some() {
             names.push("tcp:tcp_retransmit_skb");
         }
-        if names.is_empty() {
-            "no network drop/retransmit tracepoints".into()
-        } else {
-            names.join(" and ")
-        }
+        if names.is_empty() { "no network drop/retransmit tracepoints".into() } else { names.join(" and ") }
     }
 
     /// Decodes a ring buffer record of one of our kinds.
-    pub fn record(
-        &mut self,
-        kind: EventKind,
-        bytes: &[u8],
-        cgroups: &mut CgroupPaths,
-    ) -> Option<Event> {
+    pub fn record(&mut self, kind: EventKind, bytes: &[u8], cgroups: &mut CgroupPaths) -> Option<Event> {
         match kind {
             EventKind::NetDrop => {
                 let raw: NetDropEvent = read(bytes)?;
@@ -132,10 +115,7 @@ impl NetSources {
             EventKind::TcpRetransmit => {
                 let raw: TcpRetransmitEvent = read(bytes)?;
                 let r = self.retransmits.as_ref()?.decode(&raw)?;
-                let state = r
-                    .decoded
-                    .state
-                    .or_else(|| crate::sources::tcp::tcp_state_name(i32::from(raw.sk_state)));
+                let state = r.decoded.state.or_else(|| crate::sources::tcp::tcp_state_name(i32::from(raw.sk_state)));
                 Some(Event::TcpRetransmit(TcpRetransmit {
                     family: r.decoded.family,
                     local_addr: r.decoded.local.0,
@@ -179,11 +159,8 @@ impl NetSources {
             return String::new();
         };
         let c = d.counters();
-        let full = if c.aggregate_full > 0 {
-            format!(" drop_aggregate_full={}", c.aggregate_full)
-        } else {
-            String::new()
-        };
+        let full =
+            if c.aggregate_full > 0 { format!(" drop_aggregate_full={}", c.aggregate_full) } else { String::new() };
         format!(
             " kfree_skb_seen={} drops={} drop_events={} drop_events_unsent={} retransmits={}{full}",
             c.seen, c.counted, c.events_sent, c.events_unsent, c.retransmits_seen

@@ -45,20 +45,12 @@ impl RetransmitSource {
     pub fn prepare(tracefs: &Path, btf: Option<&Btf>) -> Result<Self, RetransmitError> {
         let format = Format::read(tracefs, "tcp", "tcp_retransmit_skb")?;
         let decoder = ResetDecoder::new("tcp_retransmit_skb", &format, btf)?;
-        Ok(Self {
-            decoder,
-            err: format.field("err").map(|f| f.offset),
-        })
+        Ok(Self { decoder, err: format.field("err").map(|f| f.offset) })
     }
 
     pub fn config(&self) -> RetransmitConfig {
         let l = self.decoder.layout();
-        RetransmitConfig {
-            skaddr: l.skaddr,
-            skbaddr: l.skbaddr,
-            record_len: l.record_len,
-            _pad: 0,
-        }
+        RetransmitConfig { skaddr: l.skaddr, skbaddr: l.skbaddr, record_len: l.record_len, _pad: 0 }
     }
 
     pub fn attach(&self, ebpf: &mut Ebpf) -> Result<(), RetransmitError> {
@@ -69,9 +61,7 @@ impl RetransmitSource {
             .try_into()
             .map_err(attach_err)?;
         program.load().map_err(attach_err)?;
-        program
-            .attach("tcp", "tcp_retransmit_skb")
-            .map_err(attach_err)?;
+        program.attach("tcp", "tcp_retransmit_skb").map_err(attach_err)?;
         Ok(())
     }
 
@@ -84,23 +74,14 @@ impl RetransmitSource {
             .and_then(|o| record.get(o..o + 4))
             .and_then(|b| <[u8; 4]>::try_from(b).ok())
             .map(i32::from_ne_bytes);
-        Some(Retransmit {
-            decoded,
-            segs: segments(ev),
-            gso_segs: u32::from(ev.shinfo_segs),
-            err,
-        })
+        Some(Retransmit { decoded, segs: segments(ev), gso_segs: u32::from(ev.shinfo_segs), err })
     }
 }
 
 /// `tcp_skb_pcount()` — the count `TcpRetransSegs` adds — else the shared
 /// info's `gso_segs`; a non-GSO skb is one segment.
 fn segments(ev: &TcpRetransmitEvent) -> u32 {
-    let segs = if ev.cb_segs != 0 {
-        ev.cb_segs
-    } else {
-        ev.shinfo_segs
-    };
+    let segs = if ev.cb_segs != 0 { ev.cb_segs } else { ev.shinfo_segs };
     u32::from(segs).max(1)
 }
 
@@ -116,20 +97,13 @@ mod tests {
         };
         let src = RetransmitSource::prepare(&tracefs, None).unwrap();
         let c = src.config();
-        assert!(
-            c.record_len > 0 && c.skaddr != observer_common::OFFSET_UNKNOWN,
-            "{c:?}"
-        );
+        assert!(c.record_len > 0 && c.skaddr != observer_common::OFFSET_UNKNOWN, "{c:?}");
     }
 
     #[test]
     fn segments_are_at_least_one() {
         let mut ev = TcpRetransmitEvent {
-            header: observer_common::EventHeader {
-                kind: 11,
-                cpu: 0,
-                ts_ns: 0,
-            },
+            header: observer_common::EventHeader { kind: 11, cpu: 0, ts_ns: 0 },
             sk_cgroup_id: 0,
             netns: 0,
             cb_segs: 0,

@@ -51,15 +51,7 @@ enum AddrLayout {
     /// `__u8 saddr[28]`, `__u8 daddr[28]`: a `sockaddr_in` or `sockaddr_in6`.
     Sockaddr { saddr: usize, daddr: usize },
     /// Separate family, ports (host order) and v4/v6 address fields.
-    Split {
-        family: usize,
-        sport: usize,
-        dport: usize,
-        saddr: usize,
-        daddr: usize,
-        saddr_v6: usize,
-        daddr_v6: usize,
-    },
+    Split { family: usize, sport: usize, dport: usize, saddr: usize, daddr: usize, saddr_v6: usize, daddr_v6: usize },
 }
 
 /// Decodes one tracepoint's records on this kernel.
@@ -158,13 +150,7 @@ impl ResetDecoder {
             let value = i64::from(i32_ne(record, *o)?);
             Some(names.get(&value).cloned().unwrap_or_else(|| value.to_string()))
         });
-        Some(Decoded {
-            family: if family == AF_INET6 { "ipv6" } else { "ipv4" },
-            local,
-            remote,
-            state,
-            reason,
-        })
+        Some(Decoded { family: if family == AF_INET6 { "ipv6" } else { "ipv4" }, local, remote, state, reason })
     }
 }
 
@@ -176,10 +162,7 @@ fn strip_common_prefix(values: &[(String, i64)]) -> HashMap<i64, String> {
         prefix = prefix.min(first.bytes().zip(name.bytes()).take_while(|(a, b)| a == b).count());
     }
     let prefix = first[..prefix].rfind('_').map_or(0, |i| i + 1);
-    values
-        .iter()
-        .map(|(name, value)| (*value, name.get(prefix..).unwrap_or(name).to_string()))
-        .collect()
+    values.iter().map(|(name, value)| (*value, name.get(prefix..).unwrap_or(name).to_string())).collect()
 }
 
 fn u16_ne(b: &[u8], o: usize) -> Option<u16> {
@@ -431,10 +414,8 @@ mod tests {
 
     #[test]
     fn reason_prefix_is_stripped_like_tracefs_prints_it() {
-        let names = strip_common_prefix(&[
-            ("SK_RST_REASON_NOT_SPECIFIED".into(), 0),
-            ("SK_RST_REASON_NO_SOCKET".into(), 1),
-        ]);
+        let names =
+            strip_common_prefix(&[("SK_RST_REASON_NOT_SPECIFIED".into(), 0), ("SK_RST_REASON_NO_SOCKET".into(), 1)]);
         assert_eq!(names[&0], "NOT_SPECIFIED");
         assert_eq!(names[&1], "NO_SOCKET");
     }

@@ -37,18 +37,10 @@ fn main() {
 }
 
 fn run(args: Vec<String>) -> Result<()> {
-    let (role, flags) = args
-        .split_first()
-        .context("usage: resetgen server|client --flag value ...")?;
+    let (role, flags) = args.split_first().context("usage: resetgen server|client --flag value ...")?;
     let flag = |name: &str| -> Result<&str> {
-        let i = flags
-            .iter()
-            .position(|f| f == name)
-            .with_context(|| format!("{name} is required"))?;
-        flags
-            .get(i + 1)
-            .map(String::as_str)
-            .with_context(|| format!("{name} needs a value"))
+        let i = flags.iter().position(|f| f == name).with_context(|| format!("{name} is required"))?;
+        flags.get(i + 1).map(String::as_str).with_context(|| format!("{name} needs a value"))
     };
     let count: usize = flag("--count")?.parse().context("--count")?;
     let kind_flag = if role == "server" { "--mode" } else { "--kind" };
@@ -67,21 +59,13 @@ fn run(args: Vec<String>) -> Result<()> {
         }
         other => bail!("unknown role {other:?}: server or client"),
     };
-    print_line(&Report {
-        role: role.clone(),
-        kind,
-        pid: std::process::id(),
-        cgroup: own_cgroup()?,
-        sockets,
-    })
+    print_line(&Report { role: role.clone(), kind, pid: std::process::id(), cgroup: own_cgroup()?, sockets })
 }
 
 fn serve(listen: SocketAddr, kind: Kind, count: usize) -> Result<Vec<SocketReport>> {
     let listener = Socket::new(Domain::for_address(listen), Type::STREAM, None)?;
     listener.set_reuse_address(true)?;
-    listener
-        .bind(&listen.into())
-        .with_context(|| format!("bind {listen}"))?;
+    listener.bind(&listen.into()).with_context(|| format!("bind {listen}"))?;
     listener.listen(128)?;
     print_line(&Listening { listening: listen })?;
 
@@ -89,10 +73,7 @@ fn serve(listen: SocketAddr, kind: Kind, count: usize) -> Result<Vec<SocketRepor
     let mut sockets = Vec::with_capacity(count);
     for i in 0..count {
         let left = deadline.saturating_duration_since(Instant::now());
-        ensure!(
-            wait_for(&listener, libc::POLLIN, left)?,
-            "accepted {i} of {count} connections in {SERVER_LIFETIME:?}"
-        );
+        ensure!(wait_for(&listener, libc::POLLIN, left)?, "accepted {i} of {count} connections in {SERVER_LIFETIME:?}");
         let (mut conn, _) = listener.accept()?;
         let (local, remote) = addrs(&conn)?;
         let errno = match kind {
@@ -110,11 +91,7 @@ fn serve(listen: SocketAddr, kind: Kind, count: usize) -> Result<Vec<SocketRepor
             _ => None,
         };
         drop(conn);
-        sockets.push(SocketReport {
-            local,
-            remote,
-            errno,
-        });
+        sockets.push(SocketReport { local, remote, errno });
     }
     Ok(sockets)
 }
@@ -123,8 +100,7 @@ fn client(kind: Kind, bind: IpAddr, target: SocketAddr) -> Result<SocketReport> 
     let sock = Socket::new(Domain::for_address(target), Type::STREAM, None)?;
     // Bind first: after a refused connect the kernel clears the local address,
     // so getsockname() must be asked before connecting.
-    sock.bind(&SocketAddr::new(bind, 0).into())
-        .with_context(|| format!("bind {bind}"))?;
+    sock.bind(&SocketAddr::new(bind, 0).into()).with_context(|| format!("bind {bind}"))?;
     let local = sock.local_addr()?.as_socket().context("local address")?;
     let connected = sock.connect_timeout(&target.into(), STEP);
     if kind == Kind::ClosedPort {
@@ -132,11 +108,7 @@ fn client(kind: Kind, bind: IpAddr, target: SocketAddr) -> Result<SocketReport> 
             Ok(()) => bail!("connected to {target}, which should have no listener"),
             Err(e) => errno_name(&e),
         };
-        return Ok(SocketReport {
-            local,
-            remote: target,
-            errno: Some(errno),
-        });
+        return Ok(SocketReport { local, remote: target, errno: Some(errno) });
     }
     connected.with_context(|| format!("connect {target}"))?;
     let (local, remote) = addrs(&sock)?;
@@ -164,11 +136,7 @@ fn client(kind: Kind, bind: IpAddr, target: SocketAddr) -> Result<SocketReport> 
             })
         }
     };
-    Ok(SocketReport {
-        local,
-        remote,
-        errno,
-    })
+    Ok(SocketReport { local, remote, errno })
 }
 
 fn read(sock: &Socket, buf: &mut [u8]) -> Result<usize> {
@@ -184,11 +152,7 @@ fn addrs(sock: &Socket) -> Result<(SocketAddr, SocketAddr)> {
 
 /// poll()s `sock` for `events` (POLLERR and POLLHUP always count); false on timeout.
 fn wait_for(sock: &Socket, events: libc::c_short, limit: Duration) -> Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd: sock.as_raw_fd(),
-        events,
-        revents: 0,
-    };
+    let mut pfd = libc::pollfd { fd: sock.as_raw_fd(), events, revents: 0 };
     let ms = limit.as_millis().min(i32::MAX as u128) as i32;
     // SAFETY: one valid pollfd for the duration of the call.
     let n = unsafe { libc::poll(&mut pfd, 1, ms) };

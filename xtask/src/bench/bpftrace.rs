@@ -48,18 +48,11 @@ impl Bpftrace {
             child::kill_and_reap(&mut proc);
             bail!("no stdout pipe from {cmd:?}");
         };
-        let tracer = Self {
-            proc,
-            stdout: child::lines(stdout),
-        };
+        let tracer = Self { proc, stdout: child::lines(stdout) };
         let mut seen = Vec::new();
         let attaching = |l: &str| l.starts_with("Attaching");
-        if let Err(err) = child::wait_for_line(&tracer.stdout, attaching, ATTACH_WITHIN, &mut seen)
-        {
-            bail!(
-                "{cmd:?} did not attach: {err}; it said:\n{}",
-                seen.join("\n")
-            );
+        if let Err(err) = child::wait_for_line(&tracer.stdout, attaching, ATTACH_WITHIN, &mut seen) {
+            bail!("{cmd:?} did not attach: {err}; it said:\n{}", seen.join("\n"));
         }
         Ok(tracer)
     }
@@ -76,11 +69,9 @@ impl Bpftrace {
         }
         let mut seen = Vec::new();
         let count = |l: &str| l.starts_with("@: ");
-        Ok(
-            child::wait_for_line(&self.stdout, count, STOP_WITHIN, &mut seen)
-                .ok()
-                .and_then(|l| l["@: ".len()..].trim().parse().ok()),
-        )
+        Ok(child::wait_for_line(&self.stdout, count, STOP_WITHIN, &mut seen)
+            .ok()
+            .and_then(|l| l["@: ".len()..].trim().parse().ok()))
     }
 }
 

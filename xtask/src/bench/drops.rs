@@ -21,9 +21,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use nix::{
     sched::{CloneFlags, setns},
-    sys::socket::{
-        AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, sendto, socket,
-    },
+    sys::socket::{AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, sendto, socket},
     time::{ClockId, clock_gettime},
 };
 use serde_json::json;
@@ -59,11 +57,7 @@ pub fn run(args: &DropsArgs) -> Result<ExitCode> {
     let mut baseline = Vec::new();
     let mut attached = Vec::new();
     for round in 0..args.repeat {
-        for with_agent in if round % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
-        } {
+        for with_agent in if round % 2 == 0 { [false, true] } else { [true, false] } {
             interrupt::check()?;
             let counted_before = nft_counted(&ns)?;
             if with_agent {
@@ -103,14 +97,8 @@ pub fn run(args: &DropsArgs) -> Result<ExitCode> {
     let med = |runs: &[serde_json::Value], key: &str| {
         report::median_of(runs.iter().filter_map(|r| r[key].as_f64()).collect())
     };
-    let (b_cpu, a_cpu) = (
-        med(&baseline, "cpu_ns_per_packet"),
-        med(&attached, "cpu_ns_per_packet"),
-    );
-    let (b_wall, a_wall) = (
-        med(&baseline, "wall_ns_per_packet"),
-        med(&attached, "wall_ns_per_packet"),
-    );
+    let (b_cpu, a_cpu) = (med(&baseline, "cpu_ns_per_packet"), med(&attached, "cpu_ns_per_packet"));
+    let (b_wall, a_wall) = (med(&baseline, "wall_ns_per_packet"), med(&attached, "wall_ns_per_packet"));
     let agent_cpu = med(&attached, "agent_cpu_s");
     let events = med(&attached, "events_sent");
     let aggregated = med(&attached, "aggregated");
@@ -129,10 +117,7 @@ pub fn run(args: &DropsArgs) -> Result<ExitCode> {
         "baseline": baseline,
         "observer": attached,
     });
-    println!(
-        "bench drops ({} stray RSTs dropped by nftables per run, medians of {} rounds):",
-        args.count, args.repeat
-    );
+    println!("bench drops ({} stray RSTs dropped by nftables per run, medians of {} rounds):", args.count, args.repeat);
     println!(
         "  kernel-side cost (sender cpu/pkt): {b_cpu:.0} ns without, {a_cpu:.0} ns with observer: x{:.3}",
         a_cpu / b_cpu
@@ -142,14 +127,8 @@ pub fn run(args: &DropsArgs) -> Result<ExitCode> {
         a_wall / b_wall
     );
     println!("  drops aggregated {aggregated:.0}, events sent {events:.0} (the rest counted only)");
-    println!(
-        "  agent cpu {agent_cpu:.3} s per run ({:.0} ns per drop)",
-        agent_cpu * 1e9 / aggregated.max(1.0)
-    );
-    report::write_atomically(
-        &args.output,
-        &(serde_json::to_string_pretty(&results)? + "\n"),
-    )?;
+    println!("  agent cpu {agent_cpu:.3} s per run ({:.0} ns per drop)", agent_cpu * 1e9 / aggregated.max(1.0));
+    report::write_atomically(&args.output, &(serde_json::to_string_pretty(&results)? + "\n"))?;
     eprintln!("==> wrote {}", args.output.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -177,13 +156,8 @@ fn flood(ns: &Netns, count: u64) -> Result<Flood> {
         s.spawn(|| -> Result<Flood> {
             let file = fs::File::open(&path).with_context(|| format!("open {path}"))?;
             setns(&file, CloneFlags::CLONE_NEWNET).with_context(|| format!("setns {path}"))?;
-            let fd = socket(
-                AddressFamily::Inet,
-                SockType::Raw,
-                SockFlag::empty(),
-                SockProtocol::Tcp,
-            )
-            .context("raw TCP socket")?;
+            let fd = socket(AddressFamily::Inet, SockType::Raw, SockFlag::empty(), SockProtocol::Tcp)
+                .context("raw TCP socket")?;
             let lo = Ipv4Addr::LOCALHOST;
             let to = SockaddrIn::new(127, 0, 0, 1, 0);
             let cpu0 = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)?;
@@ -192,22 +166,12 @@ fn flood(ns: &Netns, count: u64) -> Result<Flood> {
                 // Different ports each time: no flow conntrack could know.
                 let sport = 20000 + (i % 20000) as u16;
                 let seg = rst_segment(lo, sport, lo, 7300, i as u32);
-                sendto(
-                    std::os::fd::AsRawFd::as_raw_fd(&fd),
-                    &seg,
-                    &to,
-                    MsgFlags::empty(),
-                )
-                .context("sendto")?;
+                sendto(std::os::fd::AsRawFd::as_raw_fd(&fd), &seg, &to, MsgFlags::empty()).context("sendto")?;
             }
             let wall = t0.elapsed();
             let cpu1 = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)?;
             let cpu = Duration::from(cpu1).saturating_sub(Duration::from(cpu0));
-            Ok(Flood {
-                packets: count,
-                cpu,
-                wall,
-            })
+            Ok(Flood { packets: count, cpu, wall })
         })
         .join()
         .map_err(|_| anyhow::anyhow!("the flood thread panicked"))?
@@ -223,12 +187,7 @@ fn rst_segment(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, seq: u32) -
     h[12] = 5 << 4;
     h[13] = 0x04;
     let mut sum: u32 = 0;
-    let words = src
-        .octets()
-        .into_iter()
-        .chain(dst.octets())
-        .chain([0, 6, 0, 20])
-        .chain(h);
+    let words = src.octets().into_iter().chain(dst.octets()).chain([0, 6, 0, 20]).chain(h);
     let bytes: Vec<u8> = words.collect();
     for pair in bytes.chunks(2) {
         sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
@@ -243,26 +202,18 @@ fn rst_segment(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, seq: u32) -
 fn nft_load(ns: &Netns) -> Result<()> {
     let file = std::env::temp_dir().join(format!("obs-bench-drops-{}.nft", std::process::id()));
     fs::write(&file, RULESET)?;
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns.name(), "nft", "-f"])
-        .arg(&file)
-        .output();
+    let out = Command::new("ip").args(["netns", "exec", ns.name(), "nft", "-f"]).arg(&file).output();
     fs::remove_file(&file).ok();
     let out = out.context("cannot run nft (nftables)")?;
     if !out.status.success() {
-        bail!(
-            "nft -f failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("nft -f failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
 }
 
 /// Packets the rule's counter saw so far.
 fn nft_counted(ns: &Netns) -> Result<u64> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns.name(), "nft", "-j", "list", "ruleset"])
-        .output()?;
+    let out = Command::new("ip").args(["netns", "exec", ns.name(), "nft", "-j", "list", "ruleset"]).output()?;
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).context("nft -j output")?;
     let mut total = 0;
     for item in json["nftables"].as_array().into_iter().flatten() {
@@ -279,8 +230,7 @@ fn count_drops(dir: &Path, netns: u64) -> Result<(u64, u64)> {
     let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let (mut events, mut aggregated) = (0, 0);
     for line in text.lines() {
-        let ev: serde_json::Value =
-            serde_json::from_str(line).with_context(|| format!("not JSON: {line:?}"))?;
+        let ev: serde_json::Value = serde_json::from_str(line).with_context(|| format!("not JSON: {line:?}"))?;
         if ev["netns"].as_u64() != Some(netns) {
             continue;
         }

@@ -17,15 +17,10 @@ extern "C" fn remember(_: nix::libc::c_int) {
 /// Installs the handler for SIGINT and SIGTERM. A handler, not SIG_IGN: the
 /// children get the default disposition back when they exec.
 pub fn install() -> Result<()> {
-    let action = SigAction::new(
-        SigHandler::Handler(remember),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
+    let action = SigAction::new(SigHandler::Handler(remember), SaFlags::SA_RESTART, SigSet::empty());
     for sig in [Signal::SIGINT, Signal::SIGTERM] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe { sigaction(sig, &action) }
-            .with_context(|| format!("installing a {sig} handler"))?;
+        unsafe { sigaction(sig, &action) }.with_context(|| format!("installing a {sig} handler"))?;
     }
     Ok(())
 }

@@ -17,9 +17,7 @@ impl Netns {
         // From here on, Drop deletes it whatever fails next.
         let mut ns = Self { name, inode: 0 };
         let path = format!("/run/netns/{}", ns.name);
-        ns.inode = fs::metadata(&path)
-            .with_context(|| format!("stat {path}"))?
-            .ino();
+        ns.inode = fs::metadata(&path).with_context(|| format!("stat {path}"))?.ino();
         ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -50,17 +48,9 @@ impl Drop for Netns {
 }
 
 fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("cannot run `ip` (iproute2)")?;
+    let out = Command::new("ip").args(args).output().context("cannot run `ip` (iproute2)")?;
     if !out.status.success() {
-        bail!(
-            "`ip {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("`ip {}` failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
 }

@@ -63,18 +63,11 @@ impl Observer {
             child::kill_and_reap(&mut proc);
             bail!("no stderr pipe from {cmd:?}");
         };
-        let mut observer = Self {
-            proc,
-            stderr: child::lines(stderr),
-            cpu_at_ready: Duration::ZERO,
-        };
+        let mut observer = Self { proc, stderr: child::lines(stderr), cpu_at_ready: Duration::ZERO };
         let mut seen = Vec::new();
         let ready = |l: &str| l.starts_with("observer: ready");
         if let Err(err) = child::wait_for_line(&observer.stderr, ready, READY_WITHIN, &mut seen) {
-            bail!(
-                "{cmd:?} did not get ready: {err}; it said:\n{}",
-                seen.join("\n")
-            );
+            bail!("{cmd:?} did not get ready: {err}; it said:\n{}", seen.join("\n"));
         }
         observer.cpu_at_ready = cpu_time(observer.proc.id())?;
         Ok(observer)
@@ -103,10 +96,7 @@ impl Observer {
     pub fn stop_within(mut self, limit: Duration) -> Result<Stopped> {
         if let Some(status) = self.proc.try_wait()? {
             let said: Vec<String> = self.stderr.try_iter().collect();
-            bail!(
-                "observer exited early ({status}); it said:\n{}",
-                said.join("\n")
-            );
+            bail!("observer exited early ({status}); it said:\n{}", said.join("\n"));
         }
         child::signal(&mut self.proc, Signal::SIGTERM)?;
         if !child::wait_exited_unreaped(&self.proc, limit)? {
@@ -119,16 +109,9 @@ impl Observer {
         let line = child::wait_for_line(&self.stderr, summary, STOP_WITHIN, &mut seen)
             .with_context(|| format!("no summary line; it said:\n{}", seen.join("\n")))?;
         if !status.success() {
-            bail!(
-                "observer exited with {status}; it said:\n{}",
-                seen.join("\n")
-            );
+            bail!("observer exited with {status}; it said:\n{}", seen.join("\n"));
         }
-        Ok(Stopped {
-            events: field(&line, "events")?,
-            lost: field(&line, "lost")?,
-            cpu,
-        })
+        Ok(Stopped { events: field(&line, "events")?, lost: field(&line, "lost")?, cpu })
     }
 }
 
@@ -147,8 +130,8 @@ pub fn count_resets(dir: &Path, netns: u64) -> Result<(u64, u64)> {
     let (mut sent, mut received) = (0, 0);
     for line in BufReader::new(file).lines() {
         let line = line?;
-        let ev: serde_json::Value = serde_json::from_str(&line)
-            .with_context(|| format!("{}: not JSON: {line:?}", path.display()))?;
+        let ev: serde_json::Value =
+            serde_json::from_str(&line).with_context(|| format!("{}: not JSON: {line:?}", path.display()))?;
         if ev["kind"] != "tcp.reset" || ev["netns"].as_u64() != Some(netns) {
             continue;
         }
@@ -167,15 +150,10 @@ fn cpu_time(pid: u32) -> Result<Duration> {
     let stat = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     // The fields after the parenthesised comm (which may hold spaces):
     // state(3) ... utime(14) stime(15), so utime is the 12th after it.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .with_context(|| format!("{path}: {stat:?}"))?;
+    let rest = stat.rsplit_once(')').map(|(_, rest)| rest).with_context(|| format!("{path}: {stat:?}"))?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| -> Result<u64> {
-        let f = fields
-            .get(i)
-            .with_context(|| format!("{path}: too short"))?;
+        let f = fields.get(i).with_context(|| format!("{path}: too short"))?;
         f.parse().with_context(|| format!("{path}: field {f:?}"))
     };
     let total = ticks(11)? + ticks(12)?;

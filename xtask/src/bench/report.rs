@@ -38,8 +38,7 @@ impl RateRow {
 
     /// Agent CPU time per event it handled (all namespaces: its summary count).
     fn cpu_per_event_us(&self) -> Option<f64> {
-        (self.agent.events > 0)
-            .then(|| self.agent.cpu.as_secs_f64() * 1e6 / self.agent.events as f64)
+        (self.agent.events > 0).then(|| self.agent.cpu.as_secs_f64() * 1e6 / self.agent.events as f64)
     }
 
     /// `ok` when every connect was refused and every reset seen once each way;
@@ -124,13 +123,7 @@ pub struct Run {
 
 impl Run {
     pub fn new(round: usize, config: Config, generated: resetgen::Report) -> Self {
-        Self {
-            round,
-            config,
-            generated,
-            agent: None,
-            bpftrace_count: None,
-        }
+        Self { round, config, generated, agent: None, bpftrace_count: None }
     }
 
     pub fn with_agent(mut self, stopped: Stopped, observed: u64) -> Self {
@@ -185,12 +178,7 @@ pub struct Overhead {
 impl Overhead {
     /// The sorted values of `figure` over the runs of `config`.
     fn sorted(&self, config: Config, figure: fn(&resetgen::Report) -> f64) -> Vec<f64> {
-        let mut v: Vec<f64> = self
-            .runs
-            .iter()
-            .filter(|r| r.config == config)
-            .map(|r| figure(&r.generated))
-            .collect();
+        let mut v: Vec<f64> = self.runs.iter().filter(|r| r.config == config).map(|r| figure(&r.generated)).collect();
         v.sort_by(f64::total_cmp);
         v
     }
@@ -256,23 +244,15 @@ struct Machine {
 
 impl Machine {
     fn read() -> Result<Self> {
-        let kernel_release = fs::read_to_string("/proc/sys/kernel/osrelease")?
-            .trim()
-            .to_string();
+        let kernel_release = fs::read_to_string("/proc/sys/kernel/osrelease")?.trim().to_string();
         let nproc = std::thread::available_parallelism().map_or(0, usize::from);
         let cpu_model = fs::read_to_string("/proc/cpuinfo").ok().and_then(|info| {
             info.lines()
                 .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
                 .map(|(_, model)| model.trim().to_string())
         });
-        let date = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)?;
-        Ok(Self {
-            kernel_release,
-            nproc,
-            cpu_model,
-            date,
-        })
+        let date = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?;
+        Ok(Self { kernel_release, nproc, cpu_model, date })
     }
 }
 
@@ -285,12 +265,7 @@ pub struct Results {
 
 impl Results {
     pub fn new(count: u64, rates: Vec<RateRow>, overhead: Overhead) -> Result<Self> {
-        Ok(Self {
-            count,
-            machine: Machine::read()?,
-            rates,
-            overhead,
-        })
+        Ok(Self { count, machine: Machine::read()?, rates, overhead })
     }
 
     pub fn table(&self) -> String {
@@ -332,8 +307,7 @@ impl Results {
                 r.events_per_s(),
                 r.agent.lost,
                 r.agent.cpu.as_secs_f64(),
-                r.cpu_per_event_us()
-                    .map_or("-".into(), |us| format!("{us:.2}")),
+                r.cpu_per_event_us().map_or("-".into(), |us| format!("{us:.2}")),
                 r.check()
             );
         }
@@ -345,14 +319,7 @@ impl Results {
         let _ = writeln!(
             t,
             "  {:<9} {:>4} {:>9} {:>8} {:>8} {:>10} {:>10} {:>10}",
-            "attached",
-            "runs",
-            "median s",
-            "min s",
-            "max s",
-            "÷ baseline",
-            "gen CPU s",
-            "÷ baseline"
+            "attached", "runs", "median s", "min s", "max s", "÷ baseline", "gen CPU s", "÷ baseline"
         );
         for config in Config::ALL {
             let Some(s) = self.overhead.summary(config) else {
@@ -360,12 +327,7 @@ impl Results {
                     Config::Bpftrace => self.overhead.bpftrace_missing.as_deref(),
                     _ => None,
                 };
-                let _ = writeln!(
-                    t,
-                    "  {:<9} {}: ratio null",
-                    config.name(),
-                    why.unwrap_or("no runs")
-                );
+                let _ = writeln!(t, "  {:<9} {}: ratio null", config.name(), why.unwrap_or("no runs"));
                 continue;
             };
             let _ = writeln!(
@@ -464,11 +426,7 @@ struct RunJson {
 }
 
 fn rate_name(rate: u64) -> String {
-    if rate == 0 {
-        "unlimited".into()
-    } else {
-        rate.to_string()
-    }
+    if rate == 0 { "unlimited".into() } else { rate.to_string() }
 }
 
 /// Median of sorted values.

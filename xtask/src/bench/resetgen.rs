@@ -84,12 +84,7 @@ pub fn main(args: &Args) -> Result<ExitCode> {
     }
     let elapsed_ns = u64::try_from(start.elapsed().as_nanos())?;
     let cpu_ns = u64::try_from(cpu_time()?.saturating_sub(cpu_start).as_nanos())?;
-    let report = Report {
-        count: args.count,
-        refused,
-        elapsed_ns,
-        cpu_ns,
-    };
+    let report = Report { count: args.count, refused, elapsed_ns, cpu_ns };
     println!("{}", serde_json::to_string(&report)?);
     Ok(ExitCode::SUCCESS)
 }

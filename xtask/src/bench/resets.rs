@@ -37,12 +37,7 @@ pub fn run(args: &ResetsArgs) -> Result<ExitCode> {
     interrupt::install()?;
     let scratch = Scratch(host::workspace_root().join("bench/results/resets-observer.tmp"));
     let ns = Netns::new()?;
-    eprintln!(
-        "==> bench resets: namespace {} (netns {}), {} connects per run",
-        ns.name(),
-        ns.inode(),
-        args.count
-    );
+    eprintln!("==> bench resets: namespace {} (netns {}), {} connects per run", ns.name(), ns.inode(), args.count);
 
     let mut rates = Vec::new();
     for &rate in &args.rates {
@@ -63,15 +58,8 @@ pub fn run(args: &ResetsArgs) -> Result<ExitCode> {
 
 /// One rate of the sweep, with its own agent.
 fn rate_run(bin: &Path, scratch: &Path, ns: &Netns, count: u64, rate: u64) -> Result<RateRow> {
-    let (generated, agent, (sent, received)) =
-        attached(bin, &scratch.join(format!("rate-{rate}")), ns, count, rate)?;
-    Ok(RateRow {
-        rate,
-        generated,
-        sent,
-        received,
-        agent,
-    })
+    let (generated, agent, (sent, received)) = attached(bin, &scratch.join(format!("rate-{rate}")), ns, count, rate)?;
+    Ok(RateRow { rate, generated, sent, received, agent })
 }
 
 /// `count` connects at `rate` with an agent attached for them alone, writing
@@ -109,13 +97,10 @@ fn overhead(bin: &Path, scratch: &Path, ns: &Netns, args: &ResetsArgs) -> Result
             interrupt::check()?;
             let config = configs[(round + i) % configs.len()];
             let run = match (config, &tracer) {
-                (Config::Baseline, _) => {
-                    Run::new(round, config, resetgen::run_in(ns, args.count, 0)?)
-                }
+                (Config::Baseline, _) => Run::new(round, config, resetgen::run_in(ns, args.count, 0)?),
                 (Config::Observer, _) => {
                     let dir = scratch.join(format!("overhead-{round}"));
-                    let (generated, stopped, (sent, received)) =
-                        attached(bin, &dir, ns, args.count, 0)?;
+                    let (generated, stopped, (sent, received)) = attached(bin, &dir, ns, args.count, 0)?;
                     Run::new(round, config, generated).with_agent(stopped, sent + received)
                 }
                 (Config::Bpftrace, Ok(path)) => {
@@ -130,10 +115,7 @@ fn overhead(bin: &Path, scratch: &Path, ns: &Netns, args: &ResetsArgs) -> Result
             runs.push(run);
         }
     }
-    Ok(Overhead {
-        runs,
-        bpftrace_missing: tracer.err(),
-    })
+    Ok(Overhead { runs, bpftrace_missing: tracer.err() })
 }
 
 /// The agents' output directories, removed at the end whatever happens.
@@ -148,4 +130,3 @@ impl Drop for Scratch {
         }
     }
 }
-
