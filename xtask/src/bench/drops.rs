@@ -94,9 +94,7 @@ pub fn run(args: &DropsArgs) -> Result<ExitCode> {
             }
         }
     }
-    let med = |runs: &[serde_json::Value], key: &str| {
-        report::median_of(runs.iter().filter_map(|r| r[key].as_f64()).collect())
-    };
+    let med = report::median_field;
     let (b_cpu, a_cpu) = (med(&baseline, "cpu_ns_per_packet"), med(&attached, "cpu_ns_per_packet"));
     let (b_wall, a_wall) = (med(&baseline, "wall_ns_per_packet"), med(&attached, "wall_ns_per_packet"));
     let agent_cpu = med(&attached, "agent_cpu_s");

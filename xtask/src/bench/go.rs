@@ -104,9 +104,7 @@ pub fn run(args: &GoArgs) -> Result<ExitCode> {
     let latency = together(&bin, &scratch, &fixture, args.processes, &agent_args)?;
     fs::remove_dir_all(&scratch).ok();
 
-    let med = |runs: &[serde_json::Value], key: &str| {
-        report::median_of(runs.iter().filter_map(|r| r[key].as_f64()).collect())
-    };
+    let med = report::median_field;
     let (b_wall, a_wall) = (med(&baseline, "wall_s"), med(&attached, "wall_s"));
     let (b_cpu, a_cpu) = (med(&baseline, "cpu_s"), med(&attached, "cpu_s"));
     let hits_per_s = med(&attached, "uprobe_hits_per_s");

@@ -429,7 +429,6 @@ fn rate_name(rate: u64) -> String {
     if rate == 0 { "unlimited".into() } else { rate.to_string() }
 }
 
-/// Median of sorted values.
 /// The median of sorted figures.
 pub(super) fn median(sorted: &[f64]) -> Option<f64> {
     let n = sorted.len();
@@ -444,6 +443,11 @@ pub(super) fn median(sorted: &[f64]) -> Option<f64> {
 pub(super) fn median_of(mut figures: Vec<f64>) -> f64 {
     figures.sort_by(f64::total_cmp);
     median(&figures).unwrap_or(f64::NAN)
+}
+
+/// The median of one numeric field over a bench's per-round JSON records.
+pub(super) fn median_field(runs: &[serde_json::Value], key: &str) -> f64 {
+    median_of(runs.iter().filter_map(|r| r[key].as_f64()).collect())
 }
 
 /// Writes `path` through a `.tmp` sibling and a rename, so a reader never
