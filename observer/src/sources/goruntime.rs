@@ -263,9 +263,8 @@ impl GoRuntimeSource {
     }
 
     /// Whether `--go-process` selects this Go process.
-    fn selected(&self, pid: u32, go: &GoBinary) -> bool {
-        let comm = || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        self.selection.0.is_empty() || self.selection.matches(pid, comm().trim_end(), go.build.main_module.as_deref())
+    fn selected(&self, pid: u32, comm: &str, go: &GoBinary) -> bool {
+        self.selection.0.is_empty() || self.selection.matches(pid, comm, go.build.main_module.as_deref())
     }
 
     /// Process info for an event of `pid`, also shortly after it ended.
@@ -314,10 +313,10 @@ impl GoRuntimeSource {
             })
             .clone();
         let Some(go) = go else { return };
-        if !self.selected(pid, &go) {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim_end().to_string();
+        if !self.selected(pid, &comm, &go) {
             return;
         }
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string();
         // Everything this binary lacks, said once in one warning.
         let mut problems = Vec::new();
         let (addrs, source) = match self.field_addresses(pid, binary, &go) {
