@@ -10,10 +10,7 @@
 use aya_ebpf::{
     EbpfContext,
     cty::c_void,
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
-        bpf_ktime_get_ns, generated,
-    },
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated},
     macros::{map, uprobe},
     maps::{HashMap, LruHashMap},
     programs::ProbeContext,
@@ -52,46 +49,38 @@ struct AssistKey {
     _pad: u32,
 }
 
-/// The watched process of the current task, if any.
+/// The watched process of the current task, if this hit came through the
+/// probe set it is watched with; `None` otherwise (not a watched process,
+/// or another set's hit).
+///
+/// One file reached by paths the agent cannot tell apart (an image layer
+/// under two overlay mounts: two `/proc/PID/exe` identities) can carry two
+/// sets, each firing for every process of the file: each set's links carry
+/// its number as their cookie, and a process's entry names its set.
 #[inline(always)]
-fn watched() -> Option<(u64, GoProcess)> {
+fn watched(ctx: &ProbeContext) -> Option<(u64, GoProcess)> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: the value is copied out at once; entries are only replaced whole.
     // Another process mapping the same binary has no entry: not ours to report.
-    unsafe { GO_PROCS.get(&tgid) }.copied().map(|p| (pid_tgid, p))
-}
-
-/// Whether this hit came through the probe set the current process is
-/// watched with. One file reached by paths the agent cannot tell apart (an
-/// image layer under two overlay mounts: two `/proc/PID/exe` identities)
-/// can carry two sets, each firing for every process of the file: each set's
-/// links carry its number as their cookie, and a process's entry names its set.
-#[inline(always)]
-fn ours(ctx: &ProbeContext) -> bool {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: the value is read at once.
-    let Some(set) = (unsafe { GO_PROCS.get(&tgid) }).map(|p| p.set) else { return false };
+    let proc_ = unsafe { GO_PROCS.get(&tgid) }.copied()?;
     // SAFETY: the program's own context.
     let cookie = unsafe { generated::bpf_get_attach_cookie(ctx.as_ptr()) };
-    cookie == u64::from(set)
+    (cookie == u64::from(proc_.set)).then_some((pid_tgid, proc_))
 }
 
 /// Entry of `runtime.freeStackSpans`: once per GC cycle, at its end.
 #[uprobe]
 pub fn go_gc_end(ctx: ProbeContext) -> u32 {
-    if !ours(&ctx) {
-        return 0;
-    }
-    match try_gc_end() {
+    match try_gc_end(&ctx) {
         Ok(()) => 0,
         Err(()) => 1,
     }
 }
 
 #[inline(always)]
-fn try_gc_end() -> Result<(), ()> {
-    let Some((pid_tgid, proc_)) = watched() else { return Ok(()) };
+fn try_gc_end(ctx: &ProbeContext) -> Result<(), ()> {
+    let Some((pid_tgid, proc_)) = watched(ctx) else { return Ok(()) };
     count(counter::GO_GC_SEEN);
     let Some(mut entry) = EVENTS.reserve::<GoGcEvent>(0) else {
         count(counter::LOST);
@@ -149,9 +138,6 @@ fn regs(ctx: &ProbeContext) -> (u64, u64, u64) {
 /// episode is reported when `runtime.gcAssistAlloc1` ran in it.
 #[uprobe]
 pub fn go_assist_start(ctx: ProbeContext) -> u32 {
-    if !ours(&ctx) {
-        return 0;
-    }
     match try_assist_start(&ctx) {
         Ok(()) => 0,
         Err(()) => 1,
@@ -160,7 +146,7 @@ pub fn go_assist_start(ctx: ProbeContext) -> u32 {
 
 #[inline(always)]
 fn try_assist_start(ctx: &ProbeContext) -> Result<(), ()> {
-    let Some((pid_tgid, proc_)) = watched() else { return Ok(()) };
+    let Some((pid_tgid, proc_)) = watched(ctx) else { return Ok(()) };
     if proc_.flags & GO_ASSIST_TIMED == 0 {
         // No return probes for this binary: `go_assist_work` counts.
         return Ok(());
@@ -178,9 +164,6 @@ fn try_assist_start(ctx: &ProbeContext) -> Result<(), ()> {
 /// assisting goroutine.
 #[uprobe]
 pub fn go_assist_work(ctx: ProbeContext) -> u32 {
-    if !ours(&ctx) {
-        return 0;
-    }
     match try_assist_work(&ctx) {
         Ok(()) => 0,
         Err(()) => 1,
@@ -189,7 +172,7 @@ pub fn go_assist_work(ctx: ProbeContext) -> u32 {
 
 #[inline(always)]
 fn try_assist_work(ctx: &ProbeContext) -> Result<(), ()> {
-    let Some((pid_tgid, proc_)) = watched() else { return Ok(()) };
+    let Some((pid_tgid, proc_)) = watched(ctx) else { return Ok(()) };
     let (gp, _, _) = regs(ctx);
     if proc_.flags & GO_ASSIST_TIMED == 0 {
         // Count-only: one event per pass of assist work.
@@ -206,9 +189,6 @@ fn try_assist_work(ctx: &ProbeContext) -> Result<(), ()> {
 /// One of `runtime.gcAssistAlloc`'s return instructions.
 #[uprobe]
 pub fn go_assist_end(ctx: ProbeContext) -> u32 {
-    if !ours(&ctx) {
-        return 0;
-    }
     match try_assist_end(&ctx) {
         Ok(()) => 0,
         Err(()) => 1,
@@ -217,7 +197,7 @@ pub fn go_assist_end(ctx: ProbeContext) -> u32 {
 
 #[inline(always)]
 fn try_assist_end(ctx: &ProbeContext) -> Result<(), ()> {
-    let Some((pid_tgid, _)) = watched() else { return Ok(()) };
+    let Some((pid_tgid, _)) = watched(ctx) else { return Ok(()) };
     let (_, _, g) = regs(ctx);
     let key = AssistKey { goroutine: g, tgid: (pid_tgid >> 32) as u32, _pad: 0 };
     // SAFETY: the value is copied out at once.
@@ -242,9 +222,7 @@ fn send_assist(pid_tgid: u64, g: u64, duration: Option<u64>) -> Result<(), ()> {
     let event = entry.as_mut_ptr();
     // SAFETY: a reserved, exclusively owned slot; every field is written.
     unsafe {
-        (*event).header.kind = EventKind::GoAssist as u32;
-        (*event).header.cpu = bpf_get_smp_processor_id();
-        (*event).header.ts_ns = bpf_ktime_get_ns();
+        (*event).header = crate::maps::header(EventKind::GoAssist);
         (*event).cgroup_id = bpf_get_current_cgroup_id();
         (*event).pid = (pid_tgid >> 32) as u32;
         (*event).tid = pid_tgid as u32;
@@ -262,12 +240,9 @@ fn send_assist(pid_tgid: u64, g: u64, duration: Option<u64>) -> Result<(), ()> {
 /// allocator, RBX `base`, RCX `size` in bytes.
 #[uprobe]
 pub fn go_heap_grow(ctx: ProbeContext) -> u32 {
-    if !ours(&ctx) {
-        return 0;
-    }
     // SAFETY: as in `regs`.
     let size = unsafe { (*ctx.regs).rcx };
-    match send_heap(EventKind::GoHeapGrow, size) {
+    match send_heap(&ctx, EventKind::GoHeapGrow, size) {
         Ok(()) => 0,
         Err(()) => 1,
     }
@@ -277,19 +252,16 @@ pub fn go_heap_grow(ctx: ProbeContext) -> u32 {
 /// handed back to the OS.
 #[uprobe]
 pub fn go_scavenge(ctx: ProbeContext) -> u32 {
-    if !ours(&ctx) {
-        return 0;
-    }
     let (_, n, _) = regs(&ctx);
-    match send_heap(EventKind::GoScavenge, n) {
+    match send_heap(&ctx, EventKind::GoScavenge, n) {
         Ok(()) => 0,
         Err(()) => 1,
     }
 }
 
 #[inline(always)]
-fn send_heap(kind: EventKind, amount: u64) -> Result<(), ()> {
-    let Some((pid_tgid, _)) = watched() else { return Ok(()) };
+fn send_heap(ctx: &ProbeContext, kind: EventKind, amount: u64) -> Result<(), ()> {
+    let Some((pid_tgid, _)) = watched(ctx) else { return Ok(()) };
     let Some(mut entry) = EVENTS.reserve::<GoHeapEvent>(0) else {
         count(counter::LOST);
         return Err(());
@@ -297,9 +269,7 @@ fn send_heap(kind: EventKind, amount: u64) -> Result<(), ()> {
     let event = entry.as_mut_ptr();
     // SAFETY: a reserved, exclusively owned slot; every field is written.
     unsafe {
-        (*event).header.kind = kind as u32;
-        (*event).header.cpu = bpf_get_smp_processor_id();
-        (*event).header.ts_ns = bpf_ktime_get_ns();
+        (*event).header = crate::maps::header(kind);
         (*event).cgroup_id = bpf_get_current_cgroup_id();
         (*event).pid = (pid_tgid >> 32) as u32;
         (*event).tid = pid_tgid as u32;
