@@ -74,26 +74,36 @@ fn append_kprobe_events(line: &str) -> std::io::Result<()> {
     f.write_all(format!("{line}\n").as_bytes())
 }
 
-/// One line of a trace buffer: who ran, and which event.
+/// One line of a trace buffer: who ran (thread and, with `record-tgid`,
+/// its process), and which event.
 #[derive(Debug, Clone)]
 pub struct TraceLine {
-    pub pid: u32,
+    pub tid: u32,
+    pub tgid: Option<u32>,
     pub event: String,
     pub text: String,
 }
 
-/// `          dd-1234    [001] d..1.   12.345678: over_high: (...)`
+/// `          dd-1234    [001] d..1.   12.345678: over_high: (...)`, or with
+/// `record-tgid`: `   gofixture-1236    (   1234) [001] ...` (`(-------)`
+/// when the kernel did not record the thread's process).
 pub fn parse_line(line: &str) -> Option<TraceLine> {
     let (task, rest) = line.split_once(" [")?;
-    let pid = task.trim().rsplit_once('-')?.1.parse().ok()?;
+    let (task, tgid) = match task.split_once(" (") {
+        Some((task, tgid)) => (task, tgid.trim_end().trim_end_matches(')').trim().parse().ok()),
+        None => (task, None),
+    };
+    let tid = task.trim().rsplit_once('-')?.1.parse().ok()?;
     let mut words = rest.split_whitespace().skip_while(|w| !w.ends_with(':'));
     let _timestamp = words.next()?;
     let event = words.next()?.trim_end_matches(':').to_string();
-    Some(TraceLine { pid, event, text: line.to_string() })
+    Some(TraceLine { tid, tgid, event, text: line.to_string() })
 }
 
 /// A private instance recording several events at once, with a buffer large
-/// enough for a test's workload; checks on stop that nothing was overwritten.
+/// enough for a test's workload and each thread's process (`record-tgid`:
+/// a Go program runs on several threads); checks on stop that nothing was
+/// overwritten.
 pub struct Recorder {
     dir: PathBuf,
     events: Vec<PathBuf>,
@@ -106,6 +116,7 @@ impl Recorder {
         let recorder =
             Recorder { events: events.iter().map(|(c, n)| dir.join("events").join(c).join(n)).collect(), dir };
         std::fs::write(recorder.dir.join("buffer_size_kb"), buffer_kb.to_string()).expect("buffer_size_kb");
+        std::fs::write(recorder.dir.join("options/record-tgid"), "1").expect("options/record-tgid");
         for e in &recorder.events {
             std::fs::write(e.join("enable"), "1").unwrap_or_else(|err| panic!("enable {}: {err}", e.display()));
         }
@@ -147,9 +158,16 @@ mod tests {
             "              dd-4242    [001] d..1.  1234.567890: over_high: (mem_cgroup_handle_over_high+0x0/0x60)",
         )
         .unwrap();
-        assert_eq!((l.pid, l.event.as_str()), (4242, "over_high"));
+        assert_eq!((l.tid, l.tgid, l.event.as_str()), (4242, None, "over_high"));
         let l = parse_line(" kworker/u4:1-12 [000] .....   5.000001: mm_vmscan_memcg_reclaim_end: nr_reclaimed=32")
             .unwrap();
-        assert_eq!((l.pid, l.event.as_str()), (12, "mm_vmscan_memcg_reclaim_end"));
+        assert_eq!((l.tid, l.event.as_str()), (12, "mm_vmscan_memcg_reclaim_end"));
+        let l = parse_line(
+            "   gofixture-1236    (   1234) [001] d..1.  12.5: over_high: (mem_cgroup_handle_over_high+0x0/0x60)",
+        )
+        .unwrap();
+        assert_eq!((l.tid, l.tgid, l.event.as_str()), (1236, Some(1234), "over_high"));
+        let l = parse_line("   gofixture-1236    (-------) [001] d..1.  12.5: over_high: (x)").unwrap();
+        assert_eq!((l.tid, l.tgid), (1236, None));
     }
 }

@@ -4,10 +4,13 @@
 //! memory controller is on cgroup v1) the agent must still start, say the
 //! memcg signals are unavailable and keep reporting resets. With the
 //! controller (inside `cargo xtask vm-test`'s VMs) the tests create their own
-//! cgroups under the cgroup2 root, run a tiny allocator (`dd` with one big
-//! buffer: it allocates and touches `bs` bytes) in them, and compare the
-//! agent's events with that cgroup's `memory.events`. They never create a
-//! cgroup where the cgroup2 root lacks the memory controller.
+//! cgroups under the cgroup2 root, run a workload in them and compare the
+//! agent's events with the kernel's own counts. Under `memory.high` the
+//! workload is the Go fixture (a Go service's heap growing past the limit,
+//! on several threads); under `memory.max`, where it only has to die, a tiny
+//! allocator (`dd` with one big buffer: it allocates and touches `bs`
+//! bytes). They never create a cgroup where the cgroup2 root lacks the
+//! memory controller.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::ExitStatusExt;
@@ -16,6 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use observer_e2e::cgroup::cgroup2_mount_in;
+use observer_e2e::gofixture::{self, GoFixture, Toolchain, Variant};
 use observer_e2e::observer::{Observer, Stopped};
 use observer_e2e::require::require_root_and_bin;
 use observer_e2e::tracefs::{KprobeEvent, Recorder};
@@ -129,38 +133,14 @@ impl TestCgroup {
         (total("some "), total("full "))
     }
 
-    /// `dd` allocating and touching `mib` MiB, moved into this cgroup while it
-    /// waits on its stdin (before it runs a single instruction here), and
-    /// started by [`Held::release`]: every entry to a kernel function by its
-    /// pid after that happens inside this cgroup.
-    fn spawn_held(&self, mib: u32) -> Held {
-        let mut child = Command::new("sh")
-            .args(["-c", &format!("read go && exec dd if=/dev/zero of=/dev/null bs={mib}M count=1")])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn sh");
-        let pid = child.id();
-        // Moved only once it sleeps in read(2): from then on it runs no code
-        // (and enters no kernel function) until released.
-        let syscall = format!("/proc/{pid}/syscall");
-        let asleep_in_read = || {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string));
-            let call = std::fs::read_to_string(&syscall).unwrap_or_default();
-            state.as_deref() == Some("S") && call.split_whitespace().next() == Some("0")
-        };
-        for _ in 0..600 {
-            if asleep_in_read() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert!(asleep_in_read(), "sh (pid {pid}) never waited on its stdin");
-        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).expect("move the workload into its cgroup");
-        let stdin = child.stdin.take().expect("piped stdin");
-        Held { child, stdin, pid }
+    /// The Go fixture started with `-wait-stdin`, moved into this cgroup
+    /// while it waits (`cgroup.procs` moves every thread of it) and started
+    /// by [`GoFixture::go`]: what its heap grows by after that is charged here.
+    fn start_go_held(&self, args: &[&str]) -> GoFixture {
+        let fixture = GoFixture::start(&go_fixture(), args, &[]);
+        std::fs::write(self.dir.join("cgroup.procs"), fixture.pid.to_string())
+            .expect("move the fixture into its cgroup");
+        fixture
     }
 
     /// Runs `dd` allocating and touching `bytes` in this cgroup; its pid and exit.
@@ -179,22 +159,17 @@ impl TestCgroup {
     }
 }
 
-/// A workload waiting to start.
-struct Held {
-    child: std::process::Child,
-    stdin: std::process::ChildStdin,
-    pid: u32,
-}
-
-impl Held {
-    /// Lets it run and waits for it; its pid and exit.
-    fn release(self) -> (u32, std::process::ExitStatus) {
-        let Held { mut child, mut stdin, pid } = self;
-        use std::io::Write;
-        stdin.write_all(b"go\n").expect("release the workload");
-        drop(stdin);
-        let status = child.wait().expect("wait for dd");
-        (pid, status)
+/// The Go fixture: the one `cargo xtask vm-test` built on the host
+/// (`OBSERVER_GOFIXTURE`: the guest has no toolchain to fetch and builds
+/// slowly under emulation), else built here like the Go runtime tests do.
+fn go_fixture() -> PathBuf {
+    match std::env::var_os("OBSERVER_GOFIXTURE") {
+        Some(bin) => PathBuf::from(bin),
+        None => gofixture::build(
+            &Path::new(env!("CARGO_TARGET_TMPDIR")).join("gofixtures"),
+            Toolchain::Release("go1.27.4"),
+            Variant::Plain,
+        ),
     }
 }
 
@@ -303,9 +278,13 @@ fn without_memory_controller_run_reports_memcg_unavailable_and_resets_still_work
     assert_eq!(memcg_events.count(), 0, "memcg events on a host without the controller");
 }
 
+/// The Go fixture's work under `memory.high`: a pointer-rich live heap of
+/// twice the limit, built as soon as it is let go.
+const GO_OVER_HIGH: &[&str] = &["-wait-stdin", "-live-mb", "16", "-settle", "0s"];
+
 /// One agent per throttle mechanism (and per memory.events / PSI mechanism),
 /// all watching the same workload in a nested tree: `tree` (no limit) holds
-/// `tree/hog` (memory.high=8M) where `dd` allocates 16 MB.
+/// `tree/hog` (memory.high=8M) where the Go fixture builds a 16 MiB heap.
 #[test]
 fn memory_high_signals_match_the_kernels_counts() {
     let Some(bin) = require_root_and_bin() else { return };
@@ -321,15 +300,17 @@ fn memory_high_signals_match_the_kernels_counts() {
     let tree = TestCgroup::create(&root, "tree", &[]);
     let hog = tree.child("hog", &[("memory.high", "8M"), ("memory.swap.max", "0")]);
     // tracefs' own counts: entries to the throttle function, reclaim run ends.
-    // The recorder starts once dd waits inside the cgroup, so tracefs counts
-    // of its pid and the agents' counts of the cgroup cover the same calls.
-    let held = hog.spawn_held(16);
+    // The recorder starts once the fixture waits inside the cgroup, so
+    // tracefs counts of its threads and the agents' counts of the cgroup
+    // cover the same calls.
+    let mut fixture = hog.start_go_held(GO_OVER_HIGH);
+    let pid = fixture.pid;
     let group = format!("obs{}", std::process::id());
     let probe = KprobeEvent::new(&group, "over_high", "mem_cgroup_handle_over_high");
     let recorder = Recorder::new("memcg", &[(&group, "over_high"), ("vmscan", "mm_vmscan_memcg_reclaim_end")], 4096);
     let before = (hog.events(), hog.events_local(), tree.events(), tree.events_local(), hog.pgsteal());
-    let (pid, status) = held.release();
-    assert!(status.success(), "dd (pid {pid}) under memory.high: {status}");
+    fixture.go();
+    fixture.finish(Duration::from_secs(300));
     let lines = recorder.stop();
     let hog_delta = hog.events().since(before.0);
     let hog_local = hog.events_local().since(before.1);
@@ -340,12 +321,17 @@ fn memory_high_signals_match_the_kernels_counts() {
     // Read right after the agents' last read (the workload is gone: the totals no longer move).
     let psi = hog.pressure();
     drop(probe);
-    let traced = |event: &str| lines.iter().filter(|l| l.pid == pid && l.event == event).count();
+    let unattributed: Vec<&str> = lines.iter().filter(|l| l.tgid.is_none()).map(|l| l.text.as_str()).collect();
+    assert!(unattributed.is_empty(), "trace lines without their thread's process: {unattributed:?}");
+    let traced = |event: &str| lines.iter().filter(|l| l.tgid == Some(pid) && l.event == event).count();
+    let threads: std::collections::BTreeSet<u32> =
+        lines.iter().filter(|l| l.tgid == Some(pid)).map(|l| l.tid).collect();
     let (entries, reclaim_ends) = (traced("over_high"), traced("mm_vmscan_memcg_reclaim_end"));
     report!(
-        "dd pid {pid}: memory.events high+{} (local +{}), parent high+{} (local +{}); tracefs: {entries} entries to \
+        "Go fixture pid {pid} ({} threads in the trace): memory.events high+{} (local +{}), parent high+{} (local +{}); tracefs: {entries} entries to \
          mem_cgroup_handle_over_high, {reclaim_ends} memcg reclaim ends; memory.stat pgsteal +{pgsteal}; \
          memory.pressure some={} full={} us",
+        threads.len(),
         hog_delta.high,
         hog_local.high,
         tree_delta.high,
@@ -376,7 +362,7 @@ fn memory_high_signals_match_the_kernels_counts() {
         assert!(of("memcg.throttle", &tree.rel).is_empty(), "{name}: throttles attributed to the parent");
         assert!(of("memcg.reclaim", &tree.rel).is_empty(), "{name}: reclaims attributed to the parent");
         for t in &throttles {
-            assert_eq!(t["pid"], pid, "{name}: a throttled task of the leaf that is not dd: {t}");
+            assert_eq!(t["pid"], pid, "{name}: a throttled task of the leaf that is not the fixture: {t}");
         }
         if ready.contains("throttle: unavailable") {
             report!("SKIPPED: {name} throttle mechanism unavailable on this kernel ({ready})");
@@ -392,7 +378,11 @@ fn memory_high_signals_match_the_kernels_counts() {
                 took / 1_000_000
             );
             if *name == "vmscan" {
-                assert_eq!(throttles.len(), reclaim_ends, "{name}: inferred throttles vs tracefs reclaim ends of dd");
+                assert_eq!(
+                    throttles.len(),
+                    reclaim_ends,
+                    "{name}: inferred throttles vs tracefs reclaim ends of the fixture"
+                );
             } else {
                 assert_eq!(
                     throttles.len() as u64 + idle,
@@ -406,14 +396,14 @@ fn memory_high_signals_match_the_kernels_counts() {
         // Reclaim.
         let reclaims = of("memcg.reclaim", &hog.rel);
         for r in &reclaims {
-            assert_eq!(r["pid"], pid, "{name}: a reclaim in the leaf not by dd: {r}");
+            assert_eq!(r["pid"], pid, "{name}: a reclaim in the leaf not by the fixture: {r}");
         }
         let reclaimed: u64 = reclaims.iter().map(|r| r["nr_reclaimed"].as_u64().expect("nr_reclaimed")).sum();
         report!(
             "{name}: {} reclaim events, {reclaimed} pages reclaimed; memory.stat pgsteal +{pgsteal}",
             reclaims.len()
         );
-        assert_eq!(reclaims.len(), reclaim_ends, "{name}: reclaim events vs tracefs reclaim ends of dd");
+        assert_eq!(reclaims.len(), reclaim_ends, "{name}: reclaim events vs tracefs reclaim ends of the fixture");
         // PSI.
         let pressure = of("memcg.pressure", &hog.rel);
         let last = pressure.last().unwrap_or_else(|| panic!("{name}: no memcg.pressure for {}", hog.rel));

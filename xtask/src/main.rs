@@ -10,6 +10,7 @@
 mod bench;
 mod build;
 mod cmd;
+mod gofixture;
 mod host;
 mod run;
 mod setup;

@@ -46,6 +46,9 @@ const VM_TESTS: &[&str] = &["tcp_resets", "net_drops", "memcg"];
 const VIRTME_NG_VERSION: &str = "1.42";
 /// Bound on one boot with all its tests (emulation is slow; a hang must end).
 const BOOT_TIMEOUT_SECS: u32 = 1500;
+/// Bound on one test binary inside the guest (memcg, the longest, takes
+/// about 150 s on 6.1); `-k` kills one that ignores the TERM.
+const BINARY_TIMEOUT_SECS: u32 = 600;
 
 pub fn run(only: Option<&str>) -> Result<()> {
     let start = Instant::now();
@@ -55,10 +58,11 @@ pub fn run(only: Option<&str>) -> Result<()> {
     cmd::step("vm-test: apt packages", || setup::apt_install(&packages, root))?;
     cmd::step("vm-test: virtme-ng", virtme_ng)?;
     let tests = test_binaries()?;
+    let fixture = crate::gofixture::build(&host::target_dir().join("vm-test"), "gofixture")?;
     let mut failed = Vec::new();
     for kernel in KERNELS.iter().filter(|k| only.is_none_or(|o| o == k.name)) {
         let boot = Instant::now();
-        let outcome = boot_and_test(kernel, &tests);
+        let outcome = boot_and_test(kernel, &tests, &fixture);
         let took = cmd::secs(boot.elapsed());
         match outcome {
             Ok(results) => {
@@ -188,7 +192,7 @@ struct TestResult {
     ok: bool,
 }
 
-fn boot_and_test(kernel: &Kernel, tests: &[TestBinary]) -> Result<Vec<TestResult>> {
+fn boot_and_test(kernel: &Kernel, tests: &[TestBinary], fixture: &Path) -> Result<Vec<TestResult>> {
     let vmlinuz = vmlinuz(kernel)?;
     let rw = host::target_dir().join("vm-test").join(kernel.name);
     if rw.exists() {
@@ -196,7 +200,7 @@ fn boot_and_test(kernel: &Kernel, tests: &[TestBinary]) -> Result<Vec<TestResult
     }
     fs::create_dir_all(&rw).with_context(|| format!("creating {}", rw.display()))?;
     let script = rw.join("run.sh");
-    fs::write(&script, guest_script(&rw, tests)).context("writing the guest script")?;
+    fs::write(&script, guest_script(&rw, tests, fixture)).context("writing the guest script")?;
     eprintln!("==> vm-test {}: booting {}", kernel.name, vmlinuz.display());
     // vng's console output goes to a file: it rewrites its stdout from the
     // start (seen truncating a redirected log), which would erase our lines.
@@ -216,6 +220,7 @@ fn boot_and_test(kernel: &Kernel, tests: &[TestBinary]) -> Result<Vec<TestResult
         eprintln!("    vng exited with {} (console: {})", output.status, console.display());
     }
     if !rw.join("done").is_file() {
+        report_unfinished(&rw);
         bail!("the guest did not finish its tests (see {})", rw.display());
     }
     let mut results = Vec::new();
@@ -258,32 +263,75 @@ fn parse_libtest(log: &str) -> Vec<TestResult> {
     results
 }
 
-/// The shell script the guest runs: `observer check`, then each test binary,
-/// one at a time, logs and exit codes into the shared directory.
-fn guest_script(rw: &Path, tests: &[TestBinary]) -> String {
+/// The shell script the guest runs: `observer check`, then each test binary
+/// (with the Go fixture built on the host: `OBSERVER_GOFIXTURE`),
+/// one at a time, logs and exit codes into the shared directory. A watcher
+/// notes every process's state (and the kernel stack of any stuck in D)
+/// every 30 s, and `progress` says which binary runs: a guest that never
+/// finishes still tells where it stopped.
+fn guest_script(rw: &Path, tests: &[TestBinary], fixture: &Path) -> String {
     let rw = rw.display();
     let path =
         std::env::join_paths(std::env::split_paths(&host::child_path()).chain([PathBuf::from("/usr/local/go/bin")]))
             .unwrap_or_default();
     let mut s = format!(
-        "set -u\nRW={rw}\nexport PATH='{}'\nexport OBSERVER_BIN='{}' OBSERVER_E2E_REQUIRED=1\n\
+        "set -u\nRW={rw}\nexport PATH='{}'\nexport OBSERVER_BIN='{}' OBSERVER_GOFIXTURE='{}' OBSERVER_E2E_REQUIRED=1\n\
          export TMPDIR=$RW/tmp HOME=$RW/home GOCACHE=$RW/gocache GOPATH=$RW/gopath GOTOOLCHAIN=local\n\
-         mkdir -p $TMPDIR $HOME\ncd '{}'\nuname -r > $RW/uname\n\
+         mkdir -p $TMPDIR $HOME\ncd '{}'\nuname -r > $RW/uname\n{WATCHER}\
+         echo \"check $(cut -d' ' -f1 /proc/uptime)\" >> $RW/progress\n\
          $OBSERVER_BIN check > $RW/check.log 2>&1; echo $? > $RW/check.rc\n",
         path.to_string_lossy(),
         host::observer_bin().display(),
+        fixture.display(),
         host::workspace_root().display(),
     );
     for t in tests {
         let _ = writeln!(
             s,
-            "echo '== {name}'; timeout 900 '{exe}' --test-threads=1 > $RW/{name}.log 2>&1; echo $? > $RW/{name}.rc; tail -n 3 $RW/{name}.log",
+            "echo \"{name} $(cut -d' ' -f1 /proc/uptime)\" >> $RW/progress; echo '== {name}'; \
+             timeout -k 10 {BINARY_TIMEOUT_SECS} '{exe}' --test-threads=1 --nocapture > $RW/{name}.log 2>&1; \
+             echo $? > $RW/{name}.rc; tail -n 3 $RW/{name}.log",
             name = t.name,
             exe = t.path.display()
         );
     }
-    s.push_str("touch $RW/done\n");
+    s.push_str(
+        "echo \"done $(cut -d' ' -f1 /proc/uptime)\" >> $RW/progress\ndmesg > $RW/dmesg.log 2>&1\ntouch $RW/done\n",
+    );
     s
+}
+
+/// Every 30 s: uptime, each user process's state and wait channel, the
+/// kernel stack of tasks in D, and the kernel log's tail.
+const WATCHER: &str = r#"( while sleep 30; do
+  echo "=== uptime $(cut -d' ' -f1 /proc/uptime)"
+  ps -eo pid,ppid,stat,wchan:32,etime,args | awk '$6 !~ /^\[/'
+  for p in /proc/[0-9]*; do
+    if [ "$(awk '{print $3}' $p/stat 2>/dev/null)" = D ]; then echo "D $p $(cat $p/comm)"; cat $p/stack; fi
+  done
+  dmesg | tail -n 5
+done >> $RW/watch.log 2>&1 ) &
+"#;
+
+/// What a guest that never finished left behind: where it was, that test
+/// binary's last lines, the watcher's last notes, the console's tail.
+fn report_unfinished(rw: &Path) {
+    let tail = |name: &str, n: usize| {
+        let text = fs::read_to_string(rw.join(name)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.len().saturating_sub(n);
+        eprintln!("    --- {name} (last {} of {} lines)", lines.len() - from, lines.len());
+        for l in &lines[from..] {
+            eprintln!("    | {l}");
+        }
+    };
+    tail("progress", 10);
+    let progress = fs::read_to_string(rw.join("progress")).unwrap_or_default();
+    if let Some(running) = progress.lines().last().and_then(|l| l.split_whitespace().next()) {
+        tail(&format!("{running}.log"), 40);
+    }
+    tail("watch.log", 60);
+    tail("console.log", 30);
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use std::{
     collections::{HashMap, HashSet},
     fs,
     io::Write as _,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, ChildStdin, Command, ExitCode, Stdio},
     sync::mpsc::Receiver,
     time::{Duration, Instant},
@@ -51,7 +51,7 @@ pub fn run(args: &GoArgs) -> Result<ExitCode> {
     }
     let bin = super::agent_bin(args.observer.as_deref())?;
     interrupt::install()?;
-    let fixture = build_fixture()?;
+    let fixture = crate::gofixture::build(&host::target_dir().join("bench"), COMM)?;
     let scratch = host::workspace_root().join("bench/results/go-observer.tmp");
     let agent_args = ["--go-process", COMM, "--log-level", "debug"];
     eprintln!(
@@ -148,38 +148,6 @@ pub fn run(args: &GoArgs) -> Result<ExitCode> {
     report::write_atomically(&args.output, &(serde_json::to_string_pretty(&results)? + "\n"))?;
     eprintln!("==> wrote {}", args.output.display());
     Ok(ExitCode::SUCCESS)
-}
-
-/// The fixture built as `target/bench/gobench-fixture` (its comm), rebuilt
-/// when a source file is newer.
-fn build_fixture() -> Result<PathBuf> {
-    let src = host::workspace_root().join("tests/fixtures/gofixture");
-    let dir = host::target_dir().join("bench");
-    let bin = dir.join(COMM);
-    let modified = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
-    let built = modified(&bin);
-    let stale = fs::read_dir(&src)
-        .with_context(|| format!("reading {}", src.display()))?
-        .flatten()
-        .any(|e| built.is_none() || modified(&e.path()) > built);
-    if !stale {
-        return Ok(bin);
-    }
-    fs::create_dir_all(&dir)?;
-    eprintln!("==> building the Go fixture into {}", bin.display());
-    let status = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&bin)
-        .arg(".")
-        .current_dir(&src)
-        .env("GOFLAGS", "-mod=mod")
-        .env("CGO_ENABLED", "0")
-        .status()
-        .context("running go (is the Go toolchain installed?)")?;
-    if !status.success() {
-        bail!("go build of {} failed ({status})", src.display());
-    }
-    Ok(bin)
 }
 
 /// Run counts of the agent's `go_*` programs.
