@@ -92,29 +92,36 @@ pub async fn run(config: RunConfig) -> Result<()> {
             None
         }
     };
-    let mut memcg_watch = match memcg_root
-        .clone()
-        .map_err(memcg::events::MemcgError::Unavailable)
-        .and_then(|root| MemcgWatcher::start(root, config.memcg_mechanism, psi))
-    {
-        Ok(w) => Some(w),
+    let memcg_kernel = match &memcg_root {
+        Ok(root) => Some(KernelMemcg::attach(&mut ebpf, root.clone(), config.memcg_throttle, config.memcg_reclaim)),
         Err(err) => {
-            tracing::warn!("memcg signals memcg.high, memcg.max, memcg.pressure unavailable: {err}");
+            tracing::warn!("memcg signals memcg.throttle, memcg.reclaim unavailable: {err}");
             None
         }
     };
-    let memcg_kernel = match &memcg_root {
-        Ok(root) => Some(KernelMemcg::attach(&mut ebpf, root.clone(), config.memcg_throttle)),
+    // The `stat` reclaim mechanism is read by the memory.events watcher.
+    let reclaim_stat = memcg_kernel.as_ref().is_some_and(|k| k.reclaim_via == Ok(memcg::Reclaim::Stat));
+    let mut memcg_watch = match memcg_root
+        .clone()
+        .map_err(memcg::events::MemcgError::Unavailable)
+        .and_then(|root| MemcgWatcher::start(root, config.memcg_mechanism, psi, reclaim_stat))
+    {
+        Ok(w) => Some(w),
         Err(err) => {
-            tracing::warn!("memcg signals memcg.throttle, memcg.reclaim unavailable: {err}");
+            let reclaim = if reclaim_stat { ", memcg.reclaim (memory.stat)" } else { "" };
+            tracing::warn!("memcg signals memcg.high, memcg.max, memcg.pressure{reclaim} unavailable: {err}");
             None
         }
     };
     if let Some(Err(err)) = memcg_kernel.as_ref().map(|k| &k.throttle) {
         tracing::warn!("memcg.throttle unavailable: {err}");
     }
-    if let Some(Err(err)) = memcg_kernel.as_ref().map(|k| &k.reclaim) {
-        tracing::warn!("memcg.reclaim unavailable: {err}");
+    match memcg_kernel.as_ref().map(|k| (&k.reclaim_via, &k.reclaim)) {
+        Some((Err(err), _)) => tracing::warn!("memcg.reclaim unavailable: {err}"),
+        Some((Ok(memcg::Reclaim::Stat), Err(err))) if config.memcg_reclaim == memcg::Reclaim::Auto => {
+            tracing::warn!("memcg.reclaim: vmscan tracepoints unavailable ({err}); using memory.stat deltas")
+        }
+        _ => {}
     }
     let memcg_text = match (&memcg_watch, &memcg_kernel) {
         (Some(w), Some(k)) => format!(

@@ -143,7 +143,16 @@ pub fn plan(f: &Features) -> Vec<SignalPlan> {
                 first(hooks.chain([memcg_reclaim().map(|m| format!("{m} in the task's context (inferred)"))]).collect())
             }),
         ),
-        ("memcg.reclaim", false, true, memcg().and_then(|()| memcg_reclaim())),
+        (
+            "memcg.reclaim",
+            false,
+            true,
+            // The agent falls back to memory.stat deltas (`--memcg-reclaim stat`).
+            memcg().map(|()| {
+                memcg_reclaim()
+                    .unwrap_or_else(|e| format!("memory.stat pgscan/pgsteal deltas (vmscan tracepoints: {e})"))
+            }),
+        ),
         (
             "memcg.pressure",
             false,

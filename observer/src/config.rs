@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::{
     process::selector::{GoProcessSelection, GoProcessSelector},
-    sources::memcg::{Mechanism, Pressure, Throttle},
+    sources::memcg::{Mechanism, Pressure, Reclaim, Throttle},
 };
 
 #[derive(Debug, Parser)]
@@ -36,7 +36,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// TOML file with the same settings as the flags (`duration`, `output_dir`, `quiet`, `drop_events_per_sec`, `memcg_mechanism`, `memcg_throttle`, `memcg_pressure`, `go_process`).
+    /// TOML file with the same settings as the flags (`duration`, `output_dir`, `quiet`, `drop_events_per_sec`, `memcg_mechanism`, `memcg_throttle`, `memcg_pressure`, `memcg_reclaim`, `go_process`).
     #[arg(long, env = "OBSERVER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Stop after this long (e.g. `10s`, `5m`); runs until stopped when absent.
@@ -64,6 +64,10 @@ pub struct RunArgs {
     /// fallback) [default: trigger].
     #[arg(long, env = "OBSERVER_MEMCG_PRESSURE", value_name = "MECHANISM", value_enum)]
     pub memcg_pressure: Option<Pressure>,
+    /// How memcg reclaim is seen (auto: the vmscan tracepoints, else
+    /// `memory.stat` deltas; tracepoint; stat).
+    #[arg(long, env = "OBSERVER_MEMCG_RECLAIM", value_name = "MECHANISM", value_enum)]
+    pub memcg_reclaim: Option<Reclaim>,
     /// Go processes to attach to: a pid, a comm (process name, at most 15
     /// bytes) or a main module path (a value with '/' or '.'); repeat it for
     /// several, or comma-separate them in the environment [default: all Go processes].
@@ -94,6 +98,7 @@ pub struct RunConfig {
     pub memcg_mechanism: Mechanism,
     pub memcg_throttle: Throttle,
     pub memcg_pressure: Pressure,
+    pub memcg_reclaim: Reclaim,
     pub go_processes: GoProcessSelection,
 }
 
@@ -118,6 +123,7 @@ struct FileConfig {
     memcg_mechanism: Option<Mechanism>,
     memcg_throttle: Option<Throttle>,
     memcg_pressure: Option<Pressure>,
+    memcg_reclaim: Option<Reclaim>,
     go_process: Option<Vec<String>>,
 }
 
@@ -151,6 +157,7 @@ impl RunConfig {
             memcg_mechanism: args.memcg_mechanism.or(file.memcg_mechanism).unwrap_or_default(),
             memcg_throttle: args.memcg_throttle.or(file.memcg_throttle).unwrap_or_default(),
             memcg_pressure: args.memcg_pressure.or(file.memcg_pressure).unwrap_or_default(),
+            memcg_reclaim: args.memcg_reclaim.or(file.memcg_reclaim).unwrap_or_default(),
             go_processes: GoProcessSelection(if args.go_processes.is_empty() {
                 file_go_processes
             } else {
@@ -191,6 +198,7 @@ mod tests {
                 memcg_mechanism: Mechanism::Inotify,
                 memcg_throttle: Throttle::Auto,
                 memcg_pressure: Pressure::Trigger,
+                memcg_reclaim: Reclaim::Auto,
                 go_processes: GoProcessSelection::default(),
             }
         );
@@ -246,6 +254,19 @@ mod tests {
         let err = Cli::try_parse_from(["observer", "run", "--memcg-throttle", "uprobe"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("uprobe"), "{err}");
+    }
+
+    #[test]
+    fn memcg_reclaim_comes_from_the_flag_or_the_file() {
+        let cfg = RunConfig::resolve(run_args(&["observer", "run", "--memcg-reclaim", "stat"])).unwrap();
+        assert_eq!(cfg.memcg_reclaim, Reclaim::Stat);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("observer.toml");
+        std::fs::write(&file, "memcg_reclaim = \"tracepoint\"\n").unwrap();
+        let cfg = RunConfig::resolve(run_args(&["observer", "run", "--config", file.to_str().unwrap()])).unwrap();
+        assert_eq!(cfg.memcg_reclaim, Reclaim::Tracepoint);
+        let err = Cli::try_parse_from(["observer", "run", "--memcg-reclaim", "kprobe"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
     }
 
     #[test]

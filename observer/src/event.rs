@@ -48,6 +48,8 @@ pub enum Event {
     MemcgThrottleIdle(MemcgThrottleIdle),
     #[serde(rename = "memcg.reclaim")]
     MemcgReclaim(MemcgReclaim),
+    #[serde(rename = "memcg.reclaim.stat")]
+    MemcgReclaimStat(MemcgReclaimStat),
     #[serde(rename = "memcg.pressure")]
     MemcgPressure(MemcgPressure),
 }
@@ -393,6 +395,40 @@ pub struct MemcgReclaim {
     pub limits: MemcgLimits,
     #[serde(flatten)]
     pub who: Attribution,
+}
+
+/// The reclaim counters of a cgroup's `memory.stat` rose: the `stat`
+/// mechanism of memcg reclaim, a summary per cgroup rather than one event per
+/// reclaim run. Hierarchical like the file, and counting every reclaimer
+/// (see `sources::memcg::reclaim_stat` for how it differs from
+/// `memcg.reclaim`'s `nr_reclaimed`).
+#[derive(Debug, Clone, Serialize)]
+pub struct MemcgReclaimStat {
+    /// `memory.stat`.
+    pub mechanism: &'static str,
+    /// Rise since the previous event of this cgroup (since the agent started
+    /// watching, or since the cgroup was created when it appeared later).
+    pub delta: ReclaimStatCounts,
+    /// The file's values as read.
+    pub total: ReclaimStatCounts,
+    #[serde(flatten)]
+    pub limits: MemcgLimits,
+    #[serde(flatten)]
+    pub who: Attribution,
+}
+
+/// The reclaim counters of `memory.stat`, in pages. `pgscan`/`pgsteal` are
+/// the kernel's sums over every reclaimer (`kswapd` + `direct`, and
+/// `khugepaged` from 6.2); a kernel without the summed line gets the sum of
+/// the lines it has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ReclaimStatCounts {
+    pub pgscan: u64,
+    pub pgsteal: u64,
+    pub pgscan_kswapd: u64,
+    pub pgscan_direct: u64,
+    pub pgsteal_kswapd: u64,
+    pub pgsteal_direct: u64,
 }
 
 /// A cgroup's `memory.pressure` (PSI) totals rose: tasks stalled on memory.

@@ -113,12 +113,18 @@ impl TestCgroup {
         Counts::parse(&text)
     }
 
-    /// Pages taken off this cgroup's LRU lists by any reclaim (`memory.stat`).
-    fn pgsteal(&self) -> u64 {
+    /// `memory.stat` `pgsteal` and `pgscan`: pages taken off (scanned on)
+    /// this cgroup's LRU lists by any reclaim.
+    fn stat(&self) -> (u64, u64) {
         let text = std::fs::read_to_string(self.dir.join("memory.stat")).expect("read memory.stat");
         let get =
             |key: &str| text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse::<u64>().ok());
-        get("pgsteal").unwrap_or_else(|| get("pgsteal_direct").unwrap_or(0) + get("pgsteal_kswapd").unwrap_or(0))
+        let sum = |what: &str| {
+            get(what).unwrap_or_else(|| {
+                get(&format!("{what}_direct")).unwrap_or(0) + get(&format!("{what}_kswapd")).unwrap_or(0)
+            })
+        };
+        (sum("pgsteal"), sum("pgscan"))
     }
 
     /// `some` and `full` totals of `memory.pressure`, microseconds.
@@ -282,9 +288,11 @@ fn without_memory_controller_run_reports_memcg_unavailable_and_resets_still_work
 /// twice the limit, built as soon as it is let go.
 const GO_OVER_HIGH: &[&str] = &["-wait-stdin", "-live-mb", "16", "-settle", "0s"];
 
-/// One agent per throttle mechanism (and per memory.events / PSI mechanism),
-/// all watching the same workload in a nested tree: `tree` (no limit) holds
-/// `tree/hog` (memory.high=8M) where the Go fixture builds a 16 MiB heap.
+/// One agent per throttle mechanism (and per memory.events / PSI / reclaim
+/// mechanism), all watching the same workload in a nested tree: `tree` (no
+/// limit) holds `tree/hog` (memory.high=8M) where the Go fixture builds a
+/// 16 MiB heap. The `kprobe` agent has the `stat` reclaim mechanism forced,
+/// the others the tracepoints.
 #[test]
 fn memory_high_signals_match_the_kernels_counts() {
     let Some(bin) = require_root_and_bin() else { return };
@@ -295,7 +303,11 @@ fn memory_high_signals_match_the_kernels_counts() {
         ("vmscan", ["--memcg-mechanism", "inotify", "--memcg-throttle", "vmscan", "--memcg-pressure", "trigger"]),
     ]
     .into_iter()
-    .map(|(name, args)| (name, Observer::start_with(&bin, &args)))
+    .map(|(name, args)| {
+        let reclaim = if name == "kprobe" { "stat" } else { "tracepoint" };
+        let args: Vec<&str> = args.into_iter().chain(["--memcg-reclaim", reclaim]).collect();
+        (name, Observer::start_with(&bin, &args))
+    })
     .collect();
     let tree = TestCgroup::create(&root, "tree", &[]);
     let hog = tree.child("hog", &[("memory.high", "8M"), ("memory.swap.max", "0")]);
@@ -308,7 +320,7 @@ fn memory_high_signals_match_the_kernels_counts() {
     let group = format!("obs{}", std::process::id());
     let probe = KprobeEvent::new(&group, "over_high", "mem_cgroup_handle_over_high");
     let recorder = Recorder::new("memcg", &[(&group, "over_high"), ("vmscan", "mm_vmscan_memcg_reclaim_end")], 4096);
-    let before = (hog.events(), hog.events_local(), tree.events(), tree.events_local(), hog.pgsteal());
+    let before = (hog.events(), hog.events_local(), tree.events(), tree.events_local(), hog.stat(), tree.stat());
     fixture.go();
     fixture.finish(Duration::from_secs(300));
     let lines = recorder.stop();
@@ -316,7 +328,10 @@ fn memory_high_signals_match_the_kernels_counts() {
     let hog_local = hog.events_local().since(before.1);
     let tree_delta = tree.events().since(before.2);
     let tree_local = tree.events_local().since(before.3);
-    let pgsteal = hog.pgsteal() - before.4;
+    let (hog_stat, tree_stat) = (hog.stat(), tree.stat());
+    let pgsteal = hog_stat.0 - before.4.0;
+    let pgscan = hog_stat.1 - before.4.1;
+    let tree_stat = (tree_stat.0 - before.5.0, tree_stat.1 - before.5.1);
     let stopped: Vec<(&str, Stopped)> = agents.into_iter().map(|(n, o)| (n, o.stop())).collect();
     // Read right after the agents' last read (the workload is gone: the totals no longer move).
     let psi = hog.pressure();
@@ -328,14 +343,17 @@ fn memory_high_signals_match_the_kernels_counts() {
         lines.iter().filter(|l| l.tgid == Some(pid)).map(|l| l.tid).collect();
     let (entries, reclaim_ends) = (traced("over_high"), traced("mm_vmscan_memcg_reclaim_end"));
     report!(
-        "Go fixture pid {pid} ({} threads in the trace): memory.events high+{} (local +{}), parent high+{} (local +{}); tracefs: {entries} entries to \
-         mem_cgroup_handle_over_high, {reclaim_ends} memcg reclaim ends; memory.stat pgsteal +{pgsteal}; \
+        "Go fixture pid {pid} ({} threads in the trace): memory.events high+{} (local +{}), parent high+{} (local +{}); \
+         tracefs: {entries} entries to mem_cgroup_handle_over_high, {reclaim_ends} memcg reclaim ends; memory.stat \
+         pgsteal +{pgsteal} pgscan +{pgscan} (parent +{}/+{}); \
          memory.pressure some={} full={} us",
         threads.len(),
         hog_delta.high,
         hog_local.high,
         tree_delta.high,
         tree_local.high,
+        tree_stat.0,
+        tree_stat.1,
         psi.0,
         psi.1
     );
@@ -403,7 +421,42 @@ fn memory_high_signals_match_the_kernels_counts() {
             "{name}: {} reclaim events, {reclaimed} pages reclaimed; memory.stat pgsteal +{pgsteal}",
             reclaims.len()
         );
-        assert_eq!(reclaims.len(), reclaim_ends, "{name}: reclaim events vs tracefs reclaim ends of the fixture");
+        // The `stat` mechanism: summed memory.stat deltas per cgroup.
+        let stat_sums = |path: &str| {
+            let events = of("memcg.reclaim.stat", path);
+            let get = |k: &str| -> u64 {
+                events.iter().map(|e| e["delta"][k].as_u64().unwrap_or_else(|| panic!("delta.{k} in {e}"))).sum()
+            };
+            (get("pgsteal"), get("pgscan"), events.len())
+        };
+        let (hog_sums, tree_sums) = (stat_sums(&hog.rel), stat_sums(&tree.rel));
+        if *name == "kprobe" {
+            assert!(ready.contains("reclaim: memory.stat deltas"), "{name}: {ready}");
+            report!(
+                "{name}: {} memcg.reclaim.stat for the leaf: pgsteal +{} pgscan +{} (memory.stat +{pgsteal} +{pgscan}); \
+                 {} for the parent: +{} +{} (memory.stat +{} +{})",
+                hog_sums.2,
+                hog_sums.0,
+                hog_sums.1,
+                tree_sums.2,
+                tree_sums.0,
+                tree_sums.1,
+                tree_stat.0,
+                tree_stat.1
+            );
+            assert!(reclaims.is_empty(), "{name}: memcg.reclaim events with the stat mechanism");
+            assert!(pgsteal > 0, "the workload never reclaimed: memory.stat pgsteal +0");
+            assert_eq!((hog_sums.0, hog_sums.1), (pgsteal, pgscan), "{name}: leaf pgsteal/pgscan vs memory.stat");
+            assert_eq!((tree_sums.0, tree_sums.1), tree_stat, "{name}: parent pgsteal/pgscan vs memory.stat");
+            assert!(
+                of("memcg.reclaim.stat", &hog.rel).iter().all(|e| e["mechanism"] == "memory.stat"),
+                "{name}: reclaim mechanism"
+            );
+        } else {
+            assert!(ready.contains("reclaim: vmscan tracepoints"), "{name}: {ready}");
+            assert_eq!(hog_sums.2, 0, "{name}: memcg.reclaim.stat with the tracepoint mechanism");
+            assert_eq!(reclaims.len(), reclaim_ends, "{name}: reclaim events vs tracefs reclaim ends of the fixture");
+        }
         // PSI.
         let pressure = of("memcg.pressure", &hog.rel);
         let last = pressure.last().unwrap_or_else(|| panic!("{name}: no memcg.pressure for {}", hog.rel));

@@ -156,6 +156,16 @@ pub fn line(record: &Record) -> String {
             let took = r.duration_ns.map_or_else(|| "?".to_string(), millis);
             format!("{clock} memcg.reclaim {took} reclaimed={} pages", r.nr_reclaimed) + &memcg_task(&r.who)
         }
+        Event::MemcgReclaimStat(r) => format!(
+            "{clock} memcg.reclaim.stat {} pgscan+{} pgsteal+{} (direct +{}/+{}, kswapd +{}/+{})",
+            r.who.cgroup_path.as_deref().unwrap_or("?"),
+            r.delta.pgscan,
+            r.delta.pgsteal,
+            r.delta.pgscan_direct,
+            r.delta.pgsteal_direct,
+            r.delta.pgscan_kswapd,
+            r.delta.pgsteal_kswapd
+        ),
         Event::MemcgPressure(p) => format!(
             "{clock} memcg.pressure {} some+{} us full+{} us avg10={:.2}/{:.2}",
             p.who.cgroup_path.as_deref().unwrap_or("?"),

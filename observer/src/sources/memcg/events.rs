@@ -4,6 +4,9 @@
 //! re-reads the file and reports the rise), or polling as the fallback.
 //! New cgroups are found by rescanning the tree every second.
 //!
+//! With the `stat` reclaim mechanism it also reads each cgroup's
+//! `memory.stat` reclaim counters (see `super::reclaim_stat`).
+//!
 //! The same thread watches each cgroup's `memory.pressure` (PSI): a trigger
 //! per cgroup whose POLLPRI joins the same poll, or a read on the timer (see
 //! `super::pressure`).
@@ -31,14 +34,20 @@ use nix::{
 };
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
-use super::{Mechanism, Pressure, kernel::limits, pressure};
-use crate::event::{Attribution, CgroupSource, Event, MemcgEvents, MemcgPressure, MemoryEventCounts, Workload};
+use super::{Mechanism, Pressure, kernel::limits, pressure, reclaim_stat};
+use crate::event::{
+    Attribution, CgroupSource, Event, MemcgEvents, MemcgPressure, MemcgReclaimStat, MemoryEventCounts,
+    ReclaimStatCounts, Workload,
+};
 
 /// New cgroups are picked up within this long.
 const RESCAN_EVERY: Duration = Duration::from_secs(1);
 /// Polling interval of the `poll` mechanism; also how often the inotify
 /// loop looks at the stop flag.
 const POLL_EVERY: Duration = Duration::from_millis(200);
+/// With the `stat` reclaim mechanism, every `memory.stat` is read this often
+/// too (reclaim that leaves `memory.events` alone: kswapd, `memory.reclaim`).
+const RECLAIM_STAT_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemcgError {
@@ -62,8 +71,14 @@ pub struct MemcgWatcher {
 
 impl MemcgWatcher {
     /// Starts watching; falls back to polling when inotify cannot start.
-    /// `pressure` is `None` when the kernel has no PSI (nothing to read).
-    pub fn start(root: PathBuf, wanted: Mechanism, pressure: Option<Pressure>) -> Result<Self, MemcgError> {
+    /// `pressure` is `None` when the kernel has no PSI (nothing to read);
+    /// `reclaim_stat` turns on the `stat` reclaim mechanism.
+    pub fn start(
+        root: PathBuf,
+        wanted: Mechanism,
+        pressure: Option<Pressure>,
+        reclaim_stat: bool,
+    ) -> Result<Self, MemcgError> {
         let inotify = match wanted {
             Mechanism::Inotify => match Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
                 Ok(inotify) => Some(inotify),
@@ -77,8 +92,16 @@ impl MemcgWatcher {
         let mechanism = if inotify.is_some() { Mechanism::Inotify } else { Mechanism::Poll };
         let (tx, rx) = unbounded_channel();
         let stop = Arc::new(AtomicBool::new(false));
-        let mut watch =
-            Watch { root, inotify, mechanism, pressure, tx, cgroups: HashMap::new(), by_wd: HashMap::new() };
+        let mut watch = Watch {
+            root,
+            inotify,
+            mechanism,
+            pressure,
+            reclaim_stat,
+            tx,
+            cgroups: HashMap::new(),
+            by_wd: HashMap::new(),
+        };
         // Cgroups there now count from now; later ones from their creation.
         watch.rescan(true);
         let flag = stop.clone();
@@ -118,6 +141,8 @@ struct Watched {
     /// The PSI trigger, when one could be made.
     psi: Option<std::fs::File>,
     psi_last: pressure::Totals,
+    /// `memory.stat` reclaim counters last read (`stat` reclaim mechanism).
+    stat_last: ReclaimStatCounts,
 }
 
 struct Watch {
@@ -125,6 +150,7 @@ struct Watch {
     inotify: Option<Inotify>,
     mechanism: Mechanism,
     pressure: Option<Pressure>,
+    reclaim_stat: bool,
     tx: UnboundedSender<Change>,
     /// Keyed by the cgroup's directory.
     cgroups: HashMap<PathBuf, Watched>,
@@ -135,6 +161,7 @@ impl Watch {
     fn run(mut self, stop: &AtomicBool) {
         let mut last_scan = Instant::now();
         let mut last_poll = Instant::now();
+        let mut last_stat = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let (changed, stalled) = self.wait(POLL_EVERY);
             let dirs: Vec<PathBuf> = changed.iter().filter_map(|wd| self.by_wd.get(wd).cloned()).collect();
@@ -156,6 +183,13 @@ impl Watch {
                     self.read_pressure(&dir);
                 }
             }
+            if self.reclaim_stat && last_stat.elapsed() >= RECLAIM_STAT_EVERY {
+                last_stat = Instant::now();
+                let dirs: Vec<PathBuf> = self.cgroups.keys().cloned().collect();
+                for dir in dirs {
+                    self.read_stat(&dir);
+                }
+            }
             if last_scan.elapsed() >= RESCAN_EVERY {
                 last_scan = Instant::now();
                 self.rescan(false);
@@ -174,6 +208,7 @@ impl Watch {
         let dirs: Vec<PathBuf> = self.cgroups.keys().cloned().collect();
         for dir in dirs {
             self.read_pressure(&dir);
+            self.read_stat(&dir);
         }
     }
 
@@ -255,7 +290,27 @@ impl Watch {
         let _ = self.tx.send((monotonic_ns(), event));
     }
 
-    /// Reads one cgroup's `memory.events` and sends the rise, if any.
+    /// Reads one cgroup's `memory.stat` reclaim counters and sends the rise,
+    /// if any (`stat` reclaim mechanism only).
+    fn read_stat(&mut self, dir: &Path) {
+        if !self.reclaim_stat {
+            return;
+        }
+        let Some(total) = reclaim_stat::read(dir) else { return };
+        let Some(w) = self.cgroups.get_mut(dir) else { return };
+        let Some(delta) = rise(&mut w.stat_last, total, ReclaimStatCounts::since) else { return };
+        let event = Event::MemcgReclaimStat(MemcgReclaimStat {
+            mechanism: "memory.stat",
+            delta,
+            total,
+            limits: limits(dir),
+            who: w.who(),
+        });
+        let _ = self.tx.send((monotonic_ns(), event));
+    }
+
+    /// Reads one cgroup's `memory.events` and sends the rise, if any; a
+    /// change also reads its `memory.stat` (reclaim goes with `high`/`max`).
     fn read(&mut self, dir: &Path) {
         let Some(text) = std::fs::read_to_string(dir.join("memory.events")).ok() else {
             // Removed: its watch went with it.
@@ -264,11 +319,7 @@ impl Watch {
         };
         let total = parse_events(&text);
         let Some(w) = self.cgroups.get_mut(dir) else { return };
-        let delta = total.since(&w.last);
-        w.last = total;
-        if delta == MemoryEventCounts::default() {
-            return;
-        }
+        let Some(delta) = rise(&mut w.last, total, MemoryEventCounts::since) else { return };
         let event = Event::MemcgEvents(MemcgEvents {
             mechanism: self.mechanism.name(),
             delta,
@@ -278,6 +329,7 @@ impl Watch {
         });
         // The receiver is gone only when the agent is stopping.
         let _ = self.tx.send((monotonic_ns(), event));
+        self.read_stat(dir);
     }
 
     fn forget(&mut self, dir: &Path) {
@@ -348,11 +400,17 @@ impl Watch {
         };
         // Like memory.events: history for cgroups there at the start.
         let psi_last = if initial { pressure::read(&dir).unwrap_or_default() } else { pressure::Totals::default() };
-        self.cgroups.insert(dir.clone(), Watched { rel, id: meta.ino(), wd, last, psi, psi_last });
+        let stat_last = if initial && self.reclaim_stat {
+            reclaim_stat::read(&dir).unwrap_or_default()
+        } else {
+            ReclaimStatCounts::default()
+        };
+        self.cgroups.insert(dir.clone(), Watched { rel, id: meta.ino(), wd, last, psi, psi_last, stat_last });
         if !initial {
             // Events before the watch existed would otherwise wait for the next one.
             self.read(&dir);
             self.read_pressure(&dir);
+            self.read_stat(&dir);
         }
     }
 }
@@ -368,6 +426,14 @@ impl Watched {
             comm: None,
         }
     }
+}
+
+/// Counters read as `total`: the rise from `last` (then `total`), or `None`
+/// when nothing rose.
+fn rise<T: Copy + Default + PartialEq>(last: &mut T, total: T, since: fn(&T, &T) -> T) -> Option<T> {
+    let delta = since(&total, last);
+    *last = total;
+    (delta != T::default()).then_some(delta)
 }
 
 /// The watches with pending notifications.

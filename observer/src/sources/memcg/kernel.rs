@@ -33,6 +33,11 @@
 //! kernels, slab pages freed by the shrinkers it ran. In the VM tests (one
 //! task, one leaf, no swap) they came out equal; under other loads the
 //! measured gap was tenfold (`shared/ENVIRONMENT.md`).
+//!
+//! Where the reclaim tracepoints cannot be attached (or with `--memcg-reclaim
+//! stat`), reclaim is reported from `memory.stat` deltas instead
+//! (`super::reclaim_stat`); the tracepoints stay attached when they can, for
+//! the `vmscan` throttle mechanism, but send no `memcg.reclaim` then.
 
 use std::{collections::HashMap, path::PathBuf};
 
@@ -46,7 +51,7 @@ use observer_common::{
     memcg::{MemcgConfig, MemcgReclaimEvent, MemcgThrottleEvent, NR_PAGES_UNKNOWN, THROTTLE_FENTRY},
 };
 
-use super::Throttle;
+use super::{Reclaim, Throttle};
 use crate::{
     cgroup::CgroupPaths,
     event::{Attribution, CgroupSource, Event, MemcgLimits, MemcgReclaim, MemcgThrottle, MemcgThrottleIdle},
@@ -73,6 +78,8 @@ pub struct KernelMemcg {
     pub throttle: Result<Throttle, String>,
     /// The reclaim tracepoints are attached, or why not.
     pub reclaim: Result<(), String>,
+    /// The reclaim mechanism in use (`Tracepoint` or `Stat`), or why none.
+    pub reclaim_via: Result<Reclaim, String>,
     idle: Option<PerCpuHashMap<MapData, u64, u64>>,
     /// Idle entries reported so far, per cgroup id.
     idle_seen: HashMap<u64, u64>,
@@ -81,8 +88,14 @@ pub struct KernelMemcg {
 impl KernelMemcg {
     /// Attaches what `wanted` asks for: `Auto` takes the first of fentry,
     /// kprobe, vmscan that loads and attaches; a forced one is used or none.
-    pub fn attach(ebpf: &mut Ebpf, root: PathBuf, wanted: Throttle) -> Self {
+    /// Reclaim: `Auto` takes the tracepoints, else `memory.stat`.
+    pub fn attach(ebpf: &mut Ebpf, root: PathBuf, wanted: Throttle, reclaim_wanted: Reclaim) -> Self {
         let reclaim = attach_reclaim(ebpf);
+        let reclaim_via = match (reclaim_wanted, &reclaim) {
+            (Reclaim::Stat, _) | (Reclaim::Auto, Err(_)) => Ok(Reclaim::Stat),
+            (_, Ok(())) => Ok(Reclaim::Tracepoint),
+            (Reclaim::Tracepoint, Err(e)) => Err(e.clone()),
+        };
         let mut reasons = Vec::new();
         let order: &[Throttle] = match wanted {
             Throttle::Auto => &[Throttle::Fentry, Throttle::Kprobe, Throttle::Vmscan],
@@ -111,7 +124,14 @@ impl KernelMemcg {
             }
             _ => None,
         };
-        Self { root, throttle: throttle.ok_or_else(|| reasons.join("; ")), reclaim, idle, idle_seen: HashMap::new() }
+        Self {
+            root,
+            throttle: throttle.ok_or_else(|| reasons.join("; ")),
+            reclaim,
+            reclaim_via,
+            idle,
+            idle_seen: HashMap::new(),
+        }
     }
 
     /// For the ready line.
@@ -121,9 +141,11 @@ impl KernelMemcg {
             Ok(m) => m.name().to_string(),
             Err(e) => format!("unavailable ({e})"),
         };
-        let reclaim = match &self.reclaim {
-            Ok(()) => "vmscan tracepoints".to_string(),
-            Err(e) => format!("unavailable ({e})"),
+        let reclaim = match (&self.reclaim_via, &self.reclaim) {
+            (Ok(Reclaim::Stat), Err(e)) => format!("memory.stat deltas (vmscan tracepoints: {e})"),
+            (Ok(Reclaim::Stat), Ok(())) => "memory.stat deltas (forced)".to_string(),
+            (Ok(_), _) => "vmscan tracepoints".to_string(),
+            (Err(e), _) => format!("unavailable ({e})"),
         };
         format!("throttle: {throttle}; reclaim: {reclaim}")
     }
@@ -156,7 +178,7 @@ impl KernelMemcg {
                 who: who.clone(),
             }));
         }
-        if self.reclaim.is_ok() {
+        if self.reclaim_via == Ok(Reclaim::Tracepoint) {
             out.push(Event::MemcgReclaim(MemcgReclaim { duration_ns, nr_reclaimed: ev.nr_reclaimed, limits, who }));
         }
         out

@@ -4,12 +4,14 @@
 //! `oom:mark_victim` (`oom`).
 //!
 //! Each signal's mechanism can be forced (`--memcg-mechanism`,
-//! `--memcg-throttle`, `--memcg-pressure`) so tests exercise every one.
+//! `--memcg-throttle`, `--memcg-pressure`, `--memcg-reclaim`) so tests
+//! exercise every one.
 
 pub mod events;
 pub mod kernel;
 pub mod oom;
 pub mod pressure;
+pub mod reclaim_stat;
 
 use std::path::PathBuf;
 
@@ -81,6 +83,20 @@ impl Pressure {
             Self::Poll => "poll",
         }
     }
+}
+
+/// How memcg reclaim is seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reclaim {
+    /// The tracepoints, else `memory.stat` deltas.
+    #[default]
+    Auto,
+    /// `vmscan:mm_vmscan_memcg_reclaim_begin/end`: one event per reclaim run.
+    Tracepoint,
+    /// Per-cgroup `memory.stat` reclaim counters, read when the cgroup's
+    /// `memory.events` changes and on a slow timer: summaries, not runs.
+    Stat,
 }
 
 /// The cgroup2 mount when it has the memory controller, else why not.
