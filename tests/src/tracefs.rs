@@ -60,6 +60,23 @@ impl KprobeEvent {
             .unwrap_or_else(|e| panic!("kprobe_events: p:{group}/{name} {function}: {e}"));
         probe
     }
+
+    /// The probe's `(hits, missed)` from `kprobe_profile`: every hit, by any
+    /// task, and the hits the kernel could not record (a probe handler
+    /// already running on that CPU).
+    pub fn profile(&self) -> (u64, u64) {
+        let text = std::fs::read_to_string(root().join("kprobe_profile")).expect("read kprobe_profile");
+        // `NAME` alone (6.1, 6.12) or `GROUP/NAME`.
+        let name = format!("{}/{}", self.group, self.name);
+        text.lines()
+            .find_map(|l| {
+                let mut words = l.split_whitespace();
+                let first = words.next();
+                (first == Some(name.as_str()) || first == Some(self.name.as_str()))
+                    .then(|| Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?)))?
+            })
+            .unwrap_or_else(|| panic!("{name} not in kprobe_profile:\n{text}"))
+    }
 }
 
 impl Drop for KprobeEvent {
@@ -103,7 +120,9 @@ pub fn parse_line(line: &str) -> Option<TraceLine> {
 /// A private instance recording several events at once, with a buffer large
 /// enough for a test's workload and each thread's process (`record-tgid`:
 /// a Go program runs on several threads); checks on stop that nothing was
-/// overwritten.
+/// overwritten. One clock for all CPUs (`global`), so that lines of
+/// different CPUs, and the test's own markers, come in the order they
+/// happened.
 pub struct Recorder {
     dir: PathBuf,
     events: Vec<PathBuf>,
@@ -117,10 +136,17 @@ impl Recorder {
             Recorder { events: events.iter().map(|(c, n)| dir.join("events").join(c).join(n)).collect(), dir };
         std::fs::write(recorder.dir.join("buffer_size_kb"), buffer_kb.to_string()).expect("buffer_size_kb");
         std::fs::write(recorder.dir.join("options/record-tgid"), "1").expect("options/record-tgid");
+        std::fs::write(recorder.dir.join("trace_clock"), "global").expect("trace_clock");
         for e in &recorder.events {
             std::fs::write(e.join("enable"), "1").unwrap_or_else(|err| panic!("enable {}: {err}", e.display()));
         }
         recorder
+    }
+
+    /// Writes `text` into the recording (a `tracing_mark_write` line), between
+    /// what happened before this call and what happens after it.
+    pub fn mark(&self, text: &str) {
+        std::fs::write(self.dir.join("trace_marker"), text).expect("write trace_marker");
     }
 
     /// Stops recording; every recorded line. Panics when the buffer overran.

@@ -22,7 +22,7 @@ use observer_e2e::cgroup::cgroup2_mount_in;
 use observer_e2e::gofixture::{self, GoFixture, Toolchain, Variant};
 use observer_e2e::observer::{Observer, Stopped};
 use observer_e2e::require::require_root_and_bin;
-use observer_e2e::tracefs::{KprobeEvent, Recorder};
+use observer_e2e::tracefs::{KprobeEvent, Recorder, TraceLine};
 
 /// Figures for the log even when the test passes (libtest captures `eprintln!`).
 macro_rules! report {
@@ -139,14 +139,10 @@ impl TestCgroup {
         (total("some "), total("full "))
     }
 
-    /// The Go fixture started with `-wait-stdin`, moved into this cgroup
-    /// while it waits (`cgroup.procs` moves every thread of it) and started
-    /// by [`GoFixture::go`]: what its heap grows by after that is charged here.
-    fn start_go_held(&self, args: &[&str]) -> GoFixture {
-        let fixture = GoFixture::start(&go_fixture(), args, &[]);
-        std::fs::write(self.dir.join("cgroup.procs"), fixture.pid.to_string())
-            .expect("move the fixture into its cgroup");
-        fixture
+    /// Moves process `pid` (every thread of it) into this cgroup.
+    fn add(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("move pid {pid} into {}: {e}", self.dir.display()));
     }
 
     /// Runs `dd` allocating and touching `bytes` in this cgroup; its pid and exit.
@@ -287,6 +283,9 @@ fn without_memory_controller_run_reports_memcg_unavailable_and_resets_still_work
 /// The Go fixture's work under `memory.high`: a pointer-rich live heap of
 /// twice the limit, built as soon as it is let go.
 const GO_OVER_HIGH: &[&str] = &["-wait-stdin", "-live-mb", "16", "-settle", "0s"];
+/// Trace marks around the fixture's move into its cgroup.
+const MOVING: &str = "observer-test: moving the fixture";
+const MOVED: &str = "observer-test: fixture moved";
 
 /// One agent per throttle mechanism (and per memory.events / PSI / reclaim
 /// mechanism), all watching the same workload in a nested tree: `tree` (no
@@ -311,15 +310,18 @@ fn memory_high_signals_match_the_kernels_counts() {
     .collect();
     let tree = TestCgroup::create(&root, "tree", &[]);
     let hog = tree.child("hog", &[("memory.high", "8M"), ("memory.swap.max", "0")]);
-    // tracefs' own counts: entries to the throttle function, reclaim run ends.
-    // The recorder starts once the fixture waits inside the cgroup, so
-    // tracefs counts of its threads and the agents' counts of the cgroup
-    // cover the same calls.
-    let mut fixture = hog.start_go_held(GO_OVER_HIGH);
-    let pid = fixture.pid;
+    // tracefs' own counts: entries to the throttle function, reclaim run ends,
+    // by the fixture's threads. Recorded from before the fixture starts, with
+    // marks around its move into the cgroup: what its threads did after the
+    // move is what the agents count in the cgroup.
     let group = format!("obs{}", std::process::id());
     let probe = KprobeEvent::new(&group, "over_high", "mem_cgroup_handle_over_high");
     let recorder = Recorder::new("memcg", &[(&group, "over_high"), ("vmscan", "mm_vmscan_memcg_reclaim_end")], 4096);
+    let mut fixture = GoFixture::start(&go_fixture(), GO_OVER_HIGH, &[]);
+    let pid = fixture.pid;
+    recorder.mark(MOVING);
+    hog.add(pid);
+    recorder.mark(MOVED);
     let before = (hog.events(), hog.events_local(), tree.events(), tree.events_local(), hog.stat(), tree.stat());
     fixture.go();
     fixture.finish(Duration::from_secs(300));
@@ -335,13 +337,33 @@ fn memory_high_signals_match_the_kernels_counts() {
     let stopped: Vec<(&str, Stopped)> = agents.into_iter().map(|(n, o)| (n, o.stop())).collect();
     // Read right after the agents' last read (the workload is gone: the totals no longer move).
     let psi = hog.pressure();
+    let (probe_hits, probe_missed) = probe.profile();
     drop(probe);
-    let unattributed: Vec<&str> = lines.iter().filter(|l| l.tgid.is_none()).map(|l| l.text.as_str()).collect();
+    let counted = |l: &&TraceLine| l.event != "tracing_mark_write";
+    let unattributed: Vec<&str> =
+        lines.iter().filter(counted).filter(|l| l.tgid.is_none()).map(|l| l.text.as_str()).collect();
     assert!(unattributed.is_empty(), "trace lines without their thread's process: {unattributed:?}");
-    let traced = |event: &str| lines.iter().filter(|l| l.tgid == Some(pid) && l.event == event).count();
-    let threads: std::collections::BTreeSet<u32> =
-        lines.iter().filter(|l| l.tgid == Some(pid)).map(|l| l.tid).collect();
+    let mark = |text: &str| {
+        lines
+            .iter()
+            .position(|l| l.event == "tracing_mark_write" && l.text.trim_end().ends_with(text))
+            .unwrap_or_else(|| panic!("no {text} mark in the trace"))
+    };
+    let (moving, moved) = (mark(MOVING), mark(MOVED));
+    let fixtures = |range: &[TraceLine]| -> Vec<TraceLine> {
+        range.iter().filter(counted).filter(|l| l.tgid == Some(pid)).cloned().collect()
+    };
+    let during_move = fixtures(&lines[moving..moved]);
+    assert!(during_move.is_empty(), "lines of the fixture while it moved (in which cgroup?): {during_move:?}");
+    report!(
+        "before its move into the cgroup the fixture's threads made {} trace lines",
+        fixtures(&lines[..moving]).len()
+    );
+    let lines = fixtures(&lines[moved..]);
+    let traced = |event: &str| lines.iter().filter(|l| l.event == event).count();
+    let threads: std::collections::BTreeSet<u32> = lines.iter().map(|l| l.tid).collect();
     let (entries, reclaim_ends) = (traced("over_high"), traced("mm_vmscan_memcg_reclaim_end"));
+    report!("kprobe_profile: {probe_hits} hits, {probe_missed} missed (all tasks)");
     report!(
         "Go fixture pid {pid} ({} threads in the trace): memory.events high+{} (local +{}), parent high+{} (local +{}); \
          tracefs: {entries} entries to mem_cgroup_handle_over_high, {reclaim_ends} memcg reclaim ends; memory.stat \

@@ -208,7 +208,8 @@ fn boot_and_test(kernel: &Kernel, tests: &[TestBinary], fixture: &Path) -> Resul
         .arg(BOOT_TIMEOUT_SECS.to_string())
         .args(["vng", "--run"])
         .arg(&vmlinuz)
-        .args(["--disable-kvm", "--memory", "2G", "--cpus", "2", "--user", "root", "--rwdir"])
+        // --verbose: the kernel's log on the console, for a guest that dies.
+        .args(["--disable-kvm", "--verbose", "--memory", "2G", "--cpus", "2", "--user", "root", "--rwdir"])
         .arg(&rw)
         .arg("--exec")
         .arg(format!("sh {}", script.display()))
