@@ -44,11 +44,12 @@ const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static"];
 /// the same 2 cores once made a guest stop in the middle of the memcg tests.
 const VM_TESTS: &[&str] = &["tcp_resets", "net_drops", "memcg"];
 const VIRTME_NG_VERSION: &str = "1.42";
-/// Bound on one boot with all its tests (emulation is slow; a hang must end).
-const BOOT_TIMEOUT_SECS: u32 = 1500;
-/// Bound on one test binary inside the guest (memcg, the longest, takes
+/// Bound on one boot with all its tests (emulation is slow, about 300 s for
+/// all of them here; a hang must end).
+const BOOT_TIMEOUT_SECS: u32 = 900;
+/// Bound on one test binary inside the guest (the longest, tcp_resets, takes
 /// about 150 s on 6.1); `-k` kills one that ignores the TERM.
-const BINARY_TIMEOUT_SECS: u32 = 600;
+const BINARY_TIMEOUT_SECS: u32 = 400;
 
 pub fn run(only: Option<&str>) -> Result<()> {
     let start = Instant::now();
@@ -62,10 +63,21 @@ pub fn run(only: Option<&str>) -> Result<()> {
     let mut failed = Vec::new();
     for kernel in KERNELS.iter().filter(|k| only.is_none_or(|o| o == k.name)) {
         let boot = Instant::now();
-        let outcome = boot_and_test(kernel, &tests, &fixture);
+        let mut outcome = boot_and_test(kernel, &tests, &fixture);
+        if let Ok(Guest::Unfinished(why)) = &outcome {
+            // Seen about once in 15 boots under emulation (a guest that froze
+            // or whose kernel went down). What it left is printed above; one
+            // more boot tells a flake from a test that always stops there.
+            println!("vm-test {}: {why}; booting it once more", kernel.name);
+            outcome = boot_and_test(kernel, &tests, &fixture);
+        }
         let took = cmd::secs(boot.elapsed());
         match outcome {
-            Ok(results) => {
+            Ok(Guest::Unfinished(why)) => {
+                println!("vm-test {}: FAILED ({took}): {why}, twice", kernel.name);
+                failed.push(kernel.name);
+            }
+            Ok(Guest::Finished(results)) => {
                 let bad = results.iter().filter(|r| !r.ok).count();
                 for r in &results {
                     println!("vm-test {} {} {}", kernel.name, r.name, if r.ok { "ok" } else { "FAILED" });
@@ -192,7 +204,13 @@ struct TestResult {
     ok: bool,
 }
 
-fn boot_and_test(kernel: &Kernel, tests: &[TestBinary], fixture: &Path) -> Result<Vec<TestResult>> {
+/// How a boot ended: every test binary ran (whatever their results), or not.
+enum Guest {
+    Finished(Vec<TestResult>),
+    Unfinished(String),
+}
+
+fn boot_and_test(kernel: &Kernel, tests: &[TestBinary], fixture: &Path) -> Result<Guest> {
     let vmlinuz = vmlinuz(kernel)?;
     let rw = host::target_dir().join("vm-test").join(kernel.name);
     if rw.exists() {
@@ -222,7 +240,7 @@ fn boot_and_test(kernel: &Kernel, tests: &[TestBinary], fixture: &Path) -> Resul
     }
     if !rw.join("done").is_file() {
         report_unfinished(&rw);
-        bail!("the guest did not finish its tests (see {})", rw.display());
+        return Ok(Guest::Unfinished(format!("the guest did not finish its tests (see {})", rw.display())));
     }
     let mut results = Vec::new();
     let check_rc = fs::read_to_string(rw.join("check.rc")).unwrap_or_default();
@@ -237,7 +255,7 @@ fn boot_and_test(kernel: &Kernel, tests: &[TestBinary], fixture: &Path) -> Resul
         }
         results.extend(parsed.into_iter().map(|r| TestResult { name: format!("{}::{}", t.name, r.name), ok: r.ok }));
     }
-    Ok(results)
+    Ok(Guest::Finished(results))
 }
 
 /// `test NAME ... ok` / `... FAILED` lines of a libtest run. A test that
