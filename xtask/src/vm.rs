@@ -376,6 +376,18 @@ mod tests {
     }
 
     #[test]
+    fn guest_script_is_valid_shell_with_bounds_and_progress() {
+        let tests = [TestBinary { name: "memcg".into(), path: PathBuf::from("/t/memcg-1") }];
+        let script = guest_script(Path::new("/rw"), &tests, Path::new("/f/gofixture"));
+        assert!(script.contains("OBSERVER_GOFIXTURE='/f/gofixture'"), "{script}");
+        assert!(script.contains("timeout -k 10 400 '/t/memcg-1' --test-threads=1 --nocapture"), "{script}");
+        assert!(script.contains("memcg $(cut -d' ' -f1 /proc/uptime)\" >> $RW/progress"), "{script}");
+        assert!(script.ends_with("touch $RW/done\n"), "{script}");
+        let checked = std::process::Command::new("sh").args(["-n", "-c", &script]).output().expect("run sh -n");
+        assert!(checked.status.success(), "{}\n{script}", String::from_utf8_lossy(&checked.stderr));
+    }
+
+    #[test]
     fn kernels_sort_by_version_numbers() {
         let mut v = ["vmlinuz-6.1.0-9-amd64", "vmlinuz-6.1.0-56-amd64"];
         v.sort_by_key(|n| version_key(n));
