@@ -353,10 +353,14 @@ fn memory_high_signals_match_the_kernels_counts() {
     let fixtures = |range: &[TraceLine]| -> Vec<TraceLine> {
         range.iter().filter(counted).filter(|l| l.tgid == Some(pid)).cloned().collect()
     };
+    // An entry while the move runs counts in either cgroup, by a hair: those
+    // widen the truth to a range (none in most runs, one in a few).
     let during_move = fixtures(&lines[moving..moved]);
-    assert!(during_move.is_empty(), "lines of the fixture while it moved (in which cgroup?): {during_move:?}");
+    assert!(during_move.iter().all(|l| l.event == "over_high"), "reclaim while the fixture moved: {during_move:?}");
+    let unsure = during_move.len();
     report!(
-        "before its move into the cgroup the fixture's threads made {} trace lines",
+        "the fixture's threads entered mem_cgroup_handle_over_high {} times before their move into the cgroup, \
+         {unsure} during it",
         fixtures(&lines[..moving]).len()
     );
     let lines = fixtures(&lines[moved..]);
@@ -424,10 +428,10 @@ fn memory_high_signals_match_the_kernels_counts() {
                     "{name}: inferred throttles vs tracefs reclaim ends of the fixture"
                 );
             } else {
-                assert_eq!(
-                    throttles.len() as u64 + idle,
-                    entries as u64,
-                    "{name}: throttles + idle entries vs tracefs entries"
+                let seen = throttles.len() + idle as usize;
+                assert!(
+                    (entries..=entries + unsure).contains(&seen),
+                    "{name}: throttles + idle entries {seen} vs tracefs entries {entries} after the move (+{unsure} during it)"
                 );
                 assert!(throttles.iter().all(|t| t["nr_pages"].as_u64().is_some_and(|p| p > 0)), "{name}: nr_pages");
                 assert_eq!(throttles[0]["memory_high"], 8 << 20, "{}", throttles[0]);
