@@ -5,12 +5,14 @@ mod agent;
 mod cgroup;
 mod check;
 mod config;
+mod correlate;
 mod event;
 mod export;
 mod kernel;
 mod netns;
 mod process;
 mod sources;
+mod workload;
 
 use std::process::ExitCode;
 

@@ -1,4 +1,6 @@
-//! Where events go: JSON lines on disk and the live view on the terminal.
+//! Where records and episodes go: JSON lines on disk, the live view on the
+//! terminal, and OTLP (a collector, and the OTLP JSON file).
 
 pub mod jsonl;
 pub mod live;
+pub mod otlp;
