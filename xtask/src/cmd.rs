@@ -62,6 +62,13 @@ impl Cmd {
         self
     }
 
+    /// Runs the child in `dir` (echoed as `cd DIR && `).
+    pub fn current_dir(mut self, dir: &Path) -> Self {
+        self.env_line.insert_str(0, &format!("cd {} && ", quote(dir.as_os_str())));
+        self.command.current_dir(dir);
+        self
+    }
+
     /// Puts `dir` first on the child's PATH (echoed as `PATH=dir:$PATH`).
     pub fn path_prepend(mut self, dir: &Path) -> Self {
         let current = host::child_path();

@@ -10,6 +10,7 @@
 mod bench;
 mod build;
 mod cmd;
+mod collector;
 mod gofixture;
 mod host;
 mod run;
@@ -31,7 +32,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Task {
     /// Install what building and testing need: apt packages, rust-src,
-    /// bpf-linker 0.13.0, a mounted tracefs. Idempotent; needs root for apt.
+    /// bpf-linker 0.13.0, a mounted tracefs, the tests' OpenTelemetry
+    /// Collector. Idempotent; needs root for apt.
     Setup,
     /// Build the agent (`target/release/observer`) with its eBPF programs embedded.
     Build,

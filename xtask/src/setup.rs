@@ -3,8 +3,9 @@
 //! Each step checks first and does work only when something is missing or at
 //! another version, so a second run only checks. Steps: apt packages (LLVM 22
 //! for bpf-linker, and the tools the tests use), rust-src (aya-build builds
-//! `core` for the bpf target), bpf-linker at a pinned version, and a mounted
-//! tracefs (tracepoints attach through it).
+//! `core` for the bpf target), bpf-linker at a pinned version, a mounted
+//! tracefs (tracepoints attach through it), and the OpenTelemetry Collector
+//! the end-to-end tests export to (`collector.rs`).
 
 use std::{
     path::{Path, PathBuf},
@@ -15,7 +16,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::{
     cmd::{self, Cmd},
-    host,
+    collector, host,
 };
 
 /// Debian/Ubuntu packages: LLVM 22 and the libraries bpf-linker links against,
@@ -52,6 +53,7 @@ pub fn run() -> Result<()> {
     cmd::step("setup: rust-src", rust_src)?;
     cmd::step("setup: bpf-linker", bpf_linker)?;
     cmd::step("setup: tracefs", || tracefs(root))?;
+    cmd::step("setup: OpenTelemetry Collector", collector::ensure)?;
     eprintln!("==> setup: done ({})", cmd::secs(start.elapsed()));
     Ok(())
 }

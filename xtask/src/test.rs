@@ -70,7 +70,13 @@ pub fn test_env(cmd: Cmd) -> Result<Cmd> {
     if !bin.is_file() {
         bail!("{} does not exist: the build stage should have made it", bin.display());
     }
-    Ok(cmd.env("RUSTC_BOOTSTRAP", "1").env("OBSERVER_E2E_REQUIRED", "1").env("OBSERVER_BIN", OsString::from(bin)))
+    // Where set-up builds the collector; a test that needs it and finds no
+    // binary there fails with a message naming `cargo xtask setup`.
+    Ok(cmd
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("OBSERVER_E2E_REQUIRED", "1")
+        .env("OBSERVER_BIN", OsString::from(bin))
+        .env("OBSERVER_OTELCOL", OsString::from(crate::collector::bin())))
 }
 
 pub fn run() -> Result<()> {
