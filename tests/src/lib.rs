@@ -5,6 +5,7 @@
 //! and compare what the agent reports with the kernel's own counters.
 
 pub mod cgroup;
+pub mod collector;
 pub mod command;
 pub mod gofixture;
 pub mod held;
@@ -13,7 +14,9 @@ pub mod netns;
 pub mod nft;
 pub mod nstat;
 pub mod observer;
+pub mod otlp;
 pub mod rawtcp;
 pub mod require;
 pub mod resetgen;
+pub mod tls;
 pub mod tracefs;

@@ -39,6 +39,20 @@ fn find_bin() -> Result<PathBuf, String> {
     Ok(bin)
 }
 
+/// The file an environment variable names (an absolute path to an existing
+/// file), or `None` after reporting why the test is skipped (a failure under
+/// `OBSERVER_E2E_REQUIRED=1`). `how` says how to get it.
+pub fn require_file_env(var: &str, how: &str) -> Option<PathBuf> {
+    let path = match std::env::var_os(var) {
+        None => return skip(&format!("{var} is not set ({how})")),
+        Some(v) => PathBuf::from(v),
+    };
+    if !path.is_absolute() || !path.is_file() {
+        return skip(&format!("{var}={} is not an existing file at an absolute path ({how})", path.display()));
+    }
+    Some(path)
+}
+
 fn required() -> bool {
     std::env::var("OBSERVER_E2E_REQUIRED").is_ok_and(|v| v == "1")
 }
