@@ -3,12 +3,15 @@
 //! - `resets`: the agent against TCP resets, see [`resets`];
 //! - `drops`: the agent against a flood of dropped packets, see [`drops`];
 //! - `go`: the Go runtime probes' cost to a Go program and attach latency, see [`go`];
+//! - `export`: episodes through an OpenTelemetry Collector: close-to-arrival
+//!   latency, spans per second, agent CPU and RSS, see [`export`];
 //! - `__resetgen` (hidden, in `main.rs`): the reset generator the benchmark
 //!   runs inside its network namespace, see [`resetgen`].
 
 mod bpftrace;
 mod child;
 mod drops;
+mod export;
 mod go;
 mod interrupt;
 mod netns;
@@ -43,6 +46,48 @@ pub enum Bench {
     /// exec to its probes for many processes started together.
     /// Needs root and Go; builds the agent first unless given one (--observer).
     Go(GoArgs),
+    /// Episodes exported over OTLP gRPC to an OpenTelemetry Collector (the
+    /// tests' build) while many network namespaces get rounds of reset
+    /// bursts: close-to-arrival latency in the collector's file (median,
+    /// p99), spans per second, episodes exported vs expected, agent CPU and
+    /// peak RSS, the generator's CPU against a run without the agent.
+    /// Needs root; builds the agent first unless given one (--observer).
+    Export(ExportArgs),
+}
+
+/// Options of `cargo xtask bench export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Network namespaces, each its own workload.
+    #[arg(long, default_value_t = 200)]
+    namespaces: usize,
+    /// Rounds of bursts: each namespace yields one episode per round.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Refused connects per namespace per round (each one RST sent, one received).
+    #[arg(long, default_value_t = 20)]
+    burst: u64,
+    /// From the start of one round to the next, in ms (at least twice --quiet-ms).
+    #[arg(long, default_value_t = 3000)]
+    round_interval_ms: u64,
+    /// The agent's `--episode-quiet`, in ms.
+    #[arg(long, default_value_t = 1000)]
+    quiet_ms: u64,
+    /// Runs each way (without the agent, with it; order alternating).
+    #[arg(long, default_value_t = 2)]
+    repeat: usize,
+    /// The agent binary to measure; without it `cargo xtask build` runs first.
+    #[arg(long, value_name = "PATH")]
+    observer: Option<PathBuf>,
+    /// The collector binary; else `OBSERVER_OTELCOL`, else the one `cargo xtask setup` caches.
+    #[arg(long, value_name = "PATH")]
+    collector: Option<PathBuf>,
+    /// Copy the last attached run's collector file (OTLP JSON lines) here.
+    #[arg(long, value_name = "PATH")]
+    keep_file: Option<PathBuf>,
+    /// Where the figures go as JSON.
+    #[arg(long, default_value_os_t = host::workspace_root().join("bench/results/export.json"))]
+    output: PathBuf,
 }
 
 /// Options of `cargo xtask bench go`.
@@ -124,5 +169,6 @@ pub fn run(bench: Bench) -> Result<ExitCode> {
         Bench::Resets(args) => resets::run(&args),
         Bench::Drops(args) => drops::run(&args),
         Bench::Go(args) => go::run(&args),
+        Bench::Export(args) => export::run(&args),
     }
 }
