@@ -1,6 +1,7 @@
 //! The agent under test: spawned, awaited until ready, stopped with SIGTERM,
 //! and its events read back.
 
+use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -37,6 +38,10 @@ pub struct Stopped {
     pub summary_events: u64,
     pub lost: u64,
     pub stderr: Vec<String>,
+    /// The `observer: stopped ...` line itself.
+    pub summary: String,
+    /// Every line of `traces.jsonl` (OTLP JSON trace requests), parsed.
+    pub traces: Vec<serde_json::Value>,
 }
 
 impl Observer {
@@ -47,8 +52,15 @@ impl Observer {
 
     /// [`Observer::start`] with extra `run` arguments.
     pub fn start_with(bin: &Path, extra: &[&str]) -> Observer {
+        Self::start_env(bin, extra, &[])
+    }
+
+    /// [`Observer::start_with`] with extra environment variables (the
+    /// `OTEL_EXPORTER_OTLP_*` of a collector, for example).
+    pub fn start_env(bin: &Path, extra: &[&str], env: &[(String, OsString)]) -> Observer {
         let dir = tempfile::tempdir().expect("temporary output directory");
         let mut child = Command::new(bin)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .arg("run")
             .arg("--output-dir")
             .arg(dir.path())
@@ -96,6 +108,27 @@ impl Observer {
         self.child.id()
     }
 
+    /// Its `--output-dir`.
+    pub fn output_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Whether the agent has not exited (it is not reaped here).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// What `traces.jsonl` holds so far (a partly written last line left out).
+    pub fn traces(&self) -> Vec<serde_json::Value> {
+        crate::otlp::read_json_lines(&self.dir.path().join("traces.jsonl"))
+    }
+
+    /// The stderr lines read so far (the ready line and what
+    /// [`Observer::wait_for_stderr`] went through).
+    pub fn stderr_seen(&self) -> &[String] {
+        &self.seen
+    }
+
     /// Waits until the agent printed a stderr line containing `needle`
     /// (also before it was ready) and returns that line.
     pub fn wait_for_stderr(&mut self, needle: &str, within: Duration) -> String {
@@ -141,7 +174,9 @@ impl Observer {
         let (summary_events, lost) =
             parse_summary(summary).unwrap_or_else(|| panic!("cannot read events=/lost= in {summary:?}"));
         let events = read_events(&self.dir.path().join("events.jsonl"));
-        Stopped { events, summary_events, lost, stderr }
+        let summary = summary.clone();
+        let traces = crate::otlp::read_json_lines(&self.dir.path().join("traces.jsonl"));
+        Stopped { events, summary_events, lost, stderr, summary, traces }
     }
 
     fn rest_of_stderr(&mut self) -> Vec<String> {
