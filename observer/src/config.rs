@@ -10,6 +10,8 @@ use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
 use crate::{
+    correlate::Rules,
+    export::otlp::{NodeResource, OtlpConfig, OtlpConfigError},
     process::selector::{GoProcessSelection, GoProcessSelector},
     sources::memcg::{Mechanism, Pressure, Reclaim, Throttle},
 };
@@ -36,7 +38,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// TOML file with the same settings as the flags (`duration`, `output_dir`, `quiet`, `drop_events_per_sec`, `memcg_mechanism`, `memcg_throttle`, `memcg_pressure`, `memcg_reclaim`, `go_process`).
+    /// TOML file with the same settings as the flags (`duration`, `output_dir`, `quiet`, `events`, `events_file`, `episode_quiet`, `episode_max_length`, `episode_span_budget`, `drop_events_per_sec`, `memcg_mechanism`, `memcg_throttle`, `memcg_pressure`, `memcg_reclaim`, `go_process`).
     #[arg(long, env = "OBSERVER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Stop after this long (e.g. `10s`, `5m`); runs until stopped when absent.
@@ -45,9 +47,24 @@ pub struct RunArgs {
     /// Directory for events.jsonl [default: /var/lib/observer].
     #[arg(long, env = "OBSERVER_OUTPUT_DIR", value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
-    /// Do not print a line per event (the status line and files stay).
+    /// Print nothing per episode or event on stdout (the status line and files stay).
     #[arg(long, env = "OBSERVER_QUIET")]
     pub quiet: bool,
+    /// Also print one line per kernel event on stdout (by default only closed episodes are printed).
+    #[arg(long, env = "OBSERVER_EVENTS")]
+    pub events: bool,
+    /// Do not write `events.jsonl` (one JSON object per event).
+    #[arg(long, env = "OBSERVER_NO_EVENTS_FILE")]
+    pub no_events_file: bool,
+    /// An episode with no signal for this long closes [default: 5s].
+    #[arg(long, env = "OBSERVER_EPISODE_QUIET", value_name = "DURATION", value_parser = parse_duration)]
+    pub episode_quiet: Option<Duration>,
+    /// An episode closes at this length; the next one links to it [default: 5m].
+    #[arg(long, env = "OBSERVER_EPISODE_MAX_LENGTH", value_name = "DURATION", value_parser = parse_duration)]
+    pub episode_max_length: Option<Duration>,
+    /// Child spans per kind per episode; the rest fold into one aggregate span [default: 300].
+    #[arg(long, env = "OBSERVER_EPISODE_SPAN_BUDGET", value_name = "N")]
+    pub episode_span_budget: Option<usize>,
     /// Individual packet-drop events each CPU may send per second (all drops
     /// are still counted per netns and reason) [default: 200].
     #[arg(long, env = "OBSERVER_DROP_EVENTS_PER_SEC", value_name = "N")]
@@ -94,6 +111,13 @@ pub struct RunConfig {
     pub duration: Option<Duration>,
     pub output_dir: PathBuf,
     pub quiet: bool,
+    pub events: bool,
+    pub events_file: bool,
+    pub episodes: Rules,
+    /// `None`: no endpoint set; episodes go to `traces.jsonl` only.
+    pub otlp: Option<OtlpConfig>,
+    /// `OTEL_RESOURCE_ATTRIBUTES` and the host name, for every workload's resource.
+    pub node: NodeResource,
     pub drop_events_per_sec: u32,
     pub memcg_mechanism: Mechanism,
     pub memcg_throttle: Throttle,
@@ -110,6 +134,10 @@ pub enum ConfigError {
     Read { path: PathBuf, error: std::io::Error },
     #[error("config file {path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error("{0}")]
+    Otlp(#[from] OtlpConfigError),
+    #[error("{0}")]
+    Value(String),
 }
 
 /// The config file's keys; unknown keys are an error, not ignored.
@@ -119,6 +147,11 @@ struct FileConfig {
     duration: Option<String>,
     output_dir: Option<PathBuf>,
     quiet: Option<bool>,
+    events: Option<bool>,
+    events_file: Option<bool>,
+    episode_quiet: Option<String>,
+    episode_max_length: Option<String>,
+    episode_span_budget: Option<usize>,
     drop_events_per_sec: Option<u32>,
     memcg_mechanism: Option<Mechanism>,
     memcg_throttle: Option<Throttle>,
@@ -146,10 +179,34 @@ impl RunConfig {
                 .collect::<Result<_, _>>()?,
             _ => Vec::new(),
         };
+        let file_time = |value: &Option<String>| match (value, &args.config) {
+            (Some(d), Some(path)) => {
+                parse_duration(d).map(Some).map_err(|message| ConfigError::Invalid { path: path.clone(), message })
+            }
+            _ => Ok(None),
+        };
+        let defaults = Rules::default();
+        let episodes = Rules {
+            quiet: args.episode_quiet.or(file_time(&file.episode_quiet)?).unwrap_or(defaults.quiet),
+            max_length: args.episode_max_length.or(file_time(&file.episode_max_length)?).unwrap_or(defaults.max_length),
+            span_budget: args.episode_span_budget.or(file.episode_span_budget).unwrap_or(defaults.span_budget),
+            ..defaults
+        };
+        if episodes.quiet.is_zero() || episodes.max_length < episodes.quiet || episodes.span_budget == 0 {
+            return Err(ConfigError::Value(format!(
+                "episode settings: quiet {:?} must be above 0 and at most max length {:?}, span budget {} above 0",
+                episodes.quiet, episodes.max_length, episodes.span_budget
+            )));
+        }
         Ok(Self {
             duration: args.duration.or(file_duration),
             output_dir: args.output_dir.or(file.output_dir).unwrap_or_else(|| DEFAULT_OUTPUT_DIR.into()),
             quiet: args.quiet || file.quiet.unwrap_or(false),
+            events: args.events || file.events.unwrap_or(false),
+            events_file: !args.no_events_file && file.events_file.unwrap_or(true),
+            episodes,
+            otlp: OtlpConfig::from_env()?,
+            node: NodeResource::from_env()?,
             drop_events_per_sec: args
                 .drop_events_per_sec
                 .or(file.drop_events_per_sec)
@@ -194,6 +251,11 @@ mod tests {
                 duration: None,
                 output_dir: DEFAULT_OUTPUT_DIR.into(),
                 quiet: false,
+                events: false,
+                events_file: true,
+                episodes: Rules::default(),
+                otlp: None,
+                node: cfg.node.clone(),
                 drop_events_per_sec: DEFAULT_DROP_EVENTS_PER_SEC,
                 memcg_mechanism: Mechanism::Inotify,
                 memcg_throttle: Throttle::Auto,

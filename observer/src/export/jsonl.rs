@@ -1,24 +1,41 @@
-//! Events as JSON lines, appended to `<output-dir>/events.jsonl`.
+//! Events as JSON lines, appended to `<output-dir>/events.jsonl` by a thread
+//! of its own behind a bounded queue: a slow disk drops lines (counted), it
+//! never stalls the agent.
 
 use std::{
     fs::{File, OpenOptions},
     io::{BufWriter, Write},
     path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel},
+    },
+    thread::JoinHandle,
+    time::Duration,
 };
 
 use crate::event::Record;
+
+/// Records waiting for the writer at most.
+const QUEUE: usize = 65536;
+/// The writer flushes at least this often.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
     #[error("output directory {dir} is not usable: {error}")]
     Dir { dir: PathBuf, error: std::io::Error },
-    #[error("writing {path}: {error}")]
-    Write { path: PathBuf, error: std::io::Error },
+    #[error("cannot start the events.jsonl writer: {0}")]
+    Thread(std::io::Error),
 }
 
 pub struct JsonlWriter {
     path: PathBuf,
-    out: BufWriter<File>,
+    tx: Option<SyncSender<Record>>,
+    /// Lines not written: the queue was full, or the file could not be written.
+    dropped: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl JsonlWriter {
@@ -29,24 +46,69 @@ impl JsonlWriter {
         std::fs::create_dir_all(dir).map_err(dir_err)?;
         let path = dir.join("events.jsonl");
         let file = OpenOptions::new().create(true).append(true).open(&path).map_err(dir_err)?;
-        Ok(Self { path, out: BufWriter::new(file) })
+        let (tx, rx) = sync_channel(QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let counter = dropped.clone();
+        let thread = std::thread::Builder::new()
+            .name("events-jsonl".into())
+            .spawn(move || write_loop(&rx, BufWriter::new(file), &counter))
+            .map_err(OutputError::Thread)?;
+        Ok(Self { path, tx: Some(tx), dropped, thread: Some(thread) })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    pub fn write(&mut self, record: &Record) -> Result<(), OutputError> {
-        let err = |error| OutputError::Write { path: self.path.clone(), error };
-        serde_json::to_writer(&mut self.out, record).map_err(|e| err(e.into()))?;
-        self.out.write_all(b"\n").map_err(err)
+    /// Queues one record; never waits.
+    pub fn write(&self, record: &Record) {
+        let Some(tx) = &self.tx else { return };
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(record.clone()) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
-    pub fn flush(&mut self) -> Result<(), OutputError> {
-        self.out.flush().map_err(|error| OutputError::Write { path: self.path.clone(), error })
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Writes what is queued and closes the file.
+    pub fn close(&mut self) {
+        self.tx = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
+impl Drop for JsonlWriter {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn write_loop(rx: &Receiver<Record>, mut out: BufWriter<File>, dropped: &AtomicU64) {
+    let mut failed = false;
+    loop {
+        match rx.recv_timeout(FLUSH_EVERY) {
+            Ok(record) => {
+                let ok = serde_json::to_writer(&mut out, &record).is_ok() && out.write_all(b"\n").is_ok();
+                if !ok {
+                    dropped.fetch_add(1, Ordering::Relaxed);
+                    if !failed {
+                        tracing::warn!("writing events.jsonl failed; lines are counted as dropped");
+                        failed = true;
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = out.flush();
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let _ = out.flush();
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,8 +144,9 @@ mod tests {
         };
         for _ in 0..2 {
             let mut w = JsonlWriter::create(dir.path()).unwrap();
-            w.write(&record).unwrap();
-            w.flush().unwrap();
+            w.write(&record);
+            w.close();
+            assert_eq!(w.dropped(), 0);
         }
         let text = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
         let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();

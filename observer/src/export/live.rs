@@ -1,6 +1,7 @@
-//! The live view: one readable line per event on stdout, and a status line
-//! (events, lost, rate) on stderr — redrawn in place on a terminal, printed
-//! every few seconds otherwise.
+//! The live view: one readable line per closed episode on stdout (and per
+//! event with `--events`), and a status line (events, lost, rate, episodes,
+//! export) on stderr — redrawn in place on a terminal, printed every few
+//! seconds otherwise.
 
 use std::{
     io::{IsTerminal, Write},
@@ -8,6 +9,7 @@ use std::{
 };
 
 use crate::{
+    correlate::Episode,
     event::{Attribution, Event, GoOwner, Record},
     netns::NetnsOwner,
 };
@@ -16,6 +18,8 @@ const STATUS_EVERY_PIPE: Duration = Duration::from_secs(10);
 
 pub struct LiveView {
     quiet: bool,
+    /// A line per event, not only per episode.
+    events_shown: bool,
     tty: bool,
     started: Instant,
     last_status: Instant,
@@ -25,18 +29,26 @@ pub struct LiveView {
 }
 
 impl LiveView {
-    pub fn new(quiet: bool) -> Self {
+    pub fn new(events_shown: bool, quiet: bool) -> Self {
         let now = Instant::now();
-        Self { quiet, tty: std::io::stderr().is_terminal(), started: now, last_status: now, events: 0, extra: None }
+        Self { quiet, events_shown, tty: std::io::stderr().is_terminal(), started: now, last_status: now, events: 0, extra: None }
     }
 
     pub fn event(&mut self, record: &Record) {
         self.events += 1;
-        if self.quiet {
+        if self.quiet || !self.events_shown {
             return;
         }
         self.clear_status();
         println!("{}", line(record));
+    }
+
+    pub fn episode(&mut self, episode: &Episode) {
+        if self.quiet {
+            return;
+        }
+        self.clear_status();
+        println!("{}", episode_line(episode));
     }
 
     /// Called about once a second.
@@ -63,6 +75,20 @@ impl LiveView {
             let _ = write!(std::io::stderr(), "\r\x1b[2K");
         }
     }
+}
+
+/// `17:00:05 memory.pressure api (pid 4242) 12.3s memory_events.high=208 go.gc=31 closed by oom_kill`
+pub fn episode_line(e: &Episode) -> String {
+    let end = crate::kernel::clock::rfc3339(e.end_unix_nano);
+    let clock = end.get(11..19).unwrap_or(&end);
+    let who = match (&e.workload.pid, &e.workload.cgroup_path) {
+        (Some(pid), _) => format!("{} (pid {pid})", e.workload.service_name),
+        (None, Some(path)) => format!("{} ({path})", e.workload.service_name),
+        (None, None) => e.workload.service_name.clone(),
+    };
+    let secs = e.end_unix_nano.saturating_sub(e.start_unix_nano) as f64 / 1e9;
+    let counts: Vec<String> = e.counts.iter().map(|(signal, n)| format!("{}={n}", signal.name())).collect();
+    format!("{clock} {} {who} {secs:.1}s {} closed by {}", e.kind.name(), counts.join(" "), e.closed_by.name())
 }
 
 /// `17:00:00.123456 tcp.reset sent ipv4 127.0.0.1:80 -> 127.0.0.1:4000 TCP_CLOSE NO_SOCKET netns=… cgroup=/… pid=42 (curl)`

@@ -1,6 +1,7 @@
 //! The running kernel: what it allows, where things are, and loading our programs.
 
 pub mod btf;
+pub mod clock;
 pub mod closer;
 pub mod features;
 pub mod kallsyms;

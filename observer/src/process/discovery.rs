@@ -14,6 +14,8 @@
 //! so that what was read from it can go: memory stays bounded under churn,
 //! and a binary run over and over (a cron job, a CLI) is read once.
 
+use crate::kernel::clock::monotonic_ns;
+
 use std::{
     collections::HashMap,
     os::unix::fs::MetadataExt,
@@ -155,13 +157,6 @@ impl ProcScan {
         }
         changes.push(Change::Exited { pid, binary });
     }
-}
-
-/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns()`.
-pub fn monotonic_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec()).unwrap_or(0))
-        .unwrap_or(0)
 }
 
 fn identity(pid: u32) -> Option<Identity> {

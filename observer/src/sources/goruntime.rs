@@ -41,12 +41,12 @@ use observer_common::{
     process::ProcessEvent,
 };
 
-use crate::agent::{comm, read};
+use crate::sources::{comm, read};
 use crate::cgroup::CgroupPaths;
 use crate::event::{Attribution, CgroupSource, Event, GoAssist, GoGc, GoHeapChange, GoOwner};
-use crate::kernel::closer::Closer;
+use crate::kernel::{clock::monotonic_ns, closer::Closer};
 use crate::process::{
-    discovery::{BinaryId, Change, first_mapping, monotonic_ns},
+    discovery::{BinaryId, Change, first_mapping},
     gobinary::{FREE_STACK_SPANS, GC_ASSIST_ALLOC, GC_ASSIST_ALLOC1, GoBinary, PAGE_ALLOC_GROW, SYS_UNUSED_OS},
     layout::{self, Global, GoRelease, RuntimeLayout},
     lifecycle::ProcessWatch,
@@ -189,7 +189,7 @@ impl GoRuntimeSource {
     /// Attaches to new Go processes, detaches from ended ones, closes the
     /// links of binaries no watched process has run for [`LINGER`], and
     /// lets go of binaries no process has run for a while.
-    pub fn poll(&mut self, ebpf: &mut Ebpf) {
+    pub fn attach_changes(&mut self, ebpf: &mut Ebpf) {
         self.ended.retain(|(at, _, _)| at.elapsed() < KEEP_ENDED);
         let mut closed = Vec::new();
         for token in self.closer.closed() {
@@ -529,12 +529,61 @@ fn program<'e>(ebpf: &'e mut Ebpf, name: &'static str) -> Result<&'e mut UProbe,
     Ok(ebpf.program_mut(name).ok_or(GoRuntimeError::MissingProgram(name))?.try_into()?)
 }
 
+impl crate::sources::Source for GoRuntimeSource {
+    fn kinds(&self) -> &'static [EventKind] {
+        &[
+            EventKind::ProcessExec,
+            EventKind::ProcessExit,
+            EventKind::GoGc,
+            EventKind::GoAssist,
+            EventKind::GoHeapGrow,
+            EventKind::GoScavenge,
+        ]
+    }
+
+    fn decode(
+        &mut self,
+        kind: EventKind,
+        bytes: &[u8],
+        cx: &mut crate::sources::Context<'_>,
+        out: &mut Vec<crate::event::Record>,
+    ) {
+        if matches!(kind, EventKind::ProcessExec | EventKind::ProcessExit) {
+            // Not an event of its own: tells this source what started and ended.
+            if let Some(raw) = read::<ProcessEvent>(bytes) {
+                self.process_event(kind, &raw);
+            }
+            return;
+        }
+        let Some(header) = read::<GoHeader>(bytes) else { return };
+        let clock = cx.clock;
+        if let Some(event) = self.decode_event(kind, bytes, &|ns| clock.wall(ns), cx.cgroups) {
+            out.push(cx.record(header.header.ts_ns, event));
+        }
+    }
+
+    fn poll(&mut self, ebpf: &mut Ebpf) {
+        if self.due() {
+            self.attach_changes(ebpf);
+        }
+    }
+
+    fn ready(&self) -> String {
+        format!(
+            "go: {} processes watched (selected: {}; found by {})",
+            self.watched(),
+            self.selection,
+            self.discovery()
+        )
+    }
+}
+
 /// Wall-clock time of a CLOCK_MONOTONIC instant: (RFC 3339, unix ns).
 pub type Wall<'c> = &'c dyn Fn(u64) -> (String, u64);
 
 impl GoRuntimeSource {
     /// The event of a ring buffer record of one of the Go programs.
-    pub fn decode(&self, kind: EventKind, bytes: &[u8], wall: Wall<'_>, cgroups: &mut CgroupPaths) -> Option<Event> {
+    pub fn decode_event(&self, kind: EventKind, bytes: &[u8], wall: Wall<'_>, cgroups: &mut CgroupPaths) -> Option<Event> {
         let header: GoHeader = read(bytes)?;
         let info = self.info(header.pid);
         let attribution = cgroups.attribute((header.cgroup_id != 0).then_some(header.cgroup_id), CgroupSource::Process);

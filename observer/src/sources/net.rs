@@ -13,11 +13,13 @@ use observer_common::{
 
 use crate::{
     cgroup::CgroupPaths,
-    event::{Attribution, CgroupSource, Event, NetDrop, TcpRetransmit},
+    event::{Attribution, CgroupSource, Event, NetDrop, Record, TcpRetransmit},
     kernel::btf::Btf,
     netns::NetnsOwners,
     sources::{
+        Context, Source,
         drops::{self, DropSource},
+        read,
         retransmit::RetransmitSource,
     },
 };
@@ -176,9 +178,32 @@ fn socket_owner(full: bool, cgroup_id: u64, cgroups: &mut CgroupPaths) -> Attrib
     cgroups.attribute(Some(cgroup_id), CgroupSource::Socket)
 }
 
-/// Reads a `#[repr(C)]` record from the start of a ring buffer item.
-fn read<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
-    (bytes.len() >= size_of::<T>())
-        // SAFETY: length checked; T is plain old data; the read is unaligned-safe.
-        .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+impl Source for NetSources {
+    fn kinds(&self) -> &'static [EventKind] {
+        &[EventKind::NetDrop, EventKind::TcpRetransmit]
+    }
+
+    fn decode(&mut self, kind: EventKind, bytes: &[u8], cx: &mut Context<'_>, out: &mut Vec<Record>) {
+        let Some(header) = read::<observer_common::EventHeader>(bytes) else { return };
+        if let Some(event) = self.record(kind, bytes, cx.cgroups) {
+            out.push(cx.record(header.ts_ns, event));
+        }
+    }
+
+    fn tick(&mut self, cx: &mut Context<'_>, _last: bool, out: &mut Vec<Record>) {
+        let now = crate::kernel::clock::monotonic_ns();
+        out.extend(self.summaries().into_iter().map(|event| cx.record(now, event)));
+    }
+
+    fn ready(&self) -> String {
+        format!("{} attached", self.attached())
+    }
+
+    fn status(&self) -> Option<String> {
+        self.status_text()
+    }
+
+    fn stopped(&self) -> String {
+        self.stopped_text()
+    }
 }

@@ -21,7 +21,8 @@ use observer_common::{
 };
 
 use crate::{
-    event::{Direction, TcpReset},
+    event::{Attribution, CgroupSource, Direction, Record, TcpReset},
+    sources::{Context, Source, abort_on_data::AbortOnData, comm, read},
     kernel::{
         btf::Btf,
         features::{chain, program},
@@ -219,6 +220,9 @@ pub struct ResetSource {
     pub received: ResetDecoder,
     /// The send tracepoint misses resets without a full socket (before 6.10).
     needs_fallback: bool,
+    /// The mechanisms attached, for the ready line.
+    mechanism: String,
+    aborts: AbortOnData,
 }
 
 impl ResetSource {
@@ -227,12 +231,18 @@ impl ResetSource {
         let sent = ResetDecoder::new("tcp_send_reset", &send_format, btf)?;
         let received =
             ResetDecoder::new("tcp_receive_reset", &Format::read(tracefs, "tcp", "tcp_receive_reset")?, btf)?;
-        Ok(Self { sent, received, needs_fallback: tracepoint_misses_no_socket_resets(&send_format) })
+        Ok(Self {
+            sent,
+            received,
+            needs_fallback: tracepoint_misses_no_socket_resets(&send_format),
+            mechanism: String::new(),
+            aborts: AbortOnData::default(),
+        })
     }
 
     /// Attaches the tracepoints, plus the no-socket hook where this kernel's
     /// tracepoint misses those resets; returns the mechanisms in use.
-    pub fn attach(&self, ebpf: &mut Ebpf) -> Result<String, TcpError> {
+    pub fn attach(&mut self, ebpf: &mut Ebpf) -> Result<String, TcpError> {
         for name in ["tcp_send_reset", "tcp_receive_reset"] {
             let attach_err = |e: aya::programs::ProgramError| TcpError::Attach { tracepoint: name, error: chain(&e) };
             let program: &mut TracePoint =
@@ -250,6 +260,7 @@ impl ResetSource {
                 ),
             }
         }
+        self.mechanism.clone_from(&mechanism);
         Ok(mechanism)
     }
 
@@ -262,6 +273,56 @@ impl ResetSource {
             DIRECTION_SENT_NO_SOCKET => Some((Direction::Sent, decode_packet_tuple(record)?)),
             _ => Some((Direction::Received, self.received.decode(record)?)),
         }
+    }
+}
+
+impl Source for ResetSource {
+    fn kinds(&self) -> &'static [observer_common::EventKind] {
+        &[observer_common::EventKind::TcpReset]
+    }
+
+    fn decode(&mut self, _: observer_common::EventKind, bytes: &[u8], cx: &mut Context<'_>, out: &mut Vec<Record>) {
+        let Some(raw) = read::<TcpResetEvent>(bytes) else { return };
+        let Some((direction, mut decoded)) = ResetSource::decode(self, &raw) else { return };
+        // Kernels whose record has no state still let us read the socket's.
+        decoded.state = decoded.state.or_else(|| tcp_state_name(i32::from(raw.sk_state)));
+        let who = attribution(&raw, cx);
+        let record = cx.record(raw.header.ts_ns, crate::event::Event::TcpReset(to_event(direction, decoded, raw.netns, who)));
+        self.aborts.admit(record, out);
+    }
+
+    fn flush(&mut self, last: bool, out: &mut Vec<Record>) {
+        self.aborts.release(last, out);
+    }
+
+    fn ready(&self) -> String {
+        format!("tcp resets: {}", self.mechanism)
+    }
+}
+
+/// The socket's owner when the kernel had a full socket. A reset with no
+/// full socket (a closed port, a time-wait socket) belongs to no cgroup:
+/// the kernel sends it from softirq on whatever task the CPU interrupted,
+/// so only its network namespace says where it happened.
+///
+/// The current task is reported only when it plausibly is the owner: the
+/// socket still has one, and the task shares its namespace and cgroup (a
+/// softirq can still land on another task of the same container).
+fn attribution(ev: &TcpResetEvent, cx: &mut Context<'_>) -> Attribution {
+    let (cgroup_id, cgroup_source) = if ev.sk_full == 1 && ev.sk_cgroup_id != 0 {
+        (Some(ev.sk_cgroup_id), CgroupSource::Socket)
+    } else {
+        (None, CgroupSource::None)
+    };
+    let task_meaningful = cgroup_source == CgroupSource::Socket
+        && ev.sk_owned == 1
+        && ev.pid != 0
+        && ev.netns == ev.task_netns
+        && ev.sk_cgroup_id == ev.task_cgroup_id;
+    Attribution {
+        pid: task_meaningful.then_some(ev.pid),
+        comm: task_meaningful.then(|| comm(&ev.comm)),
+        ..cx.cgroups.attribute(cgroup_id, cgroup_source)
     }
 }
 

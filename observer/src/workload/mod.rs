@@ -14,6 +14,8 @@
 //!   port) belongs to the workload of a process in that namespace; when no
 //!   process is in it, the namespace itself is the workload.
 
+pub mod attributor;
+
 use std::sync::Arc;
 
 use serde::Serialize;

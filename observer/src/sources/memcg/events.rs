@@ -35,6 +35,7 @@ use nix::{
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::{Mechanism, Pressure, kernel::limits, pressure, reclaim_stat};
+use crate::kernel::clock::monotonic_ns;
 use crate::event::{
     Attribution, CgroupSource, Event, MemcgEvents, MemcgPressure, MemcgReclaimStat, MemoryEventCounts,
     ReclaimStatCounts, Workload,
@@ -486,12 +487,6 @@ impl MemoryEventCounts {
             oom_group_kill: self.oom_group_kill.saturating_sub(before.oom_group_kill),
         }
     }
-}
-
-fn monotonic_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec()).unwrap_or(0))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -229,6 +229,44 @@ impl KernelMemcg {
 }
 
 /// `memory.current`, `memory.high`, `memory.max` of the cgroup at `dir`, now.
+impl crate::sources::Source for KernelMemcg {
+    fn kinds(&self) -> &'static [observer_common::EventKind] {
+        &[observer_common::EventKind::MemcgThrottle, observer_common::EventKind::MemcgReclaim]
+    }
+
+    fn decode(
+        &mut self,
+        kind: observer_common::EventKind,
+        bytes: &[u8],
+        cx: &mut crate::sources::Context<'_>,
+        out: &mut Vec<crate::event::Record>,
+    ) {
+        use crate::sources::read;
+        if kind == observer_common::EventKind::MemcgThrottle {
+            let Some(raw) = read::<MemcgThrottleEvent>(bytes) else { return };
+            self.watch_idle(raw.cgroup_id);
+            let event = self.throttle_event(&raw, cx.cgroups);
+            out.push(cx.record(raw.header.ts_ns, event));
+        } else {
+            let Some(raw) = read::<MemcgReclaimEvent>(bytes) else { return };
+            for event in self.reclaim_events(&raw, cx.cgroups) {
+                out.push(cx.record(raw.header.ts_ns, event));
+            }
+        }
+    }
+
+    fn tick(&mut self, cx: &mut crate::sources::Context<'_>, _last: bool, out: &mut Vec<crate::event::Record>) {
+        for event in self.idle_summaries(cx.cgroups, false) {
+            out.push(cx.record_now(event));
+        }
+    }
+
+    /// Said with the `memory.events` watcher's part (`attach::memcg_sources`).
+    fn ready(&self) -> String {
+        String::new()
+    }
+}
+
 pub fn limits(dir: &std::path::Path) -> MemcgLimits {
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok()?.trim().parse().ok();
     MemcgLimits {

@@ -108,6 +108,29 @@ impl OomSource {
     }
 }
 
+impl crate::sources::Source for OomSource {
+    fn kinds(&self) -> &'static [observer_common::EventKind] {
+        &[observer_common::EventKind::OomVictim]
+    }
+
+    fn decode(
+        &mut self,
+        _: observer_common::EventKind,
+        bytes: &[u8],
+        cx: &mut crate::sources::Context<'_>,
+        out: &mut Vec<crate::event::Record>,
+    ) {
+        let Some(raw) = crate::sources::read::<OomVictimEvent>(bytes) else { return };
+        if let Some(kill) = OomSource::decode(self, &raw, cx.cgroups) {
+            out.push(cx.record(raw.header.ts_ns, crate::event::Event::MemcgOomKill(kill)));
+        }
+    }
+
+    fn ready(&self) -> String {
+        "oom kills: oom:mark_victim".into()
+    }
+}
+
 /// An unsigned integer field (4 or 8 bytes) of the record.
 fn int(record: &[u8], f: &Field) -> Option<u64> {
     let bytes = record.get(f.offset..f.offset + f.size)?;

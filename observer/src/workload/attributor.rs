@@ -1,0 +1,333 @@
+//! The attribution stage: every record passes through [`Attributor::attribute`],
+//! which keys it to a workload and resolves that workload's identity once.
+
+use std::{
+    collections::HashMap,
+    io::Read,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use super::{Attributed, Identity, WorkloadKey};
+use crate::{
+    event::{Attribution, Event, Record, Workload},
+    netns::NetnsOwners,
+};
+
+/// Identities kept at most; past it the cache starts over (each is cheap to resolve again).
+const MAX_IDENTITIES: usize = 8192;
+/// Bytes of `/proc/PID/environ` read at most (a container sets it).
+const MAX_ENVIRON: u64 = 64 * 1024;
+/// Bytes of `cgroup.procs` read to find a cgroup's processes.
+const MAX_PROCS: u64 = 4096;
+
+pub struct Attributor {
+    identities: HashMap<WorkloadKey, Arc<Identity>>,
+    /// What a network namespace's records are keyed to, decided once per namespace.
+    by_netns: HashMap<u32, WorkloadKey>,
+    owners: NetnsOwners,
+    host_netns: Option<u32>,
+    cgroup_root: Option<PathBuf>,
+}
+
+impl Attributor {
+    pub fn new() -> Self {
+        let cgroup_root =
+            std::fs::read_to_string("/proc/self/mountinfo").ok().and_then(|m| crate::cgroup::cgroup2_mount(&m));
+        let host_netns = std::fs::metadata("/proc/self/ns/net").ok().and_then(|m| u32::try_from(m.ino()).ok());
+        Self {
+            identities: HashMap::new(),
+            by_netns: HashMap::new(),
+            owners: NetnsOwners::new(),
+            host_netns,
+            cgroup_root,
+        }
+    }
+
+    pub fn attribute(&mut self, record: Record) -> Attributed {
+        let key = self.key(&record.event);
+        let identity = self.identity(key, &record.event);
+        Attributed { key, identity, record }
+    }
+
+    fn key(&mut self, event: &Event) -> WorkloadKey {
+        let who = who(event);
+        let cgroup = who.and_then(|w| Some((w.cgroup_id?, w.cgroup_path.as_deref())));
+        if let Some((cgroup_id, path)) = cgroup
+            && !path.is_some_and(shared)
+        {
+            return WorkloadKey::Cgroup { cgroup_id };
+        }
+        if let Some(netns) = network_namespace(event)
+            && (cgroup.is_none() || Some(netns) != self.host_netns)
+        {
+            return self.netns_key(netns);
+        }
+        match (cgroup, who.and_then(|w| w.pid)) {
+            (Some((cgroup_id, _)), Some(pid)) => WorkloadKey::Process { cgroup_id, pid },
+            (Some((cgroup_id, _)), None) => WorkloadKey::Cgroup { cgroup_id },
+            (None, Some(pid)) => WorkloadKey::Process { cgroup_id: 0, pid },
+            (None, None) => WorkloadKey::Netns { netns: 0 },
+        }
+    }
+
+    /// A network namespace's records go to the cgroup of a process in it
+    /// when that cgroup is a workload of its own (a pod's container), else
+    /// to the namespace itself (on a host whose processes share `/`).
+    fn netns_key(&mut self, netns: u32) -> WorkloadKey {
+        if let Some(&key) = self.by_netns.get(&netns) {
+            return key;
+        }
+        let owner = self.owners.owner(netns);
+        let own_cgroup = owner
+            .as_ref()
+            .and_then(|o| o.cgroup_paths.iter().find(|p| !shared(p)).cloned())
+            .and_then(|path| self.cgroup_id(&path));
+        let key = match own_cgroup {
+            Some(cgroup_id) => WorkloadKey::Cgroup { cgroup_id },
+            None => WorkloadKey::Netns { netns },
+        };
+        if self.by_netns.len() >= MAX_IDENTITIES {
+            self.by_netns.clear();
+        }
+        self.by_netns.insert(netns, key);
+        key
+    }
+
+    fn identity(&mut self, key: WorkloadKey, event: &Event) -> Arc<Identity> {
+        let go_version = go_version(event);
+        if let Some(known) = self.identities.get(&key)
+            && (go_version.is_none() || known.go_version.is_some())
+        {
+            return known.clone();
+        }
+        let mut identity = match self.identities.get(&key) {
+            Some(known) => Identity::clone(known),
+            None => self.resolve(key, who(event)),
+        };
+        if identity.go_version.is_none() {
+            identity.go_version = go_version.map(str::to_string);
+        }
+        let identity = Arc::new(identity);
+        if self.identities.len() >= MAX_IDENTITIES {
+            self.identities.clear();
+        }
+        self.identities.insert(key, identity.clone());
+        identity
+    }
+
+    fn resolve(&mut self, key: WorkloadKey, who: Option<&Attribution>) -> Identity {
+        match key {
+            WorkloadKey::Cgroup { cgroup_id } => {
+                let path = who.and_then(|w| w.cgroup_path.clone()).or_else(|| self.cgroup_path(cgroup_id));
+                let procs = path.as_deref().map(|p| self.procs(p)).unwrap_or_default();
+                let single = (procs.len() == 1).then(|| procs[0]);
+                let process = procs.first().map(|&pid| ProcessFacts::read(pid));
+                let workload = Workload::from_cgroup_path(path.as_deref());
+                let service_name = process
+                    .as_ref()
+                    .and_then(|p| p.service_name.clone())
+                    .or_else(|| process.as_ref().and_then(|p| p.executable.clone()))
+                    .or_else(|| workload.container_id.as_ref().map(|id| format!("container-{}", &id[..id.len().min(12)])))
+                    .unwrap_or_else(|| cgroup_name(path.as_deref()));
+                Identity {
+                    service_name,
+                    cgroup_id: Some(cgroup_id),
+                    cgroup_path: path,
+                    container_id: workload.container_id,
+                    container_runtime: workload.container_runtime,
+                    k8s_pod_uid: workload.k8s_pod_uid,
+                    k8s_pod_qos: workload.k8s_pod_qos,
+                    pid: single,
+                    executable_name: process.and_then(|p| p.executable),
+                    ..Identity::default()
+                }
+            }
+            WorkloadKey::Process { cgroup_id, pid } => {
+                let process = ProcessFacts::read(pid);
+                let comm = who.and_then(|w| w.comm.clone());
+                let executable = process.executable.clone().or(comm);
+                Identity {
+                    service_name: process
+                        .service_name
+                        .or_else(|| executable.clone())
+                        .unwrap_or_else(|| format!("pid-{pid}")),
+                    cgroup_id: (cgroup_id != 0).then_some(cgroup_id),
+                    cgroup_path: who.and_then(|w| w.cgroup_path.clone()),
+                    pid: Some(pid),
+                    executable_name: executable,
+                    ..Identity::default()
+                }
+            }
+            WorkloadKey::Netns { netns } => {
+                let owner = self.owners.owner(netns);
+                let process = owner.as_ref().and_then(|o| o.pids.first()).map(|&pid| ProcessFacts::read(pid));
+                let name = owner.as_ref().and_then(|o| o.name.clone());
+                let service_name = process
+                    .as_ref()
+                    .and_then(|p| p.service_name.clone())
+                    .or_else(|| name.as_ref().map(|n| format!("netns-{n}")))
+                    .or_else(|| process.as_ref().and_then(|p| p.executable.clone()))
+                    .unwrap_or_else(|| format!("netns-{netns}"));
+                Identity {
+                    service_name,
+                    netns: Some(netns),
+                    executable_name: process.and_then(|p| p.executable),
+                    ..Identity::default()
+                }
+            }
+        }
+    }
+
+    fn cgroup_id(&self, path: &str) -> Option<u64> {
+        let root = self.cgroup_root.as_ref()?;
+        std::fs::metadata(root.join(path.trim_start_matches('/'))).ok().map(|m| m.ino())
+    }
+
+    fn cgroup_path(&self, cgroup_id: u64) -> Option<String> {
+        let root = self.cgroup_root.as_ref()?;
+        crate::cgroup::directories(root).into_iter().find_map(|dir| {
+            if std::fs::metadata(&dir).ok()?.ino() != cgroup_id {
+                return None;
+            }
+            Some(format!("/{}", dir.strip_prefix(root).ok()?.display()))
+        })
+    }
+
+    /// The first pids of a cgroup (`cgroup.procs`, bounded).
+    fn procs(&self, path: &str) -> Vec<u32> {
+        let Some(root) = self.cgroup_root.as_ref() else { return Vec::new() };
+        let text = read_bounded(&root.join(path.trim_start_matches('/')).join("cgroup.procs"), MAX_PROCS);
+        let mut lines: Vec<&str> = text.lines().collect();
+        // A cut-off last line is not a pid.
+        if text.len() as u64 >= MAX_PROCS {
+            lines.pop();
+        }
+        lines.iter().filter_map(|l| l.trim().parse().ok()).collect()
+    }
+}
+
+/// A cgroup that holds unrelated processes: each process is its own workload.
+pub fn shared(path: &str) -> bool {
+    if crate::cgroup::container::parse(path).is_some_and(|c| c.container_id.is_some() || c.pod_uid.is_some()) {
+        return false;
+    }
+    let last = path.rsplit('/').next().unwrap_or("");
+    path.is_empty()
+        || path == "/"
+        || last == "init.scope"
+        || (last.starts_with("session-") && last.ends_with(".scope"))
+        || path.contains("/user@")
+        || last.ends_with(".slice")
+}
+
+/// The last part of a cgroup path, as a name of last resort.
+fn cgroup_name(path: Option<&str>) -> String {
+    path.and_then(|p| p.rsplit('/').find(|s| !s.is_empty())).unwrap_or("cgroup").to_string()
+}
+
+/// What a process says about itself.
+#[derive(Default)]
+struct ProcessFacts {
+    executable: Option<String>,
+    service_name: Option<String>,
+}
+
+impl ProcessFacts {
+    fn read(pid: u32) -> Self {
+        let executable = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().trim_end_matches(" (deleted)").to_string()))
+            .or_else(|| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|c| c.trim_end().to_string()));
+        let environ = read_bounded(Path::new(&format!("/proc/{pid}/environ")), MAX_ENVIRON);
+        Self { executable, service_name: service_name(&environ) }
+    }
+}
+
+/// `OTEL_SERVICE_NAME`, else `service.name` in `OTEL_RESOURCE_ATTRIBUTES`,
+/// from a NUL-separated environment.
+pub fn service_name(environ: &str) -> Option<String> {
+    let var = |name: &str| {
+        environ.split('\0').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')).filter(|v| !v.is_empty())
+    };
+    var("OTEL_SERVICE_NAME").map(str::to_string).or_else(|| {
+        var("OTEL_RESOURCE_ATTRIBUTES")?.split(',').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k.trim() == "service.name" && !v.trim().is_empty()).then(|| v.trim().to_string())
+        })
+    })
+}
+
+fn read_bounded(path: &Path, max: u64) -> String {
+    let mut buf = Vec::new();
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(max).read_to_end(&mut buf);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Who a record belongs to, as its source said.
+pub fn who(event: &Event) -> Option<&Attribution> {
+    Some(match event {
+        Event::TcpReset(e) => &e.who,
+        Event::GoGc(e) => &e.owner.who,
+        Event::GoAssist(e) => &e.owner.who,
+        Event::GoHeapGrow(e) | Event::GoScavenge(e) => &e.owner.who,
+        Event::NetDrop(e) => &e.who,
+        Event::NetDropSummary(_) => return None,
+        Event::TcpRetransmit(e) => &e.who,
+        Event::MemcgEvents(e) => &e.who,
+        Event::MemcgOomKill(e) => &e.who,
+        Event::MemcgThrottle(e) => &e.who,
+        Event::MemcgThrottleIdle(e) => &e.who,
+        Event::MemcgReclaim(e) => &e.who,
+        Event::MemcgReclaimStat(e) => &e.who,
+        Event::MemcgPressure(e) => &e.who,
+    })
+}
+
+/// The network namespace of a network record.
+fn network_namespace(event: &Event) -> Option<u32> {
+    match event {
+        Event::TcpReset(e) => Some(e.netns),
+        Event::NetDrop(e) => Some(e.netns),
+        Event::NetDropSummary(e) => Some(e.netns),
+        Event::TcpRetransmit(e) => Some(e.netns),
+        _ => None,
+    }
+    .filter(|&n| n != 0)
+}
+
+fn go_version(event: &Event) -> Option<&str> {
+    match event {
+        Event::GoGc(e) => e.owner.go_version.as_deref(),
+        Event::GoAssist(e) => e.owner.go_version.as_deref(),
+        Event::GoHeapGrow(e) | Event::GoScavenge(e) => e.owner.go_version.as_deref(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_name_prefers_the_variable_then_the_resource_attribute() {
+        let env = "PATH=/bin\0OTEL_RESOURCE_ATTRIBUTES=a=b,service.name=from-attrs\0OTEL_SERVICE_NAME=checkout\0";
+        assert_eq!(service_name(env).as_deref(), Some("checkout"));
+        assert_eq!(service_name("OTEL_RESOURCE_ATTRIBUTES=a=b, service.name = cart\0").as_deref(), Some("cart"));
+        assert_eq!(service_name("OTEL_SERVICE_NAME=\0X=1").as_deref(), None);
+        assert_eq!(service_name("MY_OTEL_SERVICE_NAME=x\0"), None);
+    }
+
+    #[test]
+    fn shared_cgroups_are_split_by_process() {
+        for path in ["/", "/init.scope", "/user.slice/user-0.slice/session-3.scope", "/user.slice/user-1000.slice/user@1000.service/app.slice/x.service", "/system.slice"] {
+            assert!(shared(path), "{path}");
+        }
+        for path in ["/system.slice/nginx.service", "/kubepods.slice/kubepods-pod1.slice/cri-containerd-ab.scope", "/observer-test-1"] {
+            assert!(!shared(path), "{path}");
+        }
+    }
+}
