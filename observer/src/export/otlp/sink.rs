@@ -1,6 +1,6 @@
-//! What the agent holds: closed episodes go to the collector when an
-//! endpoint is set, else to `<output-dir>/traces.jsonl`; either way through
-//! the bounded queue, and a status line that says how it goes.
+//! What the agent holds: closed episodes go to `<output-dir>/traces.jsonl`,
+//! and to the collector too when an endpoint is set; each through its own
+//! bounded queue, and a status line that says how it goes.
 
 use std::{
     path::{Path, PathBuf},
@@ -28,78 +28,41 @@ pub enum ExportStartError {
     File { path: PathBuf, error: std::io::Error },
 }
 
-/// The episode export the agent's sinks feed.
+/// The episode export the agent's sinks feed: every episode goes to
+/// `traces.jsonl` (what `observer episodes` and a person on the node read),
+/// and to the collector too when an endpoint is set; each through its own
+/// bounded queue.
 pub struct EpisodeExport {
+    file: Channel,
+    otlp: Option<Channel>,
+}
+
+/// One exporter with its queue, counters and name.
+struct Channel {
     exporter: OtlpExporter,
     counters: Arc<ExportCounters>,
-    /// `otlp grpc http://…` or `traces.jsonl /var/lib/observer/traces.jsonl`.
-    label: String,
-    /// Where episodes go: `otlp grpc http://…` or the file's path.
+    /// `otlp grpc http://…` or the file's path.
     destination: String,
     file: bool,
 }
 
-impl EpisodeExport {
-    /// With `otlp`, to the collector (no file); without, to
-    /// `<output_dir>/traces.jsonl`. Call inside the agent's runtime.
-    pub fn start(
-        output_dir: &Path,
-        otlp: Option<OtlpConfig>,
-        node: NodeResource,
-        queue_capacity: usize,
-    ) -> Result<EpisodeExport, ExportStartError> {
-        tokio::runtime::Handle::try_current().map_err(|_| ExportStartError::NoRuntime)?;
-        let (backend, destination, file) = match otlp {
-            Some(config) => {
-                let exporter = build_exporter(&config).map_err(|error| ExportStartError::Exporter {
-                    endpoint: redact(&config.endpoint),
-                    variable: config.endpoint_variable,
-                    error,
-                })?;
-                (
-                    Backend::Otlp(Box::new(exporter)),
-                    format!("otlp {} {}", config.protocol.name(), redact(&config.endpoint)),
-                    false,
-                )
-            }
-            None => {
-                let file = TracesFile::open(output_dir)
-                    .map_err(|error| ExportStartError::File { path: output_dir.join(super::file::FILE_NAME), error })?;
-                let destination = file.path().display().to_string();
-                (Backend::File(Arc::new(Mutex::new(file))), destination, true)
-            }
-        };
-        let label = match file {
-            true => format!("{} {destination}", super::file::FILE_NAME),
-            false => destination.clone(),
-        };
-        let exporter = OtlpExporter::start(backend, node, queue_capacity);
+impl Channel {
+    fn start(backend: Backend, destination: String, file: bool, node: NodeResource, capacity: usize) -> Self {
+        let exporter = OtlpExporter::start(backend, node, capacity);
         let counters = exporter.counters();
-        Ok(EpisodeExport { exporter, counters, label, destination, file })
+        Channel { exporter, counters, destination, file }
     }
 
-    /// Where episodes go, for the agent's ready line: `otlp grpc https://c:4317`
-    /// or `/var/lib/observer/traces.jsonl`.
-    pub fn describe(&self) -> String {
-        self.destination.clone()
-    }
-
-    /// Queues a closed episode; never waits. `false`: dropped (counted).
-    pub fn offer(&self, episode: Arc<Episode>) -> bool {
-        self.exporter.offer(episode)
-    }
-
-    pub fn counters(&self) -> Arc<ExportCounters> {
-        Arc::clone(&self.counters)
-    }
-
-    /// One line for the status: `otlp grpc http://c:4317: exported 3 (41 spans), failed 0, dropped 0, queued 0`.
-    pub fn status_text(&self) -> String {
+    /// `otlp grpc http://c:4317: exported 3 (41 spans), failed 0, dropped 0, queued 0`.
+    fn status_text(&self) -> String {
         let c = &self.counters;
         let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let label = match self.file {
+            true => format!("{} {}", super::file::FILE_NAME, self.destination),
+            false => self.destination.clone(),
+        };
         let mut text = format!(
-            "{}: {} {} ({} spans), failed {}, dropped {}, queued {}",
-            self.label,
+            "{label}: {} {} ({} spans), failed {}, dropped {}, queued {}",
             if self.file { "written" } else { "exported" },
             load(&c.exported),
             load(&c.exported_spans),
@@ -114,10 +77,79 @@ impl EpisodeExport {
         }
         text
     }
+}
 
-    /// Exports what is queued for at most `within`; the rest is counted as dropped.
+impl EpisodeExport {
+    /// To `<output_dir>/traces.jsonl`, and with `otlp` to the collector
+    /// too. Call inside the agent's runtime.
+    pub fn start(
+        output_dir: &Path,
+        otlp: Option<OtlpConfig>,
+        node: NodeResource,
+        queue_capacity: usize,
+    ) -> Result<EpisodeExport, ExportStartError> {
+        tokio::runtime::Handle::try_current().map_err(|_| ExportStartError::NoRuntime)?;
+        let otlp = match otlp {
+            Some(config) => {
+                let exporter = build_exporter(&config).map_err(|error| ExportStartError::Exporter {
+                    endpoint: redact(&config.endpoint),
+                    variable: config.endpoint_variable,
+                    error,
+                })?;
+                let destination = format!("otlp {} {}", config.protocol.name(), redact(&config.endpoint));
+                Some((Backend::Otlp(Box::new(exporter)), destination))
+            }
+            None => None,
+        };
+        let file = TracesFile::open(output_dir)
+            .map_err(|error| ExportStartError::File { path: output_dir.join(super::file::FILE_NAME), error })?;
+        let destination = file.path().display().to_string();
+        let file = Channel::start(Backend::File(Arc::new(Mutex::new(file))), destination, true, node.clone(), queue_capacity);
+        let otlp = otlp.map(|(backend, destination)| Channel::start(backend, destination, false, node, queue_capacity));
+        Ok(EpisodeExport { file, otlp })
+    }
+
+    /// Where episodes go, for the agent's ready line:
+    /// `/var/lib/observer/traces.jsonl and otlp grpc https://c:4317`.
+    pub fn describe(&self) -> String {
+        match &self.otlp {
+            Some(otlp) => format!("{} and {}", self.file.destination, otlp.destination),
+            None => self.file.destination.clone(),
+        }
+    }
+
+    /// Queues a closed episode for every exporter; never waits. `false`:
+    /// dropped by one of them (counted there).
+    pub fn offer(&self, episode: Arc<Episode>) -> bool {
+        let to_file = self.file.exporter.offer(Arc::clone(&episode));
+        self.otlp.as_ref().is_none_or(|o| o.exporter.offer(episode)) && to_file
+    }
+
+    /// The counters of the collector's exporter when there is one, else the file's.
+    pub fn counters(&self) -> Arc<ExportCounters> {
+        Arc::clone(&self.otlp.as_ref().unwrap_or(&self.file).counters)
+    }
+
+    /// One part per exporter for the status line, `; `-separated.
+    pub fn status_text(&self) -> String {
+        let mut text = self.file.status_text();
+        if let Some(otlp) = &self.otlp {
+            text.push_str("; ");
+            text.push_str(&otlp.status_text());
+        }
+        text
+    }
+
+    /// Exports what is queued for at most `within` (both exporters at once);
+    /// the rest is counted as dropped.
     pub async fn shutdown(self, within: Duration) {
-        self.exporter.shutdown(within).await;
+        let file = self.file.exporter.shutdown(within);
+        match self.otlp {
+            Some(otlp) => {
+                tokio::join!(file, otlp.exporter.shutdown(within));
+            }
+            None => file.await,
+        }
     }
 }
 
@@ -169,14 +201,17 @@ mod tests {
         while counters.exported.load(Ordering::Relaxed) == 0 && start.elapsed() < Duration::from_secs(10) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(export.describe(), format!("otlp http/protobuf {base}/v1/traces"));
-        assert_eq!(
-            export.status_text(),
-            format!("otlp http/protobuf {base}/v1/traces: exported 1 (8 spans), failed 0, dropped 0, queued 0")
+        let file = dir.path().join("traces.jsonl");
+        assert_eq!(export.describe(), format!("{} and otlp http/protobuf {base}/v1/traces", file.display()));
+        let status = export.status_text();
+        assert!(
+            status.ends_with(&format!("; otlp http/protobuf {base}/v1/traces: exported 1 (8 spans), failed 0, dropped 0, queued 0")),
+            "{status}"
         );
         export.shutdown(Duration::from_secs(5)).await;
         assert_eq!(got.lock().unwrap().len(), 1);
-        assert!(!dir.path().join("traces.jsonl").exists(), "no file when a collector is set");
+        let lines = std::fs::read_to_string(dir.path().join("traces.jsonl")).unwrap_or_default().lines().count();
+        assert_eq!(lines, 1, "the file gets every episode when a collector is set too");
     }
 
     #[tokio::test]
