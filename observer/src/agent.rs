@@ -143,7 +143,12 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn new(sources: Vec<Box<dyn Source>>, config: &RunConfig, jsonl: Option<JsonlWriter>, export: EpisodeExport) -> Self {
+    fn new(
+        sources: Vec<Box<dyn Source>>,
+        config: &RunConfig,
+        jsonl: Option<JsonlWriter>,
+        export: EpisodeExport,
+    ) -> Self {
         let mut dispatch = Vec::new();
         for (i, source) in sources.iter().enumerate() {
             for &kind in source.kinds() {

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use serde::Serialize;
 
-use crate::{event::Record, event::MemcgLimits, workload::Identity};
+use crate::{event::MemcgLimits, event::Record, workload::Identity};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum EpisodeKind {

@@ -31,7 +31,15 @@ pub struct LiveView {
 impl LiveView {
     pub fn new(events_shown: bool, quiet: bool) -> Self {
         let now = Instant::now();
-        Self { quiet, events_shown, tty: std::io::stderr().is_terminal(), started: now, last_status: now, events: 0, extra: None }
+        Self {
+            quiet,
+            events_shown,
+            tty: std::io::stderr().is_terminal(),
+            started: now,
+            last_status: now,
+            events: 0,
+            extra: None,
+        }
     }
 
     pub fn event(&mut self, record: &Record) {

@@ -41,7 +41,6 @@ use observer_common::{
     process::ProcessEvent,
 };
 
-use crate::sources::{comm, read};
 use crate::cgroup::CgroupPaths;
 use crate::event::{Attribution, CgroupSource, Event, GoAssist, GoGc, GoHeapChange, GoOwner};
 use crate::kernel::{clock::monotonic_ns, closer::Closer};
@@ -52,6 +51,7 @@ use crate::process::{
     lifecycle::ProcessWatch,
     selector::GoProcessSelection,
 };
+use crate::sources::{comm, read};
 
 /// (program, runtime function it is attached to at entry).
 const ENTRY_PROBES: [(&str, &str); 5] = [
@@ -583,7 +583,13 @@ pub type Wall<'c> = &'c dyn Fn(u64) -> (String, u64);
 
 impl GoRuntimeSource {
     /// The event of a ring buffer record of one of the Go programs.
-    pub fn decode_event(&self, kind: EventKind, bytes: &[u8], wall: Wall<'_>, cgroups: &mut CgroupPaths) -> Option<Event> {
+    pub fn decode_event(
+        &self,
+        kind: EventKind,
+        bytes: &[u8],
+        wall: Wall<'_>,
+        cgroups: &mut CgroupPaths,
+    ) -> Option<Event> {
         let header: GoHeader = read(bytes)?;
         let info = self.info(header.pid);
         let attribution = cgroups.attribute((header.cgroup_id != 0).then_some(header.cgroup_id), CgroupSource::Process);

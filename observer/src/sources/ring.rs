@@ -63,8 +63,9 @@ impl RingReader {
         let stop = Arc::new(AtomicBool::new(false));
         let dropped = Arc::new(AtomicU64::new(0));
         let (flag, count) = (stop.clone(), dropped.clone());
-        let thread =
-            std::thread::Builder::new().name("ring-reader".into()).spawn(move || read_loop(ring, &tx, &flag, &count))?;
+        let thread = std::thread::Builder::new()
+            .name("ring-reader".into())
+            .spawn(move || read_loop(ring, &tx, &flag, &count))?;
         Ok(Self { rx, stop, dropped, thread: Some(thread) })
     }
 

@@ -22,12 +22,12 @@ use observer_common::{
 
 use crate::{
     event::{Attribution, CgroupSource, Direction, Record, TcpReset},
-    sources::{Context, Source, abort_on_data::AbortOnData, comm, read},
     kernel::{
         btf::Btf,
         features::{chain, program},
         tracefs::{Format, TracefsError},
     },
+    sources::{Context, Source, abort_on_data::AbortOnData, comm, read},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -287,7 +287,8 @@ impl Source for ResetSource {
         // Kernels whose record has no state still let us read the socket's.
         decoded.state = decoded.state.or_else(|| tcp_state_name(i32::from(raw.sk_state)));
         let who = attribution(&raw, cx);
-        let record = cx.record(raw.header.ts_ns, crate::event::Event::TcpReset(to_event(direction, decoded, raw.netns, who)));
+        let record =
+            cx.record(raw.header.ts_ns, crate::event::Event::TcpReset(to_event(direction, decoded, raw.netns, who)));
         self.aborts.admit(record, out);
     }
 

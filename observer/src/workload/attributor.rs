@@ -129,7 +129,9 @@ impl Attributor {
                     .as_ref()
                     .and_then(|p| p.service_name.clone())
                     .or_else(|| process.as_ref().and_then(|p| p.executable.clone()))
-                    .or_else(|| workload.container_id.as_ref().map(|id| format!("container-{}", &id[..id.len().min(12)])))
+                    .or_else(|| {
+                        workload.container_id.as_ref().map(|id| format!("container-{}", &id[..id.len().min(12)]))
+                    })
                     .unwrap_or_else(|| cgroup_name(path.as_deref()));
                 Identity {
                     service_name,
@@ -323,10 +325,20 @@ mod tests {
 
     #[test]
     fn shared_cgroups_are_split_by_process() {
-        for path in ["/", "/init.scope", "/user.slice/user-0.slice/session-3.scope", "/user.slice/user-1000.slice/user@1000.service/app.slice/x.service", "/system.slice"] {
+        for path in [
+            "/",
+            "/init.scope",
+            "/user.slice/user-0.slice/session-3.scope",
+            "/user.slice/user-1000.slice/user@1000.service/app.slice/x.service",
+            "/system.slice",
+        ] {
             assert!(shared(path), "{path}");
         }
-        for path in ["/system.slice/nginx.service", "/kubepods.slice/kubepods-pod1.slice/cri-containerd-ab.scope", "/observer-test-1"] {
+        for path in [
+            "/system.slice/nginx.service",
+            "/kubepods.slice/kubepods-pod1.slice/cri-containerd-ab.scope",
+            "/observer-test-1",
+        ] {
             assert!(!shared(path), "{path}");
         }
     }

@@ -20,7 +20,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
@@ -49,8 +49,11 @@ pub struct ExportCounters {
     pub queued: AtomicU64,
     pub exported: AtomicU64,
     pub exported_spans: AtomicU64,
-    /// Given up on by the exporter (after its own retries).
+    /// Given up on: the exporter's own retries (within its timeout) and
+    /// ours (with backoff, [`RETRY_FOR`] in the agent) all failed.
     pub failed: AtomicU64,
+    /// Exports tried again after a failure (the episode stays at the head of the queue meanwhile).
+    pub retried: AtomicU64,
     /// Offered while the queue was full (the newest is dropped).
     pub dropped_queue_full: AtomicU64,
     /// Still queued when `shutdown`'s time ran out, or offered after the task stopped.
@@ -73,6 +76,13 @@ impl ExportCounters {
         self.dropped_queue_full.load(Ordering::Relaxed) + self.dropped_stopped.load(Ordering::Relaxed)
     }
 }
+
+/// How long a failed export is tried again (the exporter retries within its
+/// timeout by itself; this outlasts a collector that restarts or comes up
+/// after the agent). New episodes wait in the bounded queue meanwhile.
+pub const RETRY_FOR: Duration = Duration::from_secs(60);
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(8);
 
 /// Where the task sends episodes.
 pub enum Backend {
@@ -178,10 +188,11 @@ pub struct OtlpExporter {
 impl OtlpExporter {
     /// Starts the task on the current tokio runtime (panics outside one:
     /// `EpisodeExport::start` checks first). `capacity` 0 counts as 1.
-    pub fn start(backend: Backend, node: NodeResource, capacity: usize) -> OtlpExporter {
+    /// A failed export is tried again with backoff for `retry_for`.
+    pub fn start(backend: Backend, node: NodeResource, capacity: usize, retry_for: Duration) -> OtlpExporter {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let counters = Arc::new(ExportCounters::default());
-        let task = tokio::spawn(run(rx, backend, node, Arc::clone(&counters)));
+        let task = tokio::spawn(run(rx, backend, node, Arc::clone(&counters), retry_for));
         OtlpExporter { tx: Some(tx), task: Some(task), counters }
     }
 
@@ -252,18 +263,32 @@ async fn run(
     mut backend: Backend,
     node: NodeResource,
     counters: Arc<ExportCounters>,
+    retry_for: Duration,
 ) -> Backend {
     while let Some(episode) = rx.recv().await {
-        let (resource, spans) = episode_batch(&episode, &node);
-        let n = spans.len() as u64;
-        match backend.send(resource, spans).await {
-            Ok(()) => {
-                counters.exported.fetch_add(1, Ordering::Relaxed);
-                counters.exported_spans.fetch_add(n, Ordering::Relaxed);
-            }
-            Err(error) => {
-                counters.failed.fetch_add(1, Ordering::Relaxed);
-                counters.set_last_error(error);
+        let first = Instant::now();
+        let mut backoff = RETRY_FIRST;
+        loop {
+            let (resource, spans) = episode_batch(&episode, &node);
+            let n = spans.len() as u64;
+            match backend.send(resource, spans).await {
+                Ok(()) => {
+                    counters.exported.fetch_add(1, Ordering::Relaxed);
+                    counters.exported_spans.fetch_add(n, Ordering::Relaxed);
+                    break;
+                }
+                Err(error) => {
+                    counters.set_last_error(error);
+                    // A collector that is down (or not up yet) gets the
+                    // episode later; a file that cannot be written does not.
+                    if matches!(backend, Backend::File(_)) || first.elapsed() + backoff > retry_for {
+                        counters.failed.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    counters.retried.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
             }
         }
         counters.queued.fetch_sub(1, Ordering::Relaxed);
@@ -378,7 +403,7 @@ pub(crate) mod tests {
 
     fn http_queue(config: &OtlpConfig, capacity: usize) -> OtlpExporter {
         let exporter = build_exporter(config).unwrap();
-        OtlpExporter::start(Backend::Otlp(Box::new(exporter)), NodeResource::default(), capacity)
+        OtlpExporter::start(Backend::Otlp(Box::new(exporter)), NodeResource::default(), capacity, Duration::ZERO)
     }
 
     async fn wait_for(what: impl Fn() -> bool) {
@@ -392,7 +417,7 @@ pub(crate) mod tests {
     async fn http_protobuf_one_request_per_episode_with_its_workloads_resource() {
         let (base, got, _) = receiver(200).await;
         let exporter = build_exporter(&http_config(&base)).unwrap();
-        let queue = OtlpExporter::start(Backend::Otlp(Box::new(exporter)), NodeResource::default(), 16);
+        let queue = OtlpExporter::start(Backend::Otlp(Box::new(exporter)), NodeResource::default(), 16, Duration::ZERO);
         let counters = queue.counters();
         assert!(queue.offer(episode_of("checkout", 1)));
         assert!(queue.offer(episode_of("payments", 2)));
@@ -532,7 +557,8 @@ pub(crate) mod tests {
     async fn file_backend_writes_every_episode() {
         let dir = tempfile::tempdir().unwrap();
         let file = TracesFile::open(dir.path()).unwrap();
-        let queue = OtlpExporter::start(Backend::File(Arc::new(Mutex::new(file))), NodeResource::default(), 8);
+        let queue =
+            OtlpExporter::start(Backend::File(Arc::new(Mutex::new(file))), NodeResource::default(), 8, Duration::ZERO);
         let counters = queue.counters();
         for i in 0..3 {
             assert!(queue.offer(episode_of("a", i)));

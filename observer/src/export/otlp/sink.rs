@@ -14,7 +14,7 @@ use std::{
 use super::{
     config::{NodeResource, OtlpConfig},
     file::TracesFile,
-    queue::{Backend, ExportCounters, OtlpExporter, build_exporter},
+    queue::{Backend, ExportCounters, OtlpExporter, RETRY_FOR, build_exporter},
 };
 use crate::correlate::episode::Episode;
 
@@ -48,7 +48,7 @@ struct Channel {
 
 impl Channel {
     fn start(backend: Backend, destination: String, file: bool, node: NodeResource, capacity: usize) -> Self {
-        let exporter = OtlpExporter::start(backend, node, capacity);
+        let exporter = OtlpExporter::start(backend, node, capacity, RETRY_FOR);
         let counters = exporter.counters();
         Channel { exporter, counters, destination, file }
     }
@@ -70,7 +70,10 @@ impl Channel {
             c.dropped(),
             load(&c.queued),
         );
-        if load(&c.failed) > 0
+        if load(&c.retried) > 0 {
+            text.push_str(&format!(", retried {}", load(&c.retried)));
+        }
+        if (load(&c.failed) > 0 || load(&c.retried) > 0)
             && let Some(error) = c.last_error()
         {
             text.push_str(&format!("; last error: {error}"));
@@ -104,7 +107,8 @@ impl EpisodeExport {
         let file = TracesFile::open(output_dir)
             .map_err(|error| ExportStartError::File { path: output_dir.join(super::file::FILE_NAME), error })?;
         let destination = file.path().display().to_string();
-        let file = Channel::start(Backend::File(Arc::new(Mutex::new(file))), destination, true, node.clone(), queue_capacity);
+        let file =
+            Channel::start(Backend::File(Arc::new(Mutex::new(file))), destination, true, node.clone(), queue_capacity);
         let otlp = otlp.map(|(backend, destination)| Channel::start(backend, destination, false, node, queue_capacity));
         Ok(EpisodeExport { file, otlp })
     }
@@ -205,7 +209,9 @@ mod tests {
         assert_eq!(export.describe(), format!("{} and otlp http/protobuf {base}/v1/traces", file.display()));
         let status = export.status_text();
         assert!(
-            status.ends_with(&format!("; otlp http/protobuf {base}/v1/traces: exported 1 (8 spans), failed 0, dropped 0, queued 0")),
+            status.ends_with(&format!(
+                "; otlp http/protobuf {base}/v1/traces: exported 1 (8 spans), failed 0, dropped 0, queued 0"
+            )),
             "{status}"
         );
         export.shutdown(Duration::from_secs(5)).await;
@@ -222,13 +228,18 @@ mod tests {
         export.offer(Arc::new(testdata::episode_with_every_child()));
         let counters = export.counters();
         let start = std::time::Instant::now();
-        while counters.failed.load(Ordering::Relaxed) == 0 && start.elapsed() < Duration::from_secs(10) {
+        while counters.retried.load(Ordering::Relaxed) == 0 && start.elapsed() < Duration::from_secs(10) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // The collector said no: the episode waits at the head of the queue and is tried again.
         let status = export.status_text();
-        assert!(status.contains("exported 0 (0 spans), failed 1, dropped 0, queued 0; last error: "), "{status}");
+        assert!(
+            status.contains("exported 0 (0 spans), failed 0, dropped 0, queued 1, retried 1; last error: "),
+            "{status}"
+        );
         assert!(status.contains("400"), "{status}");
-        export.shutdown(Duration::from_secs(5)).await;
+        export.shutdown(Duration::from_millis(100)).await;
+        assert_eq!(counters.dropped(), 1, "still queued at stop: counted as dropped");
     }
 
     #[test]

@@ -35,11 +35,11 @@ use nix::{
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::{Mechanism, Pressure, kernel::limits, pressure, reclaim_stat};
-use crate::kernel::clock::monotonic_ns;
 use crate::event::{
     Attribution, CgroupSource, Event, MemcgEvents, MemcgPressure, MemcgReclaimStat, MemoryEventCounts,
     ReclaimStatCounts, Workload,
 };
+use crate::kernel::clock::monotonic_ns;
 
 /// New cgroups are picked up within this long.
 const RESCAN_EVERY: Duration = Duration::from_secs(1);
