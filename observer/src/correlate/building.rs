@@ -20,6 +20,9 @@ pub(crate) struct Timing {
     pub quiet: u64,
     pub max_length: u64,
     pub oom_linger: u64,
+    /// How long an episode with network records waits for the drop summary
+    /// that counts their drops (see `SUMMARY_GRACE`).
+    pub summary_grace: u64,
 }
 
 #[derive(Debug)]
@@ -31,6 +34,8 @@ pub(crate) struct Building {
     end: u64,
     /// The last record that kept it open.
     last_signal: u64,
+    /// The last network record (not a summary) in it.
+    last_network: Option<u64>,
     previous: Option<SpanRef>,
     limits_at_open: Option<MemcgLimits>,
     limits_at_close: Option<MemcgLimits>,
@@ -57,6 +62,7 @@ impl Building {
             start: first.start,
             end: first.end,
             last_signal: first.end,
+            last_network: None,
             previous,
             limits_at_open: None,
             limits_at_close: None,
@@ -77,8 +83,11 @@ impl Building {
         self.start = self.start.min(class.start);
         // After an OOM kill only children (further kills) move the end: the
         // kill's aftermath is counted, the root ends at the (last) kill.
-        if self.killed.is_none() || class.child.is_some() {
+        if (self.killed.is_none() || class.child.is_some()) && !class.summary {
             self.end = self.end.max(class.end).max(record.time_unix_nano);
+        }
+        if class.role == rules::Role::Network && !class.summary {
+            self.last_network = Some(self.last_network.map_or(class.end, |n| n.max(class.end)));
         }
         if let Some(kind) = class.child {
             self.spans.add(kind, class.start, class.end, record, budget, ids);
@@ -95,7 +104,10 @@ impl Building {
         if let Some(kill) = self.killed {
             return (kill.saturating_add(t.oom_linger), CloseReason::OomKill);
         }
-        let quiet = self.last_signal.saturating_add(t.quiet);
+        let mut quiet = self.last_signal.saturating_add(t.quiet);
+        if let Some(network) = self.last_network {
+            quiet = quiet.max(network.saturating_add(t.summary_grace));
+        }
         let max = self.start.saturating_add(t.max_length);
         if quiet <= max { (quiet, CloseReason::Quiet) } else { (max, CloseReason::MaxLength) }
     }

@@ -60,6 +60,13 @@ use window::Window;
 /// handed out (at most `quiet`).
 pub const OOM_LINGER: Duration = Duration::from_secs(1);
 
+/// Drops are counted from the per-second `net.drop.summary` records, stamped
+/// when the agent reads the kernel's counts: up to a tick after the drops.
+/// An episode with network records stays open at least this long after the
+/// last of them, so the summary counting their drops falls inside it instead
+/// of opening an episode of its own (a summary never keeps one open).
+pub const SUMMARY_GRACE: Duration = Duration::from_millis(1500);
+
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -135,6 +142,7 @@ impl Engine {
             quiet: nanos(rules.quiet),
             max_length: nanos(rules.max_length),
             oom_linger: nanos(OOM_LINGER.min(rules.quiet)),
+            summary_grace: nanos(SUMMARY_GRACE),
         };
         let handed =
             Handed::new(timing.max_length.saturating_add(timing.quiet), rules.max_open.saturating_mul(4).max(1024));
@@ -236,7 +244,8 @@ impl Engine {
                 if memory_open == Some(true) {
                     self.add(memory, class, record, false);
                 } else if self.open.contains_key(&burst) {
-                    self.add(burst, class, record, true);
+                    let extend = !class.summary;
+                    self.add(burst, class, record, extend);
                 } else {
                     self.open_new(burst, identity, class, record);
                 }

@@ -100,6 +100,10 @@ pub(crate) struct Class {
     pub start: u64,
     pub end: u64,
     pub limits: Option<MemcgLimits>,
+    /// A per-second drop summary: it counts what happened up to a tick
+    /// before its own time, so it neither moves an episode's end nor keeps
+    /// it open.
+    pub summary: bool,
 }
 
 /// **Go GC pressure**: a `go.gc` cycle whose heap goal was capped by the
@@ -133,7 +137,7 @@ fn ending_at(end: u64, duration_ns: Option<u64>) -> (u64, u64) {
 
 pub(crate) fn classify(r: &Record) -> Class {
     let t = r.time_unix_nano;
-    let mut c = Class { role: Role::MemoryCount, child: None, start: t, end: t, limits: None };
+    let mut c = Class { role: Role::MemoryCount, child: None, start: t, end: t, limits: None, summary: false };
     match &r.event {
         Event::MemcgEvents(e) => {
             let d = &e.delta;
@@ -192,7 +196,10 @@ pub(crate) fn classify(r: &Record) -> Class {
             c.child = Some(ChildKind::TcpReset);
         }
         Event::TcpRetransmit(_) => c.role = Role::Network,
-        Event::NetDropSummary(s) => c.role = if s.count > 0 { Role::Network } else { Role::Ignored },
+        Event::NetDropSummary(s) => {
+            c.role = if s.count > 0 { Role::Network } else { Role::Ignored };
+            c.summary = true;
+        }
         Event::NetDrop(_) => c.role = Role::Ignored,
     }
     c

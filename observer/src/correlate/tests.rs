@@ -635,3 +635,26 @@ fn span_ids_are_unique_and_deterministic() {
     assert_eq!(ids.len(), 2 + 4 + 2);
     assert!(!ids.contains(&[0; 8]));
 }
+
+#[test]
+fn the_drop_summary_after_a_burst_counts_into_it_without_stretching_it() {
+    // Quiet shorter than the summaries' tick: the burst still waits for the
+    // summary that counts its drops (stamped up to a tick later).
+    let mut e = engine(Rules { quiet: std::time::Duration::from_secs(1), ..Default::default() });
+    e.push(at(A, T0, reset(Direction::Sent)));
+    e.push(at(A, T0 + MS, reset(Direction::Received)));
+    e.push(at(A, T0 + 1200 * MS, drop_summary("NO_SOCKET", 1)));
+    let out = e.finish(T0 + 30 * S);
+    assert_eq!(out.len(), 1, "one burst, not a second one for the summary: {out:?}");
+    let ep = &out[0];
+    assert_eq!(count(ep, Signal::NetDrop("NO_SOCKET".into())), 1);
+    assert_eq!(count(ep, Signal::TcpReset("sent")), 1);
+    assert_eq!(ep.end_unix_nano, T0 + MS, "a summary does not move the end");
+    assert_eq!(ep.closed_by, CloseReason::Quiet);
+    // Summaries alone (drops without resets) still make a burst.
+    let mut e = engine(Rules { quiet: std::time::Duration::from_secs(1), ..Default::default() });
+    e.push(at(B, T0, drop_summary("NO_SOCKET", 4)));
+    e.push(at(B, T0 + 5 * S, drop_summary("NO_SOCKET", 2)));
+    let out = e.finish(T0 + 30 * S);
+    assert_eq!(out.len(), 2, "a summary does not keep a burst open: {out:?}");
+}
