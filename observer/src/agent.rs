@@ -15,6 +15,7 @@ use tokio::signal::unix::SignalKind;
 use crate::{
     cgroup::CgroupPaths,
     config::RunConfig,
+    netns::NetnsOwners,
     correlate::{Engine, Episode},
     event::Record,
     export::{
@@ -129,6 +130,7 @@ struct Pipeline {
     /// Which source decodes a record kind (`EventKind` value → index).
     dispatch: Vec<Option<usize>>,
     cgroups: CgroupPaths,
+    netns: NetnsOwners,
     clock: Clock,
     attributor: Attributor,
     engine: Engine,
@@ -163,6 +165,7 @@ impl Pipeline {
             sources,
             dispatch,
             cgroups: CgroupPaths::new(),
+            netns: NetnsOwners::new(),
             clock: Clock::now(),
             attributor: Attributor::new(),
             engine: Engine::new(config.episodes.clone(), seed()),
@@ -178,7 +181,7 @@ impl Pipeline {
     /// record a source still holds back.
     fn batch(&mut self, batch: &Batch, last: bool) {
         let mut out = std::mem::take(&mut self.decoded);
-        let mut cx = Context { cgroups: &mut self.cgroups, clock: &self.clock };
+        let mut cx = Context { cgroups: &mut self.cgroups, netns: &mut self.netns, clock: &self.clock };
         for bytes in batch.iter() {
             let Some(header) = read::<EventHeader>(bytes) else { continue };
             let Some(kind) = EventKind::from_u32(header.kind) else { continue };
@@ -198,7 +201,7 @@ impl Pipeline {
     /// Summaries of what the kernel counted, about once a second.
     fn tick(&mut self, last: bool) {
         let mut out = Vec::new();
-        let mut cx = Context { cgroups: &mut self.cgroups, clock: &self.clock };
+        let mut cx = Context { cgroups: &mut self.cgroups, netns: &mut self.netns, clock: &self.clock };
         for source in &mut self.sources {
             source.tick(&mut cx, last, &mut out);
         }
@@ -220,7 +223,7 @@ impl Pipeline {
             jsonl.write(&record);
         }
         self.live.event(&record);
-        self.engine.push(self.attributor.attribute(record));
+        self.engine.push(self.attributor.attribute(record, &mut self.netns));
     }
 
     fn advance(&mut self) {

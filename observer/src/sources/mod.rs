@@ -18,11 +18,13 @@ pub mod tcp;
 use aya::Ebpf;
 use observer_common::EventKind;
 
-use crate::{cgroup::CgroupPaths, event::Record, kernel::clock::Clock};
+use crate::{cgroup::CgroupPaths, event::Record, kernel::clock::Clock, netns::NetnsOwners};
 
 /// What a source may use while decoding.
 pub struct Context<'a> {
     pub cgroups: &'a mut CgroupPaths,
+    /// Who uses each network namespace (shared with the attribution stage).
+    pub netns: &'a mut NetnsOwners,
     pub clock: &'a Clock,
 }
 

@@ -27,7 +27,6 @@ use crate::{
 pub struct NetSources {
     drops: Option<DropSource>,
     retransmits: Option<RetransmitSource>,
-    owners: NetnsOwners,
 }
 
 impl NetSources {
@@ -40,7 +39,7 @@ impl NetSources {
         let retransmits = RetransmitSource::prepare(tracefs, btf)
             .inspect_err(|e| tracing::warn!("{e}; TCP retransmits are not traced"))
             .ok();
-        Self { drops, retransmits, owners: NetnsOwners::new() }
+        Self { drops, retransmits }
     }
 
     pub fn drop_config(&self) -> DropConfig {
@@ -92,7 +91,7 @@ impl NetSources {
     }
 
     /// Decodes a ring buffer record of one of our kinds.
-    pub fn record(&mut self, kind: EventKind, bytes: &[u8], cgroups: &mut CgroupPaths) -> Option<Event> {
+    pub fn record(&mut self, kind: EventKind, bytes: &[u8], cx: &mut Context<'_>) -> Option<Event> {
         match kind {
             EventKind::NetDrop => {
                 let raw: NetDropEvent = read(bytes)?;
@@ -110,8 +109,8 @@ impl NetSources {
                     dst_addr: pkt.dst.map(|d| d.0),
                     dst_port: pkt.dst.map(|d| d.1),
                     netns: raw.netns,
-                    netns_owner: self.owners.owner(raw.netns),
-                    who: socket_owner(raw.sk_full == 1, raw.sk_cgroup_id, cgroups),
+                    netns_owner: cx.netns.owner(raw.netns),
+                    who: socket_owner(raw.sk_full == 1, raw.sk_cgroup_id, cx.cgroups),
                 }))
             }
             EventKind::TcpRetransmit => {
@@ -129,8 +128,8 @@ impl NetSources {
                     gso_segs: r.gso_segs,
                     err: r.err,
                     netns: raw.netns,
-                    netns_owner: self.owners.owner(raw.netns),
-                    who: socket_owner(raw.sk_full == 1, raw.sk_cgroup_id, cgroups),
+                    netns_owner: cx.netns.owner(raw.netns),
+                    who: socket_owner(raw.sk_full == 1, raw.sk_cgroup_id, cx.cgroups),
                 }))
             }
             _ => None,
@@ -138,13 +137,13 @@ impl NetSources {
     }
 
     /// The drop counts that grew since the last call, as summary events.
-    pub fn summaries(&mut self) -> Vec<Event> {
+    pub fn summaries(&mut self, netns: &mut NetnsOwners) -> Vec<Event> {
         let Some(drops) = self.drops.as_mut() else {
             return Vec::new();
         };
         let mut out = drops.poll();
         for s in &mut out {
-            s.netns_owner = self.owners.owner(s.netns);
+            s.netns_owner = netns.owner(s.netns);
         }
         out.into_iter().map(Event::NetDropSummary).collect()
     }
@@ -185,14 +184,15 @@ impl Source for NetSources {
 
     fn decode(&mut self, kind: EventKind, bytes: &[u8], cx: &mut Context<'_>, out: &mut Vec<Record>) {
         let Some(header) = read::<observer_common::EventHeader>(bytes) else { return };
-        if let Some(event) = self.record(kind, bytes, cx.cgroups) {
+        if let Some(event) = self.record(kind, bytes, cx) {
             out.push(cx.record(header.ts_ns, event));
         }
     }
 
     fn tick(&mut self, cx: &mut Context<'_>, _last: bool, out: &mut Vec<Record>) {
         let now = crate::kernel::clock::monotonic_ns();
-        out.extend(self.summaries().into_iter().map(|event| cx.record(now, event)));
+        let summaries = self.summaries(cx.netns);
+        out.extend(summaries.into_iter().map(|event| cx.record(now, event)));
     }
 
     fn ready(&self) -> String {

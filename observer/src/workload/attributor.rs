@@ -26,7 +26,6 @@ pub struct Attributor {
     identities: HashMap<WorkloadKey, Arc<Identity>>,
     /// What a network namespace's records are keyed to, decided once per namespace.
     by_netns: HashMap<u32, WorkloadKey>,
-    owners: NetnsOwners,
     host_netns: Option<u32>,
     cgroup_root: Option<PathBuf>,
 }
@@ -39,19 +38,19 @@ impl Attributor {
         Self {
             identities: HashMap::new(),
             by_netns: HashMap::new(),
-            owners: NetnsOwners::new(),
             host_netns,
             cgroup_root,
         }
     }
 
-    pub fn attribute(&mut self, record: Record) -> Attributed {
-        let key = self.key(&record.event);
-        let identity = self.identity(key, &record.event);
+    /// `netns`: who uses each network namespace (the sources' own table).
+    pub fn attribute(&mut self, record: Record, netns: &mut NetnsOwners) -> Attributed {
+        let key = self.key(&record.event, netns);
+        let identity = self.identity(key, &record.event, netns);
         Attributed { key, identity, record }
     }
 
-    fn key(&mut self, event: &Event) -> WorkloadKey {
+    fn key(&mut self, event: &Event, netns_owners: &mut NetnsOwners) -> WorkloadKey {
         let who = who(event);
         let cgroup = who.and_then(|w| Some((w.cgroup_id?, w.cgroup_path.as_deref())));
         if let Some((cgroup_id, path)) = cgroup
@@ -62,7 +61,7 @@ impl Attributor {
         if let Some(netns) = network_namespace(event)
             && (cgroup.is_none() || Some(netns) != self.host_netns)
         {
-            return self.netns_key(netns);
+            return self.netns_key(netns, netns_owners);
         }
         match (cgroup, who.and_then(|w| w.pid)) {
             (Some((cgroup_id, _)), Some(pid)) => WorkloadKey::Process { cgroup_id, pid },
@@ -75,11 +74,11 @@ impl Attributor {
     /// A network namespace's records go to the cgroup of a process in it
     /// when that cgroup is a workload of its own (a pod's container), else
     /// to the namespace itself (on a host whose processes share `/`).
-    fn netns_key(&mut self, netns: u32) -> WorkloadKey {
+    fn netns_key(&mut self, netns: u32, owners: &mut NetnsOwners) -> WorkloadKey {
         if let Some(&key) = self.by_netns.get(&netns) {
             return key;
         }
-        let owner = self.owners.owner(netns);
+        let owner = owners.owner(netns);
         let own_cgroup = owner
             .as_ref()
             .and_then(|o| o.cgroup_paths.iter().find(|p| !shared(p)).cloned())
@@ -95,7 +94,7 @@ impl Attributor {
         key
     }
 
-    fn identity(&mut self, key: WorkloadKey, event: &Event) -> Arc<Identity> {
+    fn identity(&mut self, key: WorkloadKey, event: &Event, owners: &mut NetnsOwners) -> Arc<Identity> {
         let go_version = go_version(event);
         if let Some(known) = self.identities.get(&key)
             && (go_version.is_none() || known.go_version.is_some())
@@ -104,7 +103,7 @@ impl Attributor {
         }
         let mut identity = match self.identities.get(&key) {
             Some(known) => Identity::clone(known),
-            None => self.resolve(key, who(event)),
+            None => self.resolve(key, who(event), owners),
         };
         if identity.go_version.is_none() {
             identity.go_version = go_version.map(str::to_string);
@@ -117,7 +116,7 @@ impl Attributor {
         identity
     }
 
-    fn resolve(&mut self, key: WorkloadKey, who: Option<&Attribution>) -> Identity {
+    fn resolve(&mut self, key: WorkloadKey, who: Option<&Attribution>, owners: &mut NetnsOwners) -> Identity {
         match key {
             WorkloadKey::Cgroup { cgroup_id } => {
                 let path = who.and_then(|w| w.cgroup_path.clone()).or_else(|| self.cgroup_path(cgroup_id));
@@ -163,7 +162,7 @@ impl Attributor {
                 }
             }
             WorkloadKey::Netns { netns } => {
-                let owner = self.owners.owner(netns);
+                let owner = owners.owner(netns);
                 let process = owner.as_ref().and_then(|o| o.pids.first()).map(|&pid| ProcessFacts::read(pid));
                 let name = owner.as_ref().and_then(|o| o.name.clone());
                 let service_name = process
