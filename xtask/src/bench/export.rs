@@ -48,11 +48,14 @@ use nix::{
     sched::{CloneFlags, setns},
     sys::signal::Signal,
     time::{ClockId, clock_gettime},
-    unistd::{SysconfVar, sysconf},
 };
 use serde_json::{Value, json};
 
-use super::{ExportArgs, child, interrupt, observer::Observer, report};
+use super::{
+    ExportArgs, child, interrupt,
+    observer::{Observer, cpu_time},
+    report,
+};
 use crate::{collector, host};
 
 /// The root span's name of a reset episode.
@@ -423,7 +426,7 @@ impl Collector {
         if !child::wait_exited_unreaped(&self.proc, Duration::from_secs(30))? {
             bail!("the collector did not exit within 30 s of SIGTERM");
         }
-        let cpu = proc_cpu(self.proc.id())?;
+        let cpu = cpu_time(self.proc.id())?;
         self.proc.wait()?;
         Ok(cpu)
     }
@@ -875,7 +878,7 @@ fn attached_run(setup: &Setup<'_>, dir: &Path, namespaces: &Namespaces, workload
     let agent_pid = agent.pid();
     let rss_at_ready_kib = vm_kib(agent_pid, "VmRSS")?;
     let mut peak_rss_kib = vm_kib(agent_pid, "VmHWM")?;
-    let cpu_at_start = proc_cpu(agent_pid)?;
+    let cpu_at_start = cpu_time(agent_pid)?;
     let mut reader = FileReader::new(&file, namespaces);
     let mut said = Vec::new();
     let expected = namespaces.len() * workload.rounds;
@@ -921,7 +924,7 @@ fn attached_run(setup: &Setup<'_>, dir: &Path, namespaces: &Namespaces, workload
                     || (waited >= quiet * 3 + Duration::from_secs(5)
                         && last_change.elapsed() >= Duration::from_secs(5));
                 if settled || stalled {
-                    let cpu_busy = proc_cpu(agent_pid)?.saturating_sub(cpu_at_start);
+                    let cpu_busy = cpu_time(agent_pid)?.saturating_sub(cpu_at_start);
                     let generated = generated.take().context("the generator's figures")?;
                     return Ok((generated, waited.as_secs_f64(), cpu_busy));
                 }
@@ -986,24 +989,6 @@ fn vm_kib(pid: u32, field: &str) -> Result<u64> {
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .with_context(|| format!("no {field} in {path}"))
-}
-
-/// utime + stime of process `pid` (all its threads), from `/proc/PID/stat`.
-fn proc_cpu(pid: u32) -> Result<Duration> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let rest = stat.rsplit_once(')').map(|(_, rest)| rest).with_context(|| format!("{path}: {stat:?}"))?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> Result<u64> {
-        let f = fields.get(i).with_context(|| format!("{path}: too short"))?;
-        f.parse().with_context(|| format!("{path}: field {f:?}"))
-    };
-    let total = ticks(11)? + ticks(12)?;
-    let hz = sysconf(SysconfVar::CLK_TCK)?
-        .and_then(|hz| u64::try_from(hz).ok())
-        .filter(|&hz| hz > 0)
-        .context("sysconf(CLK_TCK)")?;
-    Ok(Duration::from_nanos(total * 1_000_000_000 / hz))
 }
 
 /// The `q` quantile of sorted figures (nearest rank).

@@ -145,7 +145,7 @@ pub fn count_resets(dir: &Path, netns: u64) -> Result<(u64, u64)> {
 }
 
 /// utime + stime of process `pid` (all its threads), from `/proc/PID/stat`.
-fn cpu_time(pid: u32) -> Result<Duration> {
+pub(super) fn cpu_time(pid: u32) -> Result<Duration> {
     let path = format!("/proc/{pid}/stat");
     let stat = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     // The fields after the parenthesised comm (which may hold spaces):
