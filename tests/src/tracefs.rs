@@ -149,6 +149,12 @@ impl Recorder {
         std::fs::write(self.dir.join("trace_marker"), text).expect("write trace_marker");
     }
 
+    /// The instance's `trace_marker`, for a process of the test's that marks
+    /// its own steps (a shell writing to it before it execs).
+    pub fn marker_path(&self) -> PathBuf {
+        self.dir.join("trace_marker")
+    }
+
     /// Stops recording; every recorded line. Panics when the buffer overran.
     pub fn stop(&self) -> Vec<TraceLine> {
         for e in &self.events {

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use observer_e2e::cgroup::cgroup2_mount_in;
+use observer_e2e::cgroup::{memory_root, require_memory_root};
 use observer_e2e::gofixture::{self, GoFixture, Toolchain, Variant};
 use observer_e2e::observer::{Observer, Stopped};
 use observer_e2e::require::require_root_and_bin;
@@ -32,33 +32,6 @@ macro_rules! report {
     }};
 }
 use serde_json::Value;
-
-/// The cgroup2 root when it has the memory controller, else why not.
-fn memory_root() -> Result<PathBuf, String> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
-    let root = cgroup2_mount_in(&mountinfo).ok_or("no cgroup2 mount")?;
-    let controllers = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
-    if controllers.split_whitespace().any(|c| c == "memory") {
-        Ok(root)
-    } else {
-        Err(format!("no cgroup v2 memory controller at {}", root.display()))
-    }
-}
-
-/// The root for the VM tests, or `None` after saying why they are skipped.
-/// A kernel without the controller is a fact of the host, not a missing
-/// prerequisite, so this skips even under `OBSERVER_E2E_REQUIRED=1`.
-fn require_memory_root() -> Option<PathBuf> {
-    match memory_root() {
-        Ok(root) => Some(root),
-        Err(reason) => {
-            let test = std::thread::current().name().unwrap_or("?").to_string();
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "SKIPPED: {reason} ({test})");
-            None
-        }
-    }
-}
 
 /// A cgroup this test created; removed on drop.
 struct TestCgroup {

@@ -40,9 +40,12 @@ const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static"];
 /// The test binaries whose subject differs between kernels; the others gain
 /// nothing from a slow emulated run (uprobes and the CLI behave the same).
 /// `memcg` needs the cgroup v2 memory controller, kprobes and fentry, which
-/// the build machine's own kernel lacks. Run one VM at a time: a second VM on
-/// the same 2 cores once made a guest stop in the middle of the memcg tests.
-const VM_TESTS: &[&str] = &["tcp_resets", "net_drops", "memcg"];
+/// the build machine's own kernel lacks; so does `episodes_vm` (episodes of
+/// a kubepods-style cgroup under memory.high, memory.max and memory.low,
+/// through the OpenTelemetry Collector, which runs in the guest). Run one VM
+/// at a time: a second VM on the same 2 cores once made a guest stop in the
+/// middle of the memcg tests.
+const VM_TESTS: &[&str] = &["tcp_resets", "net_drops", "memcg", "episodes_vm"];
 const VIRTME_NG_VERSION: &str = "1.42";
 /// Bound on one boot with all its tests (emulation is slow, about 300 s for
 /// all of them here; a hang must end).
@@ -58,6 +61,7 @@ pub fn run(only: Option<&str>) -> Result<()> {
     packages.extend(KERNELS.iter().map(|k| k.package));
     cmd::step("vm-test: apt packages", || setup::apt_install(&packages, root))?;
     cmd::step("vm-test: virtme-ng", virtme_ng)?;
+    cmd::step("vm-test: OpenTelemetry Collector", crate::collector::ensure)?;
     let tests = test_binaries()?;
     let fixture = crate::gofixture::build(&host::target_dir().join("vm-test"), "gofixture")?;
     let mut failed = Vec::new();
@@ -221,7 +225,8 @@ fn boot_and_test(kernel: &Kernel, dir: &str, tests: &[TestBinary], fixture: &Pat
     }
     fs::create_dir_all(&rw).with_context(|| format!("creating {}", rw.display()))?;
     let script = rw.join("run.sh");
-    fs::write(&script, guest_script(&rw, tests, fixture)).context("writing the guest script")?;
+    fs::write(&script, guest_script(&rw, tests, fixture, &crate::collector::bin()))
+        .context("writing the guest script")?;
     eprintln!("==> vm-test {}: booting {}", kernel.name, vmlinuz.display());
     // vng's console output goes to a file: it rewrites its stdout from the
     // start (seen truncating a redirected log), which would erase our lines.
@@ -293,24 +298,28 @@ fn parse_libtest(log: &str) -> Vec<TestResult> {
 }
 
 /// The shell script the guest runs: `observer check`, then each test binary
-/// (with the Go fixture built on the host: `OBSERVER_GOFIXTURE`),
+/// (with the Go fixture built on the host: `OBSERVER_GOFIXTURE`, and the
+/// collector `cargo xtask setup` built: `OBSERVER_OTELCOL`; the guest sees
+/// the host's files),
 /// one at a time, logs and exit codes into the shared directory. A watcher
 /// notes every process's state (and the kernel stack of any stuck in D)
 /// every 30 s, and `progress` says which binary runs: a guest that never
 /// finishes still tells where it stopped.
-fn guest_script(rw: &Path, tests: &[TestBinary], fixture: &Path) -> String {
+fn guest_script(rw: &Path, tests: &[TestBinary], fixture: &Path, otelcol: &Path) -> String {
     let rw = rw.display();
     let path =
         std::env::join_paths(std::env::split_paths(&host::child_path()).chain([PathBuf::from("/usr/local/go/bin")]))
             .unwrap_or_default();
     let mut s = format!(
-        "set -u\nRW={rw}\nexport PATH='{}'\nexport OBSERVER_BIN='{}' OBSERVER_GOFIXTURE='{}' OBSERVER_E2E_REQUIRED=1\n\
+        "set -u\nRW={rw}\nexport PATH='{}'\n\
+         export OBSERVER_BIN='{}' OBSERVER_GOFIXTURE='{}' OBSERVER_OTELCOL='{}' OBSERVER_E2E_REQUIRED=1\n\
          export TMPDIR=$RW/tmp HOME=$RW/home GOCACHE=$RW/gocache GOPATH=$RW/gopath GOTOOLCHAIN=local\n\
          mkdir -p $TMPDIR $HOME\ncd '{}'\nuname -r > $RW/uname\n{WATCHER}{}\n\
          $OBSERVER_BIN check > $RW/check.log 2>&1; echo $? > $RW/check.rc\n",
         path.to_string_lossy(),
         host::observer_bin().display(),
         fixture.display(),
+        otelcol.display(),
         host::workspace_root().display(),
         progress("check"),
     );
@@ -392,8 +401,9 @@ mod tests {
     #[test]
     fn guest_script_is_valid_shell_with_bounds_and_progress() {
         let tests = [TestBinary { name: "memcg".into(), path: PathBuf::from("/t/memcg-1") }];
-        let script = guest_script(Path::new("/rw"), &tests, Path::new("/f/gofixture"));
+        let script = guest_script(Path::new("/rw"), &tests, Path::new("/f/gofixture"), Path::new("/c/otelcol"));
         assert!(script.contains("OBSERVER_GOFIXTURE='/f/gofixture'"), "{script}");
+        assert!(script.contains("OBSERVER_OTELCOL='/c/otelcol'"), "{script}");
         assert!(script.contains("timeout -k 10 400 '/t/memcg-1' --test-threads=1 --nocapture"), "{script}");
         assert!(script.contains("memcg $(cut -d' ' -f1 /proc/uptime)\" >> $RW/progress"), "{script}");
         assert!(script.ends_with("touch $RW/done\n"), "{script}");
