@@ -223,7 +223,9 @@ impl Pipeline {
             jsonl.write(&record);
         }
         self.live.event(&record);
-        self.engine.push(self.attributor.attribute(record, &mut self.netns));
+        if let Some(attributed) = self.attributor.attribute(record, &mut self.netns) {
+            self.engine.push(attributed);
+        }
     }
 
     fn advance(&mut self) {

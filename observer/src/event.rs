@@ -444,6 +444,9 @@ pub struct MemcgPressure {
     pub full_delta_us: u64,
     pub some_avg10: f64,
     pub full_avg10: f64,
+    /// The last read as the agent stopped (no trigger fired, no timer ran
+    /// out): what stalled since the previous read, however little.
+    pub at_stop: bool,
     #[serde(flatten)]
     pub limits: MemcgLimits,
     #[serde(flatten)]

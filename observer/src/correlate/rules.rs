@@ -171,7 +171,9 @@ pub(crate) fn classify(r: &Record) -> Class {
             c.limits = Some(e.limits);
         }
         Event::MemcgPressure(e) => {
-            if e.some_delta_us > 0 {
+            // The read at stop finds whatever little stalled since the last
+            // trigger: it counts into an open episode, it opens none.
+            if e.some_delta_us > 0 && !e.at_stop {
                 c.role = Role::Pressure;
             }
             c.limits = Some(e.limits);

@@ -76,6 +76,7 @@ fn psi(some_delta_us: u64, full_delta_us: u64) -> Event {
         full_delta_us,
         some_avg10: 0.0,
         full_avg10: 0.0,
+        at_stop: false,
         limits: limits(64 << 20),
         who: Attribution::default(),
     })

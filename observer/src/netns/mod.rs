@@ -15,6 +15,8 @@ use serde::Serialize;
 
 /// Rescans for an unknown namespace at most this often.
 const RESCAN_EVERY: Duration = Duration::from_secs(2);
+/// What is known of a namespace is at most this old when asked for.
+const REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// Bounds on what one namespace keeps (the host namespace has every process).
 const MAX_PIDS: usize = 8;
 const MAX_CGROUPS: usize = 8;
@@ -52,7 +54,14 @@ impl NetnsOwners {
         if inode == 0 {
             return None;
         }
-        if !self.by_inode.contains_key(&inode) && self.last_scan.is_none_or(|t| t.elapsed() >= RESCAN_EVERY) {
+        // Unknown: rescan (rate-limited). Known: its processes change too (a
+        // namespace made empty, then entered), so what is known is refreshed
+        // once it is older than REFRESH_EVERY.
+        let due = match self.by_inode.contains_key(&inode) {
+            false => RESCAN_EVERY,
+            true => REFRESH_EVERY,
+        };
+        if self.last_scan.is_none_or(|t| t.elapsed() >= due) {
             self.scan(Path::new("/proc"), Path::new("/run/netns"));
         }
         self.by_inode.get(&inode).cloned()

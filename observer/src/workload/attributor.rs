@@ -44,36 +44,40 @@ impl Attributor {
     }
 
     /// `netns`: who uses each network namespace (the sources' own table).
-    pub fn attribute(&mut self, record: Record, netns: &mut NetnsOwners) -> Attributed {
-        let key = self.key(&record.event, netns);
+    /// `None`: the record belongs to no workload (a shared cgroup's own
+    /// counters, such as a `.slice`'s `memory.events`, which sum those of
+    /// its children; a record with no cgroup, process or namespace).
+    pub fn attribute(&mut self, record: Record, netns: &mut NetnsOwners) -> Option<Attributed> {
+        let key = self.key(&record.event, netns)?;
         let identity = self.identity(key, &record.event, netns);
-        Attributed { key, identity, record }
+        Some(Attributed { key, identity, record })
     }
 
-    fn key(&mut self, event: &Event, netns_owners: &mut NetnsOwners) -> WorkloadKey {
+    fn key(&mut self, event: &Event, netns_owners: &mut NetnsOwners) -> Option<WorkloadKey> {
         let who = who(event);
         let cgroup = who.and_then(|w| Some((w.cgroup_id?, w.cgroup_path.as_deref())));
         if let Some((cgroup_id, path)) = cgroup
             && !path.is_some_and(shared)
         {
-            return WorkloadKey::Cgroup { cgroup_id };
+            return Some(WorkloadKey::Cgroup { cgroup_id });
         }
         if let Some(netns) = network_namespace(event)
             && (cgroup.is_none() || Some(netns) != self.host_netns)
         {
-            return self.netns_key(netns, netns_owners);
+            return Some(self.netns_key(netns, netns_owners));
         }
         match (cgroup, who.and_then(|w| w.pid)) {
-            (Some((cgroup_id, _)), Some(pid)) => WorkloadKey::Process { cgroup_id, pid },
-            (Some((cgroup_id, _)), None) => WorkloadKey::Cgroup { cgroup_id },
-            (None, Some(pid)) => WorkloadKey::Process { cgroup_id: 0, pid },
-            (None, None) => WorkloadKey::Netns { netns: 0 },
+            (Some((cgroup_id, _)), Some(pid)) => Some(WorkloadKey::Process { cgroup_id, pid }),
+            (None, Some(pid)) => Some(WorkloadKey::Process { cgroup_id: 0, pid }),
+            (_, None) => None,
         }
     }
 
     /// A network namespace's records go to the cgroup of a process in it
     /// when that cgroup is a workload of its own (a pod's container), else
-    /// to the namespace itself (on a host whose processes share `/`).
+    /// to the namespace itself (on a host whose processes share `/`). A
+    /// namespace's own cgroup, once found, is kept; until then it is asked
+    /// again (the namespace may be entered later).
     fn netns_key(&mut self, netns: u32, owners: &mut NetnsOwners) -> WorkloadKey {
         if let Some(&key) = self.by_netns.get(&netns) {
             return key;
@@ -83,10 +87,8 @@ impl Attributor {
             .as_ref()
             .and_then(|o| o.cgroup_paths.iter().find(|p| !shared(p)).cloned())
             .and_then(|path| self.cgroup_id(&path));
-        let key = match own_cgroup {
-            Some(cgroup_id) => WorkloadKey::Cgroup { cgroup_id },
-            None => WorkloadKey::Netns { netns },
-        };
+        let Some(cgroup_id) = own_cgroup else { return WorkloadKey::Netns { netns } };
+        let key = WorkloadKey::Cgroup { cgroup_id };
         if self.by_netns.len() >= MAX_IDENTITIES {
             self.by_netns.clear();
         }
@@ -121,17 +123,17 @@ impl Attributor {
             WorkloadKey::Cgroup { cgroup_id } => {
                 let path = who.and_then(|w| w.cgroup_path.clone()).or_else(|| self.cgroup_path(cgroup_id));
                 let procs = path.as_deref().map(|p| self.procs(p)).unwrap_or_default();
-                let single = (procs.len() == 1).then(|| procs[0]);
                 let process = procs.first().map(|&pid| ProcessFacts::read(pid));
                 let workload = Workload::from_cgroup_path(path.as_deref());
+                // A container's name does not depend on which of its
+                // processes was read first; its own OTEL_SERVICE_NAME wins.
                 let service_name = process
                     .as_ref()
                     .and_then(|p| p.service_name.clone())
+                    .or_else(|| workload.container_id.as_ref().map(|id| format!("container-{}", &id[..id.len().min(12)])))
                     .or_else(|| process.as_ref().and_then(|p| p.executable.clone()))
-                    .or_else(|| {
-                        workload.container_id.as_ref().map(|id| format!("container-{}", &id[..id.len().min(12)]))
-                    })
                     .unwrap_or_else(|| cgroup_name(path.as_deref()));
+                // Processes come and go in a cgroup: its identity names none.
                 Identity {
                     service_name,
                     cgroup_id: Some(cgroup_id),
@@ -140,8 +142,6 @@ impl Attributor {
                     container_runtime: workload.container_runtime,
                     k8s_pod_uid: workload.k8s_pod_uid,
                     k8s_pod_qos: workload.k8s_pod_qos,
-                    pid: single,
-                    executable_name: process.and_then(|p| p.executable),
                     ..Identity::default()
                 }
             }

@@ -178,6 +178,7 @@ pub fn one_record_of_every_kind() -> Vec<Record> {
                 full_delta_us: 40,
                 some_avg10: 1.5,
                 full_avg10: 0.25,
+                at_stop: false,
                 limits: limits(),
                 who: who(),
             }),

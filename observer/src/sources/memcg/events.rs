@@ -208,7 +208,7 @@ impl Watch {
         self.read_all();
         let dirs: Vec<PathBuf> = self.cgroups.keys().cloned().collect();
         for dir in dirs {
-            self.read_pressure(&dir);
+            self.read_pressure_at(&dir, true);
             self.read_stat(&dir);
         }
     }
@@ -267,6 +267,11 @@ impl Watch {
 
     /// Reads one cgroup's `memory.pressure` and sends the rise, if any.
     fn read_pressure(&mut self, dir: &Path) {
+        self.read_pressure_at(dir, false);
+    }
+
+    /// `at_stop`: the last read as the agent stops, whatever fired.
+    fn read_pressure_at(&mut self, dir: &Path, at_stop: bool) {
         if self.pressure.is_none() {
             return;
         }
@@ -285,6 +290,7 @@ impl Watch {
             full_delta_us: totals.full_total_us.saturating_sub(last.full_total_us),
             some_avg10: totals.some_avg10,
             full_avg10: totals.full_avg10,
+            at_stop,
             limits: limits(dir),
             who: w.who(),
         });
