@@ -45,7 +45,13 @@ const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static"];
 /// through the OpenTelemetry Collector, which runs in the guest). Run one VM
 /// at a time: a second VM on the same 2 cores once made a guest stop in the
 /// middle of the memcg tests.
-const VM_TESTS: &[&str] = &["tcp_resets", "net_drops", "memcg", "episodes_vm"];
+/// `episodes` runs its reset-burst traces through the collector (gRPC,
+/// HTTP, TLS, mutual TLS) and its fault tests (the Go-fixture episode is a
+/// uprobe matter: the host covers it).
+const VM_TESTS: &[&str] = &["tcp_resets", "net_drops", "memcg", "episodes_vm", "episodes"];
+/// Test name filters for a binary that runs only some of its tests in the VMs.
+const VM_FILTERS: &[(&str, &[&str])] =
+    &[("episodes", &["reset_burst_is_one_trace", "collector_", "unreachable_endpoint", "bad_otel_value"])];
 const VIRTME_NG_VERSION: &str = "1.42";
 /// Bound on one boot with all its tests (emulation is slow, about 300 s for
 /// all of them here; a hang must end).
@@ -129,6 +135,14 @@ fn virtme_ng() -> Result<String> {
 struct TestBinary {
     name: String,
     path: PathBuf,
+}
+
+impl TestBinary {
+    /// The libtest filters it runs with in the guest (none: all its tests).
+    fn filters(&self) -> String {
+        let filters = VM_FILTERS.iter().find(|(name, _)| *name == self.name).map_or(&[][..], |(_, f)| f);
+        filters.iter().map(|f| format!(" '{f}'")).collect()
+    }
 }
 
 #[derive(Deserialize)]
@@ -327,11 +341,12 @@ fn guest_script(rw: &Path, tests: &[TestBinary], fixture: &Path, otelcol: &Path)
         let _ = writeln!(
             s,
             "{}; echo '== {name}'; \
-             timeout -k 10 {BINARY_TIMEOUT_SECS} '{exe}' --test-threads=1 --nocapture > $RW/{name}.log 2>&1; \
+             timeout -k 10 {BINARY_TIMEOUT_SECS} '{exe}'{filters} --test-threads=1 --nocapture > $RW/{name}.log 2>&1; \
              echo $? > $RW/{name}.rc; tail -n 3 $RW/{name}.log",
             progress(&t.name),
             name = t.name,
-            exe = t.path.display()
+            exe = t.path.display(),
+            filters = t.filters(),
         );
     }
     let _ = write!(s, "{}\ndmesg > $RW/dmesg.log 2>&1\ntouch $RW/done\n", progress("done"));
@@ -400,11 +415,16 @@ mod tests {
 
     #[test]
     fn guest_script_is_valid_shell_with_bounds_and_progress() {
-        let tests = [TestBinary { name: "memcg".into(), path: PathBuf::from("/t/memcg-1") }];
+        let tests = [
+            TestBinary { name: "memcg".into(), path: PathBuf::from("/t/memcg-1") },
+            TestBinary { name: "episodes".into(), path: PathBuf::from("/t/episodes-2") },
+        ];
         let script = guest_script(Path::new("/rw"), &tests, Path::new("/f/gofixture"), Path::new("/c/otelcol"));
         assert!(script.contains("OBSERVER_GOFIXTURE='/f/gofixture'"), "{script}");
         assert!(script.contains("OBSERVER_OTELCOL='/c/otelcol'"), "{script}");
         assert!(script.contains("timeout -k 10 400 '/t/memcg-1' --test-threads=1 --nocapture"), "{script}");
+        let episodes = "'/t/episodes-2' 'reset_burst_is_one_trace' 'collector_' 'unreachable_endpoint' 'bad_otel_value' --test-threads";
+        assert!(script.contains(episodes), "{script}");
         assert!(script.contains("memcg $(cut -d' ' -f1 /proc/uptime)\" >> $RW/progress"), "{script}");
         assert!(script.ends_with("touch $RW/done\n"), "{script}");
         let checked = std::process::Command::new("sh").args(["-n", "-c", &script]).output().expect("run sh -n");
