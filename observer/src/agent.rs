@@ -74,10 +74,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
                 pipeline.batch(&batch, false);
                 pipeline.poll(&mut ebpf);
             }
-            Some((ts, event)) = recv_memcg(memcg_watch.as_mut()) => {
-                let record = pipeline.clock.wall(ts);
-                pipeline.emit(Record { time: record.0, time_unix_nano: record.1, event });
-            }
+            Some((ts, event)) = recv_memcg(memcg_watch.as_mut()) => pipeline.emit_at(ts, event),
             _ = advance.tick() => {
                 pipeline.poll(&mut ebpf);
                 pipeline.advance();
@@ -100,8 +97,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
     if let Some(w) = memcg_watch.as_mut() {
         w.stop();
         while let Ok((ts, event)) = w.rx.try_recv() {
-            let (time, time_unix_nano) = pipeline.clock.wall(ts);
-            pipeline.emit(Record { time, time_unix_nano, event });
+            pipeline.emit_at(ts, event);
         }
     }
     pipeline.batch(&Batch::default(), true);
@@ -215,6 +211,12 @@ impl Pipeline {
         for source in &mut self.sources {
             source.poll(ebpf);
         }
+    }
+
+    /// An event found outside the ring buffer, at CLOCK_MONOTONIC `ts`.
+    fn emit_at(&mut self, ts: u64, event: crate::event::Event) {
+        let (time, time_unix_nano) = self.clock.wall(ts);
+        self.emit(Record { time, time_unix_nano, event });
     }
 
     /// One record through the attribution stage to every sink.

@@ -86,7 +86,7 @@ impl Building {
         if (self.killed.is_none() || class.child.is_some()) && !class.summary {
             self.end = self.end.max(class.end).max(record.time_unix_nano);
         }
-        if class.role == rules::Role::Network && !class.summary {
+        if matches!(class.role, rules::Role::Network | rules::Role::NetworkCount) && !class.summary {
             self.last_network = Some(self.last_network.map_or(class.end, |n| n.max(class.end)));
         }
         if let Some(kind) = class.child {

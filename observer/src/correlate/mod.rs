@@ -239,14 +239,14 @@ impl Engine {
                     self.reindex(memory);
                 }
             }
-            Role::Network => {
+            Role::Network | Role::NetworkCount => {
                 let burst = (EpisodeKind::TcpResetBurst, key);
                 if memory_open == Some(true) {
                     self.add(memory, class, record, false);
                 } else if self.open.contains_key(&burst) {
-                    let extend = !class.summary;
+                    let extend = !class.summary && role == Role::Network;
                     self.add(burst, class, record, extend);
-                } else {
+                } else if role == Role::Network {
                     self.open_new(burst, identity, class, record);
                 }
             }

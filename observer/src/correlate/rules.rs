@@ -37,6 +37,10 @@ pub(crate) enum Role {
     OomKill,
     /// Opens or extends a reset burst; counted into an open memory episode.
     Network,
+    /// Counted into an open reset burst or memory episode only: drops the
+    /// kernel gives no reason for (`NOT_SPECIFIED`, most frees on older
+    /// kernels, a namespace's teardown among them) say nothing by themselves.
+    NetworkCount,
     /// Not counted anywhere (sampled `net.drop`, empty summaries).
     Ignored,
 }
@@ -199,7 +203,11 @@ pub(crate) fn classify(r: &Record) -> Class {
         }
         Event::TcpRetransmit(_) => c.role = Role::Network,
         Event::NetDropSummary(s) => {
-            c.role = if s.count > 0 { Role::Network } else { Role::Ignored };
+            c.role = match (s.count, s.reason.as_str()) {
+                (0, _) => Role::Ignored,
+                (_, "NOT_SPECIFIED") => Role::NetworkCount,
+                _ => Role::Network,
+            };
             c.summary = true;
         }
         Event::NetDrop(_) => c.role = Role::Ignored,

@@ -658,4 +658,12 @@ fn the_drop_summary_after_a_burst_counts_into_it_without_stretching_it() {
     e.push(at(B, T0 + 5 * S, drop_summary("NO_SOCKET", 2)));
     let out = e.finish(T0 + 30 * S);
     assert_eq!(out.len(), 2, "a summary does not keep a burst open: {out:?}");
+    // Drops without a reason count into an open burst, and open none.
+    let mut e = engine(Rules { quiet: std::time::Duration::from_secs(1), ..Default::default() });
+    e.push(at(A, T0, reset(Direction::Sent)));
+    e.push(at(A, T0 + S, drop_summary("NOT_SPECIFIED", 2)));
+    e.push(at(A, T0 + 10 * S, drop_summary("NOT_SPECIFIED", 2)));
+    let out = e.finish(T0 + 30 * S);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(count(&out[0], Signal::NetDrop("NOT_SPECIFIED".into())), 2);
 }
