@@ -15,7 +15,6 @@ use tokio::signal::unix::SignalKind;
 use crate::{
     cgroup::CgroupPaths,
     config::RunConfig,
-    netns::NetnsOwners,
     correlate::{Engine, Episode},
     event::Record,
     export::{
@@ -27,6 +26,7 @@ use crate::{
         clock::{Clock, realtime_ns},
         privileges,
     },
+    netns::NetnsOwners,
     sources::{
         Context, Source,
         attach::{self, Attached},

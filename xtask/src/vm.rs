@@ -437,7 +437,8 @@ mod tests {
         assert!(script.contains("OBSERVER_GOFIXTURE='/f/gofixture'"), "{script}");
         assert!(script.contains("OBSERVER_OTELCOL='/c/otelcol'"), "{script}");
         assert!(script.contains("timeout -k 10 400 '/t/memcg-1' --test-threads=1 --nocapture"), "{script}");
-        let episodes = "'/t/episodes-2' 'reset_burst_is_one_trace::case_2_grpc' 'reset_burst_is_one_trace::case_3_http_protobuf'";
+        let episodes =
+            "'/t/episodes-2' 'reset_burst_is_one_trace::case_2_grpc' 'reset_burst_is_one_trace::case_3_http_protobuf'";
         assert!(script.contains(episodes), "{script}");
         assert!(script.contains("memcg $(cut -d' ' -f1 /proc/uptime)\" >> $RW/progress"), "{script}");
         assert!(script.ends_with("touch $RW/done\n"), "{script}");

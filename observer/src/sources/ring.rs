@@ -1,8 +1,9 @@
 //! The ring-buffer reader: a thread of its own that copies records out of
 //! the kernel's ring buffer into batches and hands them to the agent over a
 //! bounded channel. It never waits for the agent: a batch that does not fit
-//! is dropped and its records counted, so a slow sink can cost records but
-//! never stall the kernel side (whose own losses are the `LOST` counter).
+//! waits in the reader, growing, up to a bound past which records are dropped
+//! and counted: a slow sink can cost records but never stall the kernel side
+//! (whose own losses are the `LOST` counter).
 
 use std::{
     os::fd::AsFd,
@@ -23,8 +24,8 @@ use tokio::sync::mpsc::{self, Receiver, Sender, error::TrySendError};
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
 /// Batches in flight to the agent.
 const BATCHES: usize = 64;
-/// Records per batch at most (a storm is cut into several).
-const BATCH_RECORDS: usize = 4096;
+/// Records the reader holds while the agent's channel is full, at most.
+const HELD_RECORDS: usize = 1 << 17;
 
 /// Records copied out of the ring buffer, back to back.
 #[derive(Default)]
@@ -93,42 +94,43 @@ impl Drop for RingReader {
 
 fn read_loop(mut ring: RingBuf<MapData>, tx: &Sender<Batch>, stop: &AtomicBool, dropped: &AtomicU64) {
     let timeout = PollTimeout::try_from(DRAIN_EVERY).unwrap_or(PollTimeout::NONE);
+    // What the agent has not taken yet: sent when the channel has room,
+    // grown meanwhile up to HELD_RECORDS (then records are dropped, counted).
+    let mut held = Batch::default();
     loop {
         let last = stop.load(Ordering::Relaxed);
         if !last {
             let mut fds = [PollFd::new(ring.as_fd(), PollFlags::POLLIN)];
             let _ = poll(&mut fds, timeout);
         }
-        loop {
-            let mut batch = Batch::default();
-            while batch.len() < BATCH_RECORDS
-                && let Some(item) = ring.next()
-            {
-                batch.push(&item);
+        while let Some(item) = ring.next() {
+            if held.len() < HELD_RECORDS {
+                held.push(&item);
+            } else {
+                dropped.fetch_add(1, Ordering::Relaxed);
             }
-            let full = batch.len() == BATCH_RECORDS;
-            if batch.len() > 0 {
-                let n = batch.len() as u64;
+        }
+        if held.len() > 0 {
+            if last {
                 // At stop the agent is draining: waiting for room is safe then.
-                let sent = if last { tx.blocking_send(batch).is_ok() } else { send(tx, batch) };
-                if !sent {
+                let n = held.len() as u64;
+                if tx.blocking_send(std::mem::take(&mut held)).is_err() {
                     dropped.fetch_add(n, Ordering::Relaxed);
                 }
-            }
-            if !full {
-                break;
+            } else {
+                held = match tx.try_send(std::mem::take(&mut held)) {
+                    Ok(()) => Batch::default(),
+                    Err(TrySendError::Full(batch)) => batch,
+                    Err(TrySendError::Closed(batch)) => {
+                        dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        Batch::default()
+                    }
+                };
             }
         }
         if last {
             return;
         }
-    }
-}
-
-fn send(tx: &Sender<Batch>, batch: Batch) -> bool {
-    match tx.try_send(batch) {
-        Ok(()) => true,
-        Err(TrySendError::Full(_) | TrySendError::Closed(_)) => false,
     }
 }
 

@@ -35,12 +35,7 @@ impl Attributor {
         let cgroup_root =
             std::fs::read_to_string("/proc/self/mountinfo").ok().and_then(|m| crate::cgroup::cgroup2_mount(&m));
         let host_netns = std::fs::metadata("/proc/self/ns/net").ok().and_then(|m| u32::try_from(m.ino()).ok());
-        Self {
-            identities: HashMap::new(),
-            by_netns: HashMap::new(),
-            host_netns,
-            cgroup_root,
-        }
+        Self { identities: HashMap::new(), by_netns: HashMap::new(), host_netns, cgroup_root }
     }
 
     /// `netns`: who uses each network namespace (the sources' own table).
@@ -130,7 +125,9 @@ impl Attributor {
                 let service_name = process
                     .as_ref()
                     .and_then(|p| p.service_name.clone())
-                    .or_else(|| workload.container_id.as_ref().map(|id| format!("container-{}", &id[..id.len().min(12)])))
+                    .or_else(|| {
+                        workload.container_id.as_ref().map(|id| format!("container-{}", &id[..id.len().min(12)]))
+                    })
                     .or_else(|| process.as_ref().and_then(|p| p.executable.clone()))
                     .unwrap_or_else(|| cgroup_name(path.as_deref()));
                 // Processes come and go in a cgroup: its identity names none.
