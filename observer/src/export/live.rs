@@ -89,14 +89,22 @@ impl LiveView {
 pub fn episode_line(e: &Episode) -> String {
     let end = crate::kernel::clock::rfc3339(e.end_unix_nano);
     let clock = end.get(11..19).unwrap_or(&end);
+    // The name and path come from the workload (its environment, its cgroup).
+    let name = printable(&e.workload.service_name);
     let who = match (&e.workload.pid, &e.workload.cgroup_path) {
-        (Some(pid), _) => format!("{} (pid {pid})", e.workload.service_name),
-        (None, Some(path)) => format!("{} ({path})", e.workload.service_name),
-        (None, None) => e.workload.service_name.clone(),
+        (Some(pid), _) => format!("{name} (pid {pid})"),
+        (None, Some(path)) => format!("{name} ({})", printable(path)),
+        (None, None) => name,
     };
     let secs = e.end_unix_nano.saturating_sub(e.start_unix_nano) as f64 / 1e9;
     let counts: Vec<String> = e.counts.iter().map(|(signal, n)| format!("{}={n}", signal.name())).collect();
     format!("{clock} {} {who} {secs:.1}s {} closed by {}", e.kind.name(), counts.join(" "), e.closed_by.name())
+}
+
+/// Text a workload chose, safe for a terminal: control characters (escape
+/// sequences among them) are written as `\u{1b}`-style escapes.
+pub fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect()
 }
 
 /// `17:00:00.123456 tcp.reset sent ipv4 127.0.0.1:80 -> 127.0.0.1:4000 TCP_CLOSE NO_SOCKET netns=… cgroup=/… pid=42 (curl)`
@@ -312,4 +320,15 @@ fn memcg_task(who: &Attribution) -> String {
 
 fn millis(ns: u64) -> String {
     format!("{:.3} ms", ns as f64 / 1e6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workloads_own_text_cannot_drive_the_terminal() {
+        assert_eq!(printable("api\u{1b}[2J\r\nx"), "api\\u{1b}[2J\\u{d}\\u{a}x");
+        assert_eq!(printable("checkout-ünïcode"), "checkout-ünïcode");
+    }
 }
