@@ -88,6 +88,17 @@ impl Variant {
     }
 }
 
+/// The fixture the VM tests run: the one `cargo xtask vm-test` built on the
+/// host (`OBSERVER_GOFIXTURE`: the guest has no toolchain to fetch and
+/// builds slowly under emulation), else the newest release's plain build in
+/// `cache_dir`.
+pub fn host_built_or_build(cache_dir: &Path) -> PathBuf {
+    match std::env::var_os("OBSERVER_GOFIXTURE") {
+        Some(bin) => PathBuf::from(bin),
+        None => build(cache_dir, Toolchain::Release("go1.27.4"), Variant::Plain),
+    }
+}
+
 /// The fixture built by `toolchain` as `variant`, in `cache_dir`: built once
 /// and reused until a source file is newer than the binary.
 pub fn build(cache_dir: &Path, toolchain: Toolchain, variant: Variant) -> PathBuf {

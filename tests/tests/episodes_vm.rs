@@ -34,7 +34,7 @@ use observer_e2e::cgroup::require_memory_root;
 use observer_e2e::collector::{self, Collector, Receiver};
 use observer_e2e::command::wait_within;
 use observer_e2e::episodes::{CGROUP_PATH, CLOSE_REASON, MEMORY_PRESSURE, TCP_RESET_BURST, count_with_folded, show};
-use observer_e2e::gofixture::{self, GoFixture, Toolchain, Variant};
+use observer_e2e::gofixture::{self, GoFixture};
 use observer_e2e::netns::Netns;
 use observer_e2e::nstat::nstat;
 use observer_e2e::observer::{Observer, Stopped};
@@ -249,17 +249,9 @@ impl Drop for Spawned {
 // ---------------------------------------------------------------------------
 // Processes.
 
-/// The Go fixture: the one `cargo xtask vm-test` built on the host
-/// (`OBSERVER_GOFIXTURE`), else built here.
+/// The Go fixture (see `gofixture::host_built_or_build`).
 fn go_fixture() -> PathBuf {
-    match std::env::var_os("OBSERVER_GOFIXTURE") {
-        Some(bin) => PathBuf::from(bin),
-        None => gofixture::build(
-            &Path::new(env!("CARGO_TARGET_TMPDIR")).join("gofixtures"),
-            Toolchain::Release("go1.27.4"),
-            Variant::Plain,
-        ),
-    }
+    gofixture::host_built_or_build(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("gofixtures"))
 }
 
 /// The Go fixture started inside `cg` (marking its move in `marks`) and

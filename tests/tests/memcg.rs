@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use observer_e2e::cgroup::{memory_root, require_memory_root};
-use observer_e2e::gofixture::{self, GoFixture, Toolchain, Variant};
+use observer_e2e::gofixture::{self, GoFixture};
 use observer_e2e::observer::{Observer, Stopped};
 use observer_e2e::require::require_root_and_bin;
 use observer_e2e::tracefs::{KprobeEvent, Recorder, TraceLine};
@@ -134,18 +134,9 @@ impl TestCgroup {
     }
 }
 
-/// The Go fixture: the one `cargo xtask vm-test` built on the host
-/// (`OBSERVER_GOFIXTURE`: the guest has no toolchain to fetch and builds
-/// slowly under emulation), else built here like the Go runtime tests do.
+/// The Go fixture (see `gofixture::host_built_or_build`).
 fn go_fixture() -> PathBuf {
-    match std::env::var_os("OBSERVER_GOFIXTURE") {
-        Some(bin) => PathBuf::from(bin),
-        None => gofixture::build(
-            &Path::new(env!("CARGO_TARGET_TMPDIR")).join("gofixtures"),
-            Toolchain::Release("go1.27.4"),
-            Variant::Plain,
-        ),
-    }
+    gofixture::host_built_or_build(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("gofixtures"))
 }
 
 impl Drop for TestCgroup {
