@@ -24,6 +24,8 @@ const MAX_PROCS: u64 = 4096;
 
 pub struct Attributor {
     identities: HashMap<WorkloadKey, Arc<Identity>>,
+    /// Whether a cgroup is shared (its path parsed once, not per record).
+    shared_by_id: HashMap<u64, bool>,
     /// What a network namespace's records are keyed to, decided once per namespace.
     by_netns: HashMap<u32, WorkloadKey>,
     host_netns: Option<u32>,
@@ -35,7 +37,13 @@ impl Attributor {
         let cgroup_root =
             std::fs::read_to_string("/proc/self/mountinfo").ok().and_then(|m| crate::cgroup::cgroup2_mount(&m));
         let host_netns = std::fs::metadata("/proc/self/ns/net").ok().and_then(|m| u32::try_from(m.ino()).ok());
-        Self { identities: HashMap::new(), by_netns: HashMap::new(), host_netns, cgroup_root }
+        Self {
+            identities: HashMap::new(),
+            shared_by_id: HashMap::new(),
+            by_netns: HashMap::new(),
+            host_netns,
+            cgroup_root,
+        }
     }
 
     /// `netns`: who uses each network namespace (the sources' own table).
@@ -52,7 +60,7 @@ impl Attributor {
         let who = who(event);
         let cgroup = who.and_then(|w| Some((w.cgroup_id?, w.cgroup_path.as_deref())));
         if let Some((cgroup_id, path)) = cgroup
-            && !path.is_some_and(shared)
+            && !self.is_shared(cgroup_id, path)
         {
             return Some(WorkloadKey::Cgroup { cgroup_id });
         }
@@ -66,6 +74,20 @@ impl Attributor {
             (None, Some(pid)) => Some(WorkloadKey::Process { cgroup_id: 0, pid }),
             (_, None) => None,
         }
+    }
+
+    /// [`shared`], remembered per cgroup id (a record without a path is not).
+    fn is_shared(&mut self, cgroup_id: u64, path: Option<&str>) -> bool {
+        let Some(path) = path else { return false };
+        if let Some(&known) = self.shared_by_id.get(&cgroup_id) {
+            return known;
+        }
+        if self.shared_by_id.len() >= MAX_IDENTITIES {
+            self.shared_by_id.clear();
+        }
+        let is = shared(path);
+        self.shared_by_id.insert(cgroup_id, is);
+        is
     }
 
     /// A network namespace's records go to the cgroup of a process in it
