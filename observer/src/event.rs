@@ -273,7 +273,8 @@ pub struct TcpRetransmit {
     pub remote_port: u16,
     pub state: Option<&'static str>,
     /// Segments retransmitted (the skb's GSO segment count, at least 1): the
-    /// sum over events is what `nstat` `TcpRetransSegs` counts.
+    /// sum over events whose `err` is 0 (or absent) is what `nstat`
+    /// `TcpRetransSegs` counts (a failed attempt, e.g. -EBUSY, is not).
     pub segs: u32,
     /// `skb_shinfo(skb)->gso_segs` as read.
     pub gso_segs: u32,

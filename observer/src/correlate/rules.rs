@@ -255,7 +255,9 @@ pub(crate) fn count(r: &Record, counts: &mut std::collections::BTreeMap<Signal, 
             }),
             1,
         ),
-        Event::TcpRetransmit(r) => add(Signal::RetransmitSegments, u64::from(r.segs)),
+        // A failed attempt (`err`) sent nothing: the kernel does not count it.
+        Event::TcpRetransmit(r) if r.err.is_none_or(|e| e == 0) => add(Signal::RetransmitSegments, u64::from(r.segs)),
+        Event::TcpRetransmit(_) => {}
         Event::NetDropSummary(s) => add(Signal::NetDrop(s.reason.clone()), s.count),
         Event::NetDrop(_) => {}
     }
