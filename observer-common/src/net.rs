@@ -44,14 +44,21 @@ pub mod counter {
 pub struct DropKey {
     /// Network namespace inode (0 when unknown).
     pub netns: u32,
-    /// `enum skb_drop_reason` value of the running kernel.
+    /// `enum skb_drop_reason` value of the running kernel, or [`NO_REASON`].
     pub reason: u32,
     /// One of [`class`].
     pub class: u32,
     pub _pad: u32,
+    /// Where the skb was freed, on kernels without a reason field (it then
+    /// tells the drops apart); 0 where the kernel gives a reason.
+    pub location: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<DropKey>() == 16);
+const _: () = assert!(core::mem::size_of::<DropKey>() == 24);
+
+/// The reason of a drop on a kernel whose `skb:kfree_skb` has no `reason`
+/// field (before 5.17): the agent classifies it by its location instead.
+pub const NO_REASON: u32 = u32::MAX - 1;
 
 /// Where `skb:kfree_skb`'s fields are in its record (from the `format` file),
 /// and which reasons the program treats specially (from BTF).
@@ -63,10 +70,12 @@ pub struct DropConfig {
     /// `rx_sk` (6.10+), or [`OFFSET_UNKNOWN`].
     pub rx_sk: u32,
     pub protocol: u32,
+    /// The `reason` field, or [`OFFSET_UNKNOWN`] on kernels without one.
     pub reason: u32,
     /// `SKB_CONSUMED`: not a drop, neither counted nor sent ([`u32::MAX`] if absent).
     pub reason_consumed: u32,
-    /// `SKB_DROP_REASON_NOT_SPECIFIED`: counted, sent only for a TCP RST.
+    /// `SKB_DROP_REASON_NOT_SPECIFIED`: counted, sent only for a TCP RST
+    /// ([`NO_REASON`] where there is no reason field).
     pub reason_not_specified: u32,
     /// Drop events each CPU may send per second; the rest are only counted.
     pub events_per_sec: u32,

@@ -14,9 +14,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use observer_common::{
-    EventKind, counter as common_counter,
+    EventKind, OFFSET_UNKNOWN, counter as common_counter,
     net::{
-        DropBudget, DropConfig, DropKey, FAMILY_IPV4, FAMILY_IPV6, FAMILY_NONE, NetDropEvent, NetOffsets,
+        DropBudget, DropConfig, DropKey, FAMILY_IPV4, FAMILY_IPV6, FAMILY_NONE, NO_REASON, NetDropEvent, NetOffsets,
         RetransmitConfig, TCP_RST, TCP_SYN, TcpRetransmitEvent, class, counter,
     },
     tcp::RECORD_MAX,
@@ -93,7 +93,13 @@ pub(crate) struct Packet {
 fn try_kfree_skb(ctx: &TracePointContext) -> Result<(), ()> {
     let cfg = config(&DROP_CONFIG);
     let record = ctx.as_ptr() as *const u8;
-    let reason = read::<u32>(record, cfg.reason).ok_or(())?;
+    let location = read::<u64>(record, cfg.location).unwrap_or(0);
+    // Without a reason field the location tells the drops apart.
+    let (reason, key_location) = if cfg.reason == OFFSET_UNKNOWN {
+        (NO_REASON, location)
+    } else {
+        (read::<u32>(record, cfg.reason).ok_or(())?, 0)
+    };
     if reason == cfg.reason_consumed {
         return Ok(());
     }
@@ -119,7 +125,7 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Result<(), ()> {
     if netns == 0 && !sk.is_null() {
         netns = kernel::socket_netns(&off, sk);
     }
-    aggregate(&DropKey { netns, reason, class, _pad: 0 });
+    aggregate(&DropKey { netns, reason, class, _pad: 0, location: key_location });
 
     // Unspecified drops are everyday noise: only a dropped RST is worth an event.
     if reason == cfg.reason_not_specified && class != class::RST {
@@ -141,7 +147,7 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Result<(), ()> {
         (*event).header.kind = EventKind::NetDrop as u32;
         (*event).header.cpu = bpf_get_smp_processor_id();
         (*event).header.ts_ns = bpf_ktime_get_ns();
-        (*event).location = read::<u64>(record, cfg.location).unwrap_or(0);
+        (*event).location = location;
         (*event).sk_cgroup_id = if sk_full { kernel::socket_cgroup_id(&off, sk) } else { 0 };
         (*event).netns = netns;
         (*event).reason = reason;

@@ -54,7 +54,12 @@ pub async fn run(config: RunConfig) -> Result<()> {
     let export = EpisodeExport::start(&config.output_dir, config.otlp.clone(), config.node.clone(), EXPORT_QUEUE)
         .context("starting the exporters")?;
     privileges::raise_memlock();
-    let Attached { mut ebpf, sources, mut memcg_watch, ring, counters, memcg_text } = attach::all(&config)?;
+    let Attached { mut ebpf, sources, mut memcg_watch, ring, counters, memcg_text, signals } =
+        attach::all(&config, attach::Purpose::Run)?;
+    let signals_file = config.output_dir.join(crate::sources::signals::FILE);
+    if let Err(e) = signals.write(&signals_file) {
+        tracing::warn!("cannot write {}: {e}", signals_file.display());
+    }
     let mut reader = RingReader::start(ring).context("starting the ring buffer reader")?;
     let mut pipeline = Pipeline::new(sources, &config, jsonl, export);
     let mut ready: Vec<String> = pipeline.sources.iter().map(|s| s.ready()).filter(|s| !s.is_empty()).collect();

@@ -30,7 +30,7 @@ pub struct Cli {
 pub enum Command {
     /// Attach to the kernel and report events until stopped (SIGINT/SIGTERM) or --duration ends.
     Run(RunArgs),
-    /// Probe what this kernel allows and print, per signal, the mechanism observer will use.
+    /// Attach as `run` would (then detach) and print, per signal, the mechanism it uses or why none works.
     Check(CheckArgs),
     /// Print the version.
     Version,
@@ -97,6 +97,9 @@ pub struct CheckArgs {
     /// Print the result as JSON.
     #[arg(long, env = "OBSERVER_CHECK_JSON")]
     pub json: bool,
+    /// The settings `run` would be given: check tells what they would use.
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

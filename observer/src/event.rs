@@ -222,10 +222,15 @@ pub struct GoHeapChange {
 /// budget; every drop, sent or not, is also in the `net.drop.summary` counts.
 #[derive(Debug, Clone, Serialize)]
 pub struct NetDrop {
-    /// The kernel's `enum skb_drop_reason` name without `SKB_DROP_REASON_`.
+    /// The kernel's `enum skb_drop_reason` name without `SKB_DROP_REASON_`;
+    /// on kernels without reasons, the name its location stands for.
     pub reason: String,
-    /// Its value on this kernel (differs between kernels).
-    pub reason_code: u32,
+    /// Its value on this kernel (differs between kernels); `null` where the
+    /// kernel has no reasons.
+    pub reason_code: Option<u32>,
+    /// `kernel` (its own reason) or `location` (classified by the function
+    /// that freed the packet: kernels before 5.17).
+    pub reason_source: &'static str,
     /// Where the skb was freed, `function+0xoff` (from /proc/kallsyms).
     pub location: Option<String>,
     /// `ipv4`, `ipv6` or `other`.
@@ -255,7 +260,11 @@ pub struct NetDropSummary {
     pub netns: u32,
     pub netns_owner: Option<NetnsOwner>,
     pub reason: String,
-    pub reason_code: u32,
+    pub reason_code: Option<u32>,
+    pub reason_source: &'static str,
+    /// The function that freed them, where the kernel gives no reason (the
+    /// counts are then kept per location).
+    pub location: Option<String>,
     pub flags_class: &'static str,
     /// Drops since the previous summary of this key.
     pub count: u64,
@@ -294,7 +303,8 @@ pub struct MemoryEventCounts {
     pub max: u64,
     pub oom: u64,
     pub oom_kill: u64,
-    pub oom_group_kill: u64,
+    /// `null` where the file has no such line (kernels before 5.16).
+    pub oom_group_kill: Option<u64>,
 }
 
 /// Counters of a cgroup's `memory.events` rose. The file is hierarchical: a

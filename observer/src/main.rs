@@ -30,7 +30,13 @@ fn main() -> ExitCode {
             println!("observer {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Check(args) => check::run(&args),
+        Command::Check(args) => match RunConfig::resolve(args.run) {
+            Ok(config) => check::run(&config, args.json),
+            Err(err) => {
+                eprintln!("observer: error: {err}");
+                ExitCode::from(2)
+            }
+        },
         Command::Run(args) => {
             let config = match RunConfig::resolve(args) {
                 Ok(config) => config,

@@ -158,7 +158,8 @@ struct Counts {
     max: u64,
     oom: u64,
     oom_kill: u64,
-    oom_group_kill: u64,
+    /// `None` where the file has no such line (before 5.16: 5.10).
+    oom_group_kill: Option<u64>,
 }
 
 impl Counts {
@@ -172,7 +173,7 @@ impl Counts {
                 "max" => c.max = v,
                 "oom" => c.oom = v,
                 "oom_kill" => c.oom_kill = v,
-                "oom_group_kill" => c.oom_group_kill = v,
+                "oom_group_kill" => c.oom_group_kill = Some(v),
                 _ => {}
             }
         }
@@ -185,7 +186,7 @@ impl Counts {
             max: self.max - before.max,
             oom: self.oom - before.oom,
             oom_kill: self.oom_kill - before.oom_kill,
-            oom_group_kill: self.oom_group_kill - before.oom_group_kill,
+            oom_group_kill: self.oom_group_kill.zip(before.oom_group_kill).map(|(now, was)| now - was),
         }
     }
 }
@@ -201,7 +202,13 @@ fn summed_deltas(stopped: &Stopped, rel: &str) -> (Counts, usize) {
         sum.max += get("max");
         sum.oom += get("oom");
         sum.oom_kill += get("oom_kill");
-        sum.oom_group_kill += get("oom_group_kill");
+        // null where the kernel's file has no such line: never a made-up 0.
+        let group = d["oom_group_kill"].as_u64();
+        sum.oom_group_kill = match (n, sum.oom_group_kill, group) {
+            (0, _, g) => g,
+            (_, Some(s), Some(g)) => Some(s + g),
+            (_, s, g) => panic!("oom_group_kill {s:?} then {g:?} for one cgroup: {e}"),
+        };
         n += 1;
     }
     (sum, n)
@@ -215,7 +222,7 @@ fn without_memory_controller_run_reports_memcg_unavailable_and_resets_still_work
         return;
     };
     let mut observer = Observer::start(&bin);
-    let warning = observer.wait_for_stderr("memcg signals", Duration::from_secs(5));
+    let warning = observer.wait_for_stderr("memcg.high unavailable", Duration::from_secs(5));
     assert!(warning.contains("unavailable") && warning.contains("no cgroup"), "{warning} (expected: {reason})");
     // A reset on loopback: a connect to a port nobody listens on any more.
     let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind").local_addr().expect("addr").port();
@@ -229,13 +236,11 @@ fn without_memory_controller_run_reports_memcg_unavailable_and_resets_still_work
     assert!(ready.contains("memcg: unavailable"), "{ready}");
     // Every memcg signal but OOM kills (a tracepoint that works on cgroup v1
     // too) says it is unavailable, and why.
-    for signals in ["memcg.high, memcg.max, memcg.pressure", "memcg.throttle, memcg.reclaim"] {
-        let line = stopped
-            .stderr
-            .iter()
-            .find(|l| l.contains(signals))
-            .unwrap_or_else(|| panic!("no warning about {signals}; stderr:\n{}", stopped.stderr.join("\n")));
-        assert!(line.contains("unavailable") && line.contains("no cgroup"), "{line}");
+    for signal in ["memcg.high", "memcg.max", "memcg.pressure", "memcg.throttle", "memcg.reclaim"] {
+        let said = format!("{signal} unavailable: ");
+        let lines: Vec<&String> = stopped.stderr.iter().filter(|l| l.contains(&said)).collect();
+        assert_eq!(lines.len(), 1, "want one warning {said:?}; stderr:\n{}", stopped.stderr.join("\n"));
+        assert!(lines[0].contains("no cgroup"), "{}", lines[0]);
     }
     let memcg_events = stopped
         .events
@@ -541,7 +546,7 @@ fn oom_group_kill_reports_every_member_once() {
     assert_eq!(sleeper_status.signal(), Some(9), "the sleeper (pid {sleeper_pid}) of the group: {sleeper_status}");
     let kills: Vec<&Value> = stopped.events.iter().filter(|e| e["kind"] == "memcg.oom_kill").collect();
     report!(
-        "group kill of dd {dd_pid} and sleep {sleeper_pid}: memory.events oom+{} oom_kill+{} oom_group_kill+{}; {} oom_kill events",
+        "group kill of dd {dd_pid} and sleep {sleeper_pid}: memory.events oom+{} oom_kill+{} oom_group_kill+{:?}; {} oom_kill events",
         delta.oom,
         delta.oom_kill,
         delta.oom_group_kill,
@@ -553,7 +558,12 @@ fn oom_group_kill_reports_every_member_once() {
         assert_eq!(mine[0]["cgroup_path"], cg.rel.as_str(), "{}", mine[0]);
     }
     assert_eq!(kills.iter().filter(|e| e["cgroup_path"] == cg.rel.as_str()).count(), 2, "{kills:?}");
-    assert!(delta.oom >= 1 && delta.oom_group_kill >= 1, "{delta:?}");
+    assert!(delta.oom >= 1, "{delta:?}");
+    match delta.oom_group_kill {
+        Some(n) => assert!(n >= 1, "{delta:?}"),
+        // 5.10: the kill is seen all the same; the agent says the count is unknown.
+        None => report!("memory.events has no oom_group_kill line on this kernel: reported as null"),
+    }
     let (seen, _) = summed_deltas(&stopped, &cg.rel);
     assert_eq!(seen, delta, "memcg.events deltas vs memory.events");
 }

@@ -15,6 +15,7 @@ mod gofixture;
 mod host;
 mod run;
 mod setup;
+mod suite_kernel;
 mod test;
 mod vm;
 
@@ -46,9 +47,9 @@ enum Task {
     },
     /// Setup, build, then the whole test suite (as root: the tests use the real kernel).
     Test,
-    /// The end-to-end tests inside VMs booted with Debian's 6.1 and 6.12 kernels.
+    /// The end-to-end tests inside VMs booted with Debian's 5.10, 6.1 and 6.12 kernels.
     VmTest {
-        /// Only this kernel (`6.1` or `6.12`).
+        /// Only this kernel (`5.10`, `6.1` or `6.12`).
         #[arg(long)]
         kernel: Option<String>,
     },

@@ -1,5 +1,5 @@
 //! `cargo xtask vm-test`: the end-to-end tests inside VMs booted with Debian's
-//! kernels (6.1 and 6.12), for what this machine's kernel lacks (cgroup v2
+//! kernels (5.10, 6.1 and 6.12), for what this machine's kernel lacks (cgroup v2
 //! memory controller, kprobes, fentry) and to prove the probes portable.
 //!
 //! virtme-ng boots each kernel over the host's root filesystem under QEMU
@@ -21,19 +21,27 @@ use serde::Deserialize;
 use crate::{
     cmd::{self, Cmd},
     host, setup,
+    suite_kernel::{self, SuiteKernel},
 };
 
-/// A Debian kernel to boot: the metapackage that tracks it, and the prefix of
-/// its `/boot/vmlinuz-*` file (the newest installed one is booted).
+/// A Debian kernel to boot.
 struct Kernel {
     name: &'static str,
-    package: &'static str,
-    vmlinuz_prefix: &'static str,
+    from: From,
+}
+
+enum From {
+    /// A package of the machine's own suite: the metapackage that tracks it,
+    /// and the prefix of its `/boot/vmlinuz-*` (the newest installed one is booted).
+    Apt { package: &'static str, vmlinuz_prefix: &'static str },
+    /// The newest kernel of an older suite, downloaded and unpacked alone.
+    Suite(SuiteKernel),
 }
 
 const KERNELS: &[Kernel] = &[
-    Kernel { name: "6.1", package: "linux-image-amd64", vmlinuz_prefix: "vmlinuz-6.1." },
-    Kernel { name: "6.12", package: "linux-image-6.12-amd64", vmlinuz_prefix: "vmlinuz-6.12." },
+    Kernel { name: "5.10", from: From::Suite(SuiteKernel { suite: "bullseye", metapackage: "linux-image-amd64" }) },
+    Kernel { name: "6.1", from: From::Apt { package: "linux-image-amd64", vmlinuz_prefix: "vmlinuz-6.1." } },
+    Kernel { name: "6.12", from: From::Apt { package: "linux-image-6.12-amd64", vmlinuz_prefix: "vmlinuz-6.12." } },
 ];
 
 const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static"];
@@ -48,7 +56,7 @@ const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static"];
 /// `episodes` runs its reset-burst traces through the collector (gRPC,
 /// HTTP, TLS, mutual TLS) and its fault tests (the Go-fixture episode is a
 /// uprobe matter: the host covers it).
-const VM_TESTS: &[&str] = &["tcp_resets", "net_drops", "memcg", "episodes_vm", "episodes"];
+const VM_TESTS: &[&str] = &["check_run", "tcp_resets", "net_drops", "memcg", "episodes_vm", "episodes"];
 /// Test name filters for a binary that runs only some of its tests in the VMs.
 /// Emulation makes each case of `episodes` about 25 s, so the VMs run one
 /// of each transport and security, and one of each fault (the host runs all).
@@ -78,23 +86,43 @@ pub fn run(only: Option<&str>) -> Result<()> {
     let start = Instant::now();
     let root = host::is_root()?;
     let mut packages: Vec<&str> = VM_PACKAGES.to_vec();
-    packages.extend(KERNELS.iter().map(|k| k.package));
+    packages.extend(KERNELS.iter().filter_map(|k| match k.from {
+        From::Apt { package, .. } => Some(package),
+        From::Suite(_) => None,
+    }));
     cmd::step("vm-test: apt packages", || setup::apt_install(&packages, root))?;
+    let chosen: Vec<&Kernel> = KERNELS.iter().filter(|k| only.is_none_or(|o| o == k.name)).collect();
+    let mut vmlinuz = Vec::new();
+    for kernel in &chosen {
+        let mut found = None;
+        cmd::step(&format!("vm-test: kernel {}", kernel.name), || {
+            let (path, outcome) = match &kernel.from {
+                From::Apt { package, vmlinuz_prefix } => (newest_vmlinuz(vmlinuz_prefix, package)?, "installed".into()),
+                From::Suite(suite) => {
+                    suite_kernel::check_root(root)?;
+                    suite.ensure()?
+                }
+            };
+            found = Some(path.clone());
+            Ok(format!("{outcome}: {}", path.display()))
+        })?;
+        vmlinuz.extend(found);
+    }
     cmd::step("vm-test: virtme-ng", virtme_ng)?;
     cmd::step("vm-test: OpenTelemetry Collector", crate::collector::ensure)?;
     let tests = test_binaries()?;
     let fixture = crate::gofixture::build(&host::target_dir().join("vm-test"), "gofixture")?;
     let mut failed = Vec::new();
-    for kernel in KERNELS.iter().filter(|k| only.is_none_or(|o| o == k.name)) {
+    for (kernel, vmlinuz) in chosen.iter().zip(&vmlinuz) {
         let boot = Instant::now();
-        let mut outcome = boot_and_test(kernel, kernel.name, &tests, &fixture);
+        let mut outcome = boot_and_test(kernel, vmlinuz, kernel.name, &tests, &fixture);
         if let Ok(Guest::Unfinished(why)) = &outcome {
             // The lockup that stopped guests is gone (one TCG thread, below);
             // a 6.12 guest also once went down mid-test, cause unknown. What
             // it left is printed above; one more boot tells such a flake from
             // a test that always stops there.
             println!("vm-test {}: {why}; booting it once more", kernel.name);
-            outcome = boot_and_test(kernel, &format!("{}-again", kernel.name), &tests, &fixture);
+            outcome = boot_and_test(kernel, vmlinuz, &format!("{}-again", kernel.name), &tests, &fixture);
         }
         let took = cmd::secs(boot.elapsed());
         match outcome {
@@ -215,16 +243,16 @@ fn test_binaries() -> Result<Vec<TestBinary>> {
     Ok(binaries)
 }
 
-/// The newest `/boot/vmlinuz-<prefix>*`.
-fn vmlinuz(kernel: &Kernel) -> Result<PathBuf> {
+/// The newest `/boot/<prefix>*`, which `package` installed.
+fn newest_vmlinuz(prefix: &str, package: &str) -> Result<PathBuf> {
     let mut found: Vec<PathBuf> = fs::read_dir("/boot")
         .context("reading /boot")?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(kernel.vmlinuz_prefix)))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
         .collect();
     found.sort_by_key(|p| version_key(&p.to_string_lossy()));
-    found.pop().with_context(|| format!("no /boot/{}* after installing {}", kernel.vmlinuz_prefix, kernel.package))
+    found.pop().with_context(|| format!("no /boot/{prefix}* after installing {package}"))
 }
 
 /// Numbers in a file name, for a version sort (6.1.0-9 before 6.1.0-56).
@@ -245,8 +273,7 @@ enum Guest {
 
 /// One boot of `kernel` running every test binary; its files in
 /// `target/vm-test/<dir>`.
-fn boot_and_test(kernel: &Kernel, dir: &str, tests: &[TestBinary], fixture: &Path) -> Result<Guest> {
-    let vmlinuz = vmlinuz(kernel)?;
+fn boot_and_test(kernel: &Kernel, vmlinuz: &Path, dir: &str, tests: &[TestBinary], fixture: &Path) -> Result<Guest> {
     let rw = host::target_dir().join("vm-test").join(dir);
     if rw.exists() {
         fs::remove_dir_all(&rw).with_context(|| format!("clearing {}", rw.display()))?;
@@ -261,7 +288,7 @@ fn boot_and_test(kernel: &Kernel, dir: &str, tests: &[TestBinary], fixture: &Pat
     let output = Cmd::new("timeout")
         .arg(BOOT_TIMEOUT_SECS.to_string())
         .args(["vng", "--run"])
-        .arg(&vmlinuz)
+        .arg(vmlinuz)
         // --verbose: the kernel's log on the console, for a guest that dies.
         .args(["--disable-kvm", "--verbose", "--memory", "2G", "--cpus", "2", "--user", "root"])
         // One host thread runs both vCPUs in turn. With a thread each (QEMU

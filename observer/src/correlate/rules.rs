@@ -145,7 +145,7 @@ pub(crate) fn classify(r: &Record) -> Class {
     match &r.event {
         Event::MemcgEvents(e) => {
             let d = &e.delta;
-            if d.high > 0 || d.max > 0 || d.low > 0 || d.oom > 0 || d.oom_kill > 0 || d.oom_group_kill > 0 {
+            if d.high > 0 || d.max > 0 || d.low > 0 || d.oom > 0 || d.oom_kill > 0 || d.oom_group_kill > Some(0) {
                 c.role = Role::Pressure;
             }
             c.limits = Some(e.limits);
@@ -231,7 +231,7 @@ pub(crate) fn count(r: &Record, counts: &mut std::collections::BTreeMap<Signal, 
             add(Signal::MemoryEvents("low"), d.low);
             add(Signal::MemoryEvents("oom"), d.oom);
             add(Signal::MemoryEvents("oom_kill"), d.oom_kill);
-            add(Signal::MemoryEvents("oom_group_kill"), d.oom_group_kill);
+            add(Signal::MemoryEvents("oom_group_kill"), d.oom_group_kill.unwrap_or(0));
         }
         Event::MemcgOomKill(_) => add(Signal::OomKill, 1),
         Event::MemcgThrottle(_) => add(Signal::Throttle, 1),

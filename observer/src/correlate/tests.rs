@@ -163,7 +163,9 @@ fn drop_summary(reason: &str, count: u64) -> Event {
         netns: 1,
         netns_owner: None,
         reason: reason.into(),
-        reason_code: 2,
+        reason_code: Some(2),
+        reason_source: "kernel",
+        location: None,
         flags_class: "rst",
         count,
         total: count,
@@ -173,7 +175,8 @@ fn drop_summary(reason: &str, count: u64) -> Event {
 fn net_drop(reason: &str) -> Event {
     Event::NetDrop(NetDrop {
         reason: reason.into(),
-        reason_code: 2,
+        reason_code: Some(2),
+        reason_source: "kernel",
         location: None,
         family: "ipv4",
         tcp_flags: Some(vec!["RST"]),

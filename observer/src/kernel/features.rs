@@ -34,15 +34,8 @@ pub struct Features {
     pub psi: Probe,
     /// `category:name` → present on this kernel.
     pub tracepoints: Vec<(&'static str, bool)>,
-    /// `skb:kfree_skb` carries a `reason` field.
-    pub kfree_skb_reason: bool,
-    /// `tcp:tcp_send_reset` misses resets without a full socket (before 6.10).
-    pub send_reset_partial: bool,
     /// Kernel functions we would probe, and whether kallsyms has them.
     pub functions: Vec<(&'static str, bool)>,
-    /// fentry and kprobe attached for real to `mem_cgroup_handle_over_high`
-    /// (the memcg throttle hook), in that order.
-    pub over_high_hooks: Vec<(&'static str, Probe)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -54,12 +47,6 @@ pub struct Cgroups {
     pub v2_controllers: Vec<String>,
     /// Controllers mounted as cgroup v1 hierarchies.
     pub v1_controllers: Vec<String>,
-}
-
-impl Cgroups {
-    pub fn memory_v2(&self) -> bool {
-        self.v2_controllers.iter().any(|c| c == "memory")
-    }
 }
 
 /// Every tracepoint any signal uses.
@@ -101,16 +88,6 @@ pub fn detect() -> Features {
             (*tp, tracefs_path.as_ref().is_ok_and(|t| tracefs::tracepoint_exists(t, cat, name)))
         })
         .collect();
-    let kfree_skb_reason = tracefs_path
-        .as_ref()
-        .ok()
-        .and_then(|t| tracefs::Format::read(t, "skb", "kfree_skb").ok())
-        .is_some_and(|f| f.field("reason").is_some());
-    let send_reset_partial = tracefs_path
-        .as_ref()
-        .ok()
-        .and_then(|t| tracefs::Format::read(t, "tcp", "tcp_send_reset").ok())
-        .is_some_and(|f| crate::sources::tcp::tracepoint_misses_no_socket_resets(&f));
     let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
     let functions =
         FUNCTIONS.iter().map(|f| (*f, kallsyms.lines().any(|l| l.split_whitespace().nth(2) == Some(f)))).collect();
@@ -119,7 +96,6 @@ pub fn detect() -> Features {
         btf,
         tracefs: tracefs_path.as_ref().map(|p| p.display().to_string()).map_err(|e| e.to_string()),
         programs: probe_programs(tracefs_path.is_ok(), kernel_btf.as_ref().ok()),
-        over_high_hooks: function_hooks("mem_cgroup_handle_over_high", kernel_btf.as_ref().ok()),
         ring_buffer: map_supported(MapType::RingBuf),
         perf_buffer: map_supported(MapType::PerfEventArray),
         cgroup: cgroups(),
@@ -127,23 +103,7 @@ pub fn detect() -> Features {
             .map(|_| "/proc/pressure/memory".to_string())
             .map_err(|e| format!("/proc/pressure/memory: {e}")),
         tracepoints,
-        kfree_skb_reason,
-        send_reset_partial,
         functions,
-    }
-}
-
-impl Features {
-    pub fn program(&self, kind: &str) -> bool {
-        self.programs.iter().any(|(k, p)| *k == kind && p.is_ok())
-    }
-
-    pub fn tracepoint(&self, name: &str) -> bool {
-        self.tracepoints.iter().any(|(t, present)| *t == name && *present)
-    }
-
-    pub fn function(&self, name: &str) -> bool {
-        self.functions.iter().any(|(f, present)| *f == name && *present)
     }
 }
 
@@ -204,26 +164,6 @@ where
         .ok_or_else(|| format!("program {name} missing from the probe object"))?
         .try_into()
         .map_err(|e: aya::programs::ProgramError| chain(&e))
-}
-
-/// fentry and kprobe on `function`, each loaded and attached in a fresh copy
-/// of the probe object (a fentry program is bound to its target at load).
-fn function_hooks(function: &str, btf: Option<&aya::Btf>) -> Vec<(&'static str, Probe)> {
-    let attach = |kind: &'static str| -> Probe {
-        let mut ebpf = Ebpf::load(PROBES_OBJECT).map_err(|e| format!("loading the probe object: {}", chain(&e)))?;
-        if kind == "fentry" {
-            let btf = btf.ok_or("no kernel BTF")?;
-            let p: &mut FEntry = program(&mut ebpf, "probe_fentry")?;
-            p.load(function, btf).map_err(|e| chain(&e))?;
-            p.attach().map_err(|e| chain(&e))?;
-        } else {
-            let p: &mut KProbe = program(&mut ebpf, "probe_kprobe")?;
-            p.load().map_err(|e| chain(&e))?;
-            p.attach(function, 0).map_err(|e| chain(&e))?;
-        }
-        Ok(format!("attached to {function}"))
-    };
-    vec![("fentry", attach("fentry")), ("kprobe", attach("kprobe"))]
 }
 
 fn tracepoint(ebpf: &mut Ebpf) -> Probe {

@@ -1,13 +1,16 @@
 //! Prepares, loads and attaches every signal source once, at start: each
-//! one that this kernel cannot serve is left out with a warning, the others
-//! carry on. What comes out is a list of [`Source`]s, the `memory.events`
-//! watcher (a source with a thread of its own) and the ring buffer.
+//! one that this kernel cannot serve is left out, the others carry on (one
+//! unknown layout, type or function costs one signal, never the run). What
+//! comes out is a list of [`Source`]s, the `memory.events` watcher (a source
+//! with a thread of its own), the ring buffer, and each signal's verdict.
+//! `observer check` runs exactly this, then detaches.
 
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf,
     maps::{MapData, PerCpuArray, RingBuf},
 };
+use observer_common::tcp::ResetTracepointLayout;
 
 use crate::{
     config::RunConfig,
@@ -17,6 +20,7 @@ use crate::{
         goruntime::GoRuntimeSource,
         memcg::{self, events::MemcgWatcher, kernel::KernelMemcg, oom::OomSource},
         net::NetSources,
+        signals::Signals,
         tcp::ResetSource,
     },
 };
@@ -30,9 +34,19 @@ pub struct Attached {
     pub counters: PerCpuArray<MapData, u64>,
     /// The memcg part of the ready line.
     pub memcg_text: String,
+    pub signals: Signals,
 }
 
-pub fn all(config: &RunConfig) -> Result<Attached> {
+/// What the attachment is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Run,
+    /// `observer check`: everything is loaded and attached as for a run,
+    /// but no running Go process is probed.
+    Check,
+}
+
+pub fn all(config: &RunConfig, purpose: Purpose) -> Result<Attached> {
     let tracefs = tracefs::ensure_mounted()?;
     let btf = match Btf::from_sys_fs() {
         Ok(btf) => Some(btf),
@@ -46,58 +60,110 @@ pub fn all(config: &RunConfig) -> Result<Attached> {
     for m in &missing {
         tracing::warn!("{m}; the attribution that needs it is skipped");
     }
-    let mut resets = ResetSource::prepare(&tracefs, btf.as_ref())?;
+    let mut signals = Signals::default();
+    let resets = ResetSource::prepare(&tracefs, btf.as_ref());
     let mut net = NetSources::prepare(&tracefs, btf.as_ref(), config.drop_events_per_sec);
+    let layouts = resets.as_ref().map_or((ResetTracepointLayout::UNKNOWN, ResetTracepointLayout::UNKNOWN), |r| {
+        (r.sent.layout(), r.received.layout())
+    });
     let mut ebpf = loader::load(&loader::Globals {
         offsets: kernel_offsets,
-        send_reset: resets.sent.layout(),
-        receive_reset: resets.received.layout(),
+        send_reset: layouts.0,
+        receive_reset: layouts.1,
         net_offsets: NetSources::offsets(btf.as_ref()),
         drop: net.drop_config(),
         retransmit: net.retransmit_config(),
         memcg: memcg::kernel::config(btf.as_ref(), &tracefs),
     })
     .context("loading the eBPF programs")?;
-    resets.attach(&mut ebpf)?;
+    let mut sources: Vec<Box<dyn Source>> = Vec::new();
+    match resets.and_then(|mut r| r.attach(&mut ebpf).map(|()| r)) {
+        Ok(r) => {
+            signals.set("tcp.reset.sent", Ok(r.mechanisms.0.clone()));
+            signals.set("tcp.reset.received", Ok(r.mechanisms.1.clone()));
+            sources.push(Box::new(r));
+        }
+        Err(err) => {
+            signals.set("tcp.reset.sent", Err(err.to_string()));
+            signals.set("tcp.reset.received", Err(err.to_string()));
+        }
+    }
     net.attach(&mut ebpf);
-    let mut sources: Vec<Box<dyn Source>> = vec![Box::new(resets), Box::new(net)];
-    // Go processes are one signal among several: without it, carry on.
+    net.verdicts(&mut signals);
+    sources.push(Box::new(net));
     match GoRuntimeSource::new(&mut ebpf, &tracefs, config.go_processes.clone()) {
         Ok(mut go) => {
-            go.attach_changes(&mut ebpf);
+            if purpose == Purpose::Run {
+                go.attach_changes(&mut ebpf);
+            }
+            go_verdicts(&mut signals, Ok(&go));
             sources.push(Box::new(go));
         }
-        Err(err) => tracing::warn!("{err}; Go GC cycles are not traced"),
+        Err(err) => go_verdicts(&mut signals, Err(err.to_string())),
     }
-    // memcg signals are optional: a host without them still runs the rest.
-    match OomSource::prepare(&tracefs).and_then(|o| o.attach(&mut ebpf).map(|()| o)) {
-        Ok(o) => sources.push(Box::new(o)),
-        Err(err) => tracing::warn!("memcg.oom_kill unavailable: {err}"),
+    let oom = OomSource::prepare(&tracefs).and_then(|o| o.attach(&mut ebpf).map(|()| o));
+    let (memcg_kernel, memcg_watch, memcg_text) = memcg_sources(&mut ebpf, config, &mut signals);
+    signals.set(
+        "memcg.oom_kill",
+        match (&oom, &memcg_watch) {
+            (Ok(_), _) => Ok("tracepoint oom:mark_victim".into()),
+            (Err(e), Some(_)) => {
+                Ok(format!("memory.events oom_kill counts, without the victims (oom:mark_victim: {e})"))
+            }
+            (Err(e), None) => Err(format!("oom:mark_victim: {e}; and no memory.events to count kills in")),
+        },
+    );
+    if let Ok(o) = oom {
+        sources.push(Box::new(o));
     }
-    let (memcg_kernel, memcg_watch, memcg_text) = memcg_sources(&mut ebpf, config);
     if let Some(k) = memcg_kernel {
         sources.push(Box::new(k));
     }
+    for s in signals.unavailable() {
+        tracing::warn!("{} unavailable: {}", s.signal, s.detail);
+    }
+    if signals.active() == 0 {
+        anyhow::bail!("no signal can be observed on this kernel (see `observer check`)");
+    }
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
     let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS missing")?)?;
-    Ok(Attached { ebpf, sources, memcg_watch, ring, counters, memcg_text })
+    Ok(Attached { ebpf, sources, memcg_watch, ring, counters, memcg_text, signals })
+}
+
+/// The Go signals stand or fall together: their uprobe programs loaded
+/// (they attach to each Go process as it is found).
+fn go_verdicts(signals: &mut Signals, go: Result<&GoRuntimeSource, String>) {
+    let (discovery, why) = match go {
+        Ok(go) => (Ok(go.discovery_text()), None),
+        Err(why) => (Err(why.clone()), Some(why)),
+    };
+    signals.set("go.processes", discovery);
+    for (signal, probes) in [
+        ("go.gc", "runtime.freeStackSpans (once per cycle, at its end)"),
+        ("go.assist", "runtime.gcAssistAlloc entry and returns, runtime.gcAssistAlloc1"),
+        ("go.heap", "runtime.(*pageAlloc).grow, runtime.sysUnusedOS"),
+    ] {
+        signals.set(signal, why.clone().map_or_else(|| Ok(format!("uprobes on {probes}")), Err));
+    }
 }
 
 /// The throttle and reclaim programs, and the `memory.events` watcher.
-fn memcg_sources(ebpf: &mut Ebpf, config: &RunConfig) -> (Option<KernelMemcg>, Option<MemcgWatcher>, String) {
+fn memcg_sources(
+    ebpf: &mut Ebpf,
+    config: &RunConfig,
+    signals: &mut Signals,
+) -> (Option<KernelMemcg>, Option<MemcgWatcher>, String) {
     let memcg_root = memcg::memory_root();
     // PSI can be compiled out or off (`psi=0`): then there is nothing to read.
     let psi = match std::fs::read_to_string("/proc/pressure/memory") {
-        Ok(_) => Some(config.memcg_pressure),
-        Err(e) => {
-            tracing::warn!("memcg.pressure unavailable: /proc/pressure/memory: {e}");
-            None
-        }
+        Ok(_) => Ok(config.memcg_pressure),
+        Err(e) => Err(format!("/proc/pressure/memory: {e}")),
     };
     let memcg_kernel = match &memcg_root {
         Ok(root) => Some(KernelMemcg::attach(ebpf, root.clone(), config.memcg_throttle, config.memcg_reclaim)),
         Err(err) => {
-            tracing::warn!("memcg signals memcg.throttle, memcg.reclaim unavailable: {err}");
+            signals.set("memcg.throttle", Err(err.to_string()));
+            signals.set("memcg.reclaim", Err(err.to_string()));
             None
         }
     };
@@ -105,24 +171,49 @@ fn memcg_sources(ebpf: &mut Ebpf, config: &RunConfig) -> (Option<KernelMemcg>, O
     let reclaim_stat = memcg_kernel.as_ref().is_some_and(|k| k.reclaim_via == Ok(memcg::Reclaim::Stat));
     let memcg_watch = match memcg_root
         .map_err(memcg::events::MemcgError::Unavailable)
-        .and_then(|root| MemcgWatcher::start(root, config.memcg_mechanism, psi, reclaim_stat))
+        .and_then(|root| MemcgWatcher::start(root, config.memcg_mechanism, psi.clone().ok(), reclaim_stat))
     {
-        Ok(w) => Some(w),
+        Ok(w) => {
+            let via = format!("memory.events change notifications ({})", w.mechanism().name());
+            signals.set("memcg.high", Ok(via.clone()));
+            signals.set("memcg.max", Ok(via));
+            let pressure = psi.map(|p| match p {
+                memcg::Pressure::Trigger => "memory.pressure (PSI) triggers, polled where a trigger fails".to_string(),
+                memcg::Pressure::Poll => "memory.pressure (PSI) polled".to_string(),
+            });
+            signals.set("memcg.pressure", pressure);
+            Some(w)
+        }
         Err(err) => {
-            let reclaim = if reclaim_stat { ", memcg.reclaim (memory.stat)" } else { "" };
-            tracing::warn!("memcg signals memcg.high, memcg.max, memcg.pressure{reclaim} unavailable: {err}");
+            for signal in ["memcg.high", "memcg.max", "memcg.pressure"] {
+                signals.set(signal, Err(err.to_string()));
+            }
             None
         }
     };
-    if let Some(Err(err)) = memcg_kernel.as_ref().map(|k| &k.throttle) {
-        tracing::warn!("memcg.throttle unavailable: {err}");
-    }
-    match memcg_kernel.as_ref().map(|k| (&k.reclaim_via, &k.reclaim)) {
-        Some((Err(err), _)) => tracing::warn!("memcg.reclaim unavailable: {err}"),
-        Some((Ok(memcg::Reclaim::Stat), Err(err))) if config.memcg_reclaim == memcg::Reclaim::Auto => {
-            tracing::warn!("memcg.reclaim: vmscan tracepoints unavailable ({err}); using memory.stat deltas")
-        }
-        _ => {}
+    if let Some(k) = &memcg_kernel {
+        signals.set(
+            "memcg.throttle",
+            k.throttle.clone().map(|t| match t {
+                memcg::Throttle::Fentry => "fentry mem_cgroup_handle_over_high (+ fexit)".to_string(),
+                memcg::Throttle::Kprobe => "kprobe mem_cgroup_handle_over_high (+ kretprobe)".to_string(),
+                _ => {
+                    "tracepoint vmscan:mm_vmscan_memcg_reclaim_begin/_end in the task's context (inferred)".to_string()
+                }
+            }),
+        );
+        let reclaim = match (&k.reclaim_via, &k.reclaim) {
+            (Err(err), _) => Err(err.clone()),
+            (Ok(memcg::Reclaim::Stat), _) if memcg_watch.is_none() => {
+                Err("memory.stat deltas are read by the memory.events watcher, which did not start".into())
+            }
+            (Ok(memcg::Reclaim::Stat), Err(err)) => {
+                Ok(format!("memory.stat pgscan/pgsteal deltas (vmscan tracepoints: {err})"))
+            }
+            (Ok(memcg::Reclaim::Stat), Ok(())) => Ok("memory.stat pgscan/pgsteal deltas (forced)".into()),
+            (Ok(_), _) => Ok("tracepoint vmscan:mm_vmscan_memcg_reclaim_begin/_end".into()),
+        };
+        signals.set("memcg.reclaim", reclaim);
     }
     let memcg_text = match (&memcg_watch, &memcg_kernel) {
         (Some(w), Some(k)) => format!(

@@ -4,7 +4,10 @@
 //! `DROP_COUNTS`; this module reads that map every second and reports the
 //! deltas, and decodes the few individual drop events the program sends
 //! within its per-second budget. Reason names come from the running kernel's
-//! `enum skb_drop_reason` (values differ between kernels).
+//! `enum skb_drop_reason` (values differ between kernels). Kernels before
+//! 5.17 give no reason: there the counts are kept per location (the function
+//! that freed the packet), and a location that means one reason is named so
+//! (`nf_hook_slow` → `NETFILTER_DROP`).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -19,7 +22,7 @@ use aya::{
 };
 use observer_common::{
     OFFSET_UNKNOWN,
-    net::{DropConfig, DropKey, FAMILY_IPV4, FAMILY_IPV6, NetDropEvent, TCP_RST, TCP_SYN, class, counter},
+    net::{DropConfig, DropKey, FAMILY_IPV4, FAMILY_IPV6, NO_REASON, NetDropEvent, TCP_RST, TCP_SYN, class, counter},
 };
 
 use crate::{
@@ -38,6 +41,8 @@ pub enum DropError {
     Tracefs(#[from] TracefsError),
     #[error("skb:kfree_skb has no `{0}` field on this kernel; packet drops are not traced")]
     NoField(&'static str),
+    #[error("skb:kfree_skb has no reason field here, and drops are told apart by location, but {0}")]
+    NoKallsyms(String),
     #[error("attaching skb:kfree_skb: {0}")]
     Attach(String),
     #[error("map {0} is missing from the embedded eBPF object")]
@@ -81,9 +86,17 @@ impl DropSource {
     pub fn prepare(tracefs: &Path, btf: Option<&Btf>, events_per_sec: u32) -> Result<Self, DropError> {
         let format = Format::read(tracefs, "skb", "kfree_skb")?;
         let off = |name: &'static str| format.field(name).map(|f| f.offset as u32).ok_or(DropError::NoField(name));
-        let reason_field = format.field("reason").ok_or(DropError::NoField("reason"))?;
-        let enum_name = reason_field.c_type.strip_prefix("enum ").unwrap_or("skb_drop_reason");
-        let reasons = btf.and_then(|b| b.enum_values(enum_name).ok()).map(reason_names).unwrap_or_default();
+        let reason_field = format.field("reason");
+        let enum_name = reason_field.and_then(|f| f.c_type.strip_prefix("enum ")).unwrap_or("skb_drop_reason");
+        let reasons = match reason_field {
+            Some(_) => btf.and_then(|b| b.enum_values(enum_name).ok()).map(reason_names).unwrap_or_default(),
+            None => HashMap::new(),
+        };
+        // Without reasons, locations are the only names drops have.
+        let kallsyms = match reason_field {
+            Some(_) => None,
+            None => Some(Ok(Kallsyms::load().map_err(|e| DropError::NoKallsyms(e.to_string()))?)),
+        };
         let value_of = |name: &str| {
             reasons
                 .iter()
@@ -96,16 +109,26 @@ impl DropSource {
             location: off("location")?,
             rx_sk: off("rx_sk").unwrap_or(OFFSET_UNKNOWN),
             protocol: off("protocol")?,
-            reason: off("reason")?,
+            reason: reason_field.map_or(OFFSET_UNKNOWN, |f| f.offset as u32),
             reason_consumed: value_of("CONSUMED"),
-            reason_not_specified: value_of("NOT_SPECIFIED"),
+            reason_not_specified: if reason_field.is_some() { value_of("NOT_SPECIFIED") } else { NO_REASON },
             events_per_sec,
         };
-        Ok(Self { config, reasons, kallsyms: None, maps: None, last: HashMap::new(), totals: BTreeMap::new() })
+        Ok(Self { config, reasons, kallsyms, maps: None, last: HashMap::new(), totals: BTreeMap::new() })
     }
 
     pub fn config(&self) -> DropConfig {
         self.config
+    }
+
+    /// How drops are seen and told apart, for `net.drop`'s verdict.
+    pub fn mechanism(&self) -> String {
+        if self.config.reason == OFFSET_UNKNOWN {
+            "tracepoint skb:kfree_skb, no reason field: drops classified by the function that freed them (kallsyms)"
+                .into()
+        } else {
+            "tracepoint skb:kfree_skb (reason)".into()
+        }
     }
 
     pub fn attach(&mut self, ebpf: &mut Ebpf) -> Result<(), DropError> {
@@ -124,9 +147,19 @@ impl DropSource {
         Ok(())
     }
 
-    /// The reason's name on this kernel, or its number when BTF lacks it.
-    pub fn reason_name(&self, value: u32) -> String {
-        self.reasons.get(&i64::from(value)).cloned().unwrap_or_else(|| value.to_string())
+    /// The reason's name on this kernel (its number when BTF lacks it), or,
+    /// on a kernel without reasons, what the location stands for.
+    pub fn reason(&mut self, value: u32, location: u64) -> Reason {
+        if value == NO_REASON {
+            let function = self.location_function(location);
+            return Reason {
+                name: reason_of_location(function.as_deref()).to_string(),
+                code: None,
+                source: "location",
+            };
+        }
+        let name = self.reasons.get(&i64::from(value)).cloned().unwrap_or_else(|| value.to_string());
+        Reason { name, code: Some(value), source: "kernel" }
     }
 
     /// `function+0xoff` of a drop location.
@@ -143,27 +176,39 @@ impl DropSource {
         syms.as_ref().ok()?.resolve(addr)
     }
 
+    /// The function of a location kept as a key (kernels without reasons).
+    fn location_function(&mut self, addr: u64) -> Option<String> {
+        let at = self.location(addr)?;
+        Some(at.split_once('+').map_or(at.as_str(), |(f, _)| f).to_string())
+    }
+
     /// Reads `DROP_COUNTS` and returns what grew since the last call.
     pub fn poll(&mut self) -> Vec<NetDropSummary> {
         let Some(maps) = &self.maps else {
             return Vec::new();
         };
-        let mut out = Vec::new();
+        let mut grown = Vec::new();
         for item in maps.counts.iter() {
             let Ok((key, per_cpu)) = item else { continue };
             let value: u64 = per_cpu.iter().sum();
             let before = self.last.insert(key, value).unwrap_or(0);
             let delta = value.saturating_sub(before);
-            if delta == 0 {
-                continue;
+            if delta > 0 {
+                grown.push((key, delta, value));
             }
-            let reason = self.reasons.get(&i64::from(key.reason)).cloned().unwrap_or_else(|| key.reason.to_string());
-            *self.totals.entry((key.netns, reason.clone())).or_default() += delta;
+        }
+        let mut out = Vec::new();
+        for (key, delta, value) in grown {
+            let reason = self.reason(key.reason, key.location);
+            let location = (key.location != 0).then(|| self.location_function(key.location)).flatten();
+            *self.totals.entry((key.netns, reason.name.clone())).or_default() += delta;
             out.push(NetDropSummary {
                 netns: key.netns,
                 netns_owner: None,
-                reason,
-                reason_code: key.reason,
+                reason: reason.name,
+                reason_code: reason.code,
+                reason_source: reason.source,
+                location,
                 flags_class: class_name(key.class),
                 count: delta,
                 total: value,
@@ -214,6 +259,26 @@ impl DropSource {
         }
         Some(format!("drops {}", parts.join(" ")))
     }
+}
+
+/// A drop's reason: its name, its value on this kernel, and where it came from.
+pub struct Reason {
+    pub name: String,
+    pub code: Option<u32>,
+    /// `kernel` or `location`.
+    pub source: &'static str,
+}
+
+/// Functions that free a packet for one reason only, named as kernels with
+/// reasons name it; any other location is `NOT_SPECIFIED`, as those kernels
+/// call most frees.
+const LOCATION_REASONS: &[(&str, &str)] =
+    &[("nf_hook_slow", "NETFILTER_DROP"), ("sk_filter_trim_cap", "SOCKET_FILTER")];
+
+fn reason_of_location(function: Option<&str>) -> &'static str {
+    function
+        .and_then(|f| LOCATION_REASONS.iter().find(|(name, _)| *name == f))
+        .map_or("NOT_SPECIFIED", |(_, reason)| reason)
 }
 
 /// `SKB_DROP_REASON_NETFILTER_DROP` → `NETFILTER_DROP`, `SKB_CONSUMED` →
@@ -299,6 +364,13 @@ mod tests {
     }
 
     #[test]
+    fn without_reasons_a_location_names_the_reason_it_stands_for() {
+        assert_eq!(reason_of_location(Some("nf_hook_slow")), "NETFILTER_DROP");
+        assert_eq!(reason_of_location(Some("tcp_v4_rcv")), "NOT_SPECIFIED");
+        assert_eq!(reason_of_location(None), "NOT_SPECIFIED");
+    }
+
+    #[test]
     fn flags_are_named() {
         assert_eq!(tcp_flag_names(0x14), vec!["RST", "ACK"]);
         assert_eq!(tcp_flag_names(0x02), vec!["SYN"]);
@@ -316,10 +388,12 @@ mod tests {
         match DropSource::prepare(&tracefs, btf.as_ref(), 5) {
             Ok(src) => {
                 let c = src.config();
-                assert_ne!(c.reason, OFFSET_UNKNOWN);
-                if btf.is_some() {
+                if c.reason == OFFSET_UNKNOWN {
+                    assert_eq!(c.reason_not_specified, NO_REASON);
+                } else if btf.is_some() {
+                    let mut src = src;
                     assert_ne!(c.reason_not_specified, u32::MAX);
-                    assert_eq!(src.reason_name(c.reason_not_specified), "NOT_SPECIFIED");
+                    assert_eq!(src.reason(c.reason_not_specified, 0).name, "NOT_SPECIFIED");
                 }
             }
             Err(DropError::NoField(f)) => eprintln!("SKIPPED: kfree_skb has no {f} here"),

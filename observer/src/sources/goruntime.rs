@@ -175,6 +175,14 @@ impl GoRuntimeSource {
         self.processes.mechanism()
     }
 
+    /// How new processes are found, in full, for the `go.processes` verdict.
+    pub fn discovery_text(&self) -> String {
+        match self.processes.mechanism() {
+            "/proc polling" => "/proc polled every 250 ms (no sched_process_exec/exit tracepoints)".into(),
+            _ => "tracepoints sched:sched_process_exec/exit, /proc rescanned every 5 s".into(),
+        }
+    }
+
     /// Takes a process exec or exit event from the ring buffer; the next
     /// [`GoRuntimeSource::poll`] acts on it.
     pub fn process_event(&mut self, kind: EventKind, event: &ProcessEvent) {

@@ -13,6 +13,7 @@ pub mod memcg;
 pub mod net;
 pub mod retransmit;
 pub mod ring;
+pub mod signals;
 pub mod tcp;
 
 use aya::Ebpf;

@@ -21,24 +21,22 @@ use crate::{
         drops::{self, DropSource},
         read,
         retransmit::RetransmitSource,
+        signals::Signals,
     },
 };
 
 pub struct NetSources {
-    drops: Option<DropSource>,
-    retransmits: Option<RetransmitSource>,
+    /// Each attached, or why not.
+    drops: Result<DropSource, String>,
+    retransmits: Result<RetransmitSource, String>,
 }
 
 impl NetSources {
     /// Reads the tracepoints' layouts; a signal this kernel lacks is left
     /// out with a warning, the others carry on.
     pub fn prepare(tracefs: &Path, btf: Option<&Btf>, drop_events_per_sec: u32) -> Self {
-        let drops = DropSource::prepare(tracefs, btf, drop_events_per_sec)
-            .inspect_err(|e| tracing::warn!("{e}; packet drops are not traced"))
-            .ok();
-        let retransmits = RetransmitSource::prepare(tracefs, btf)
-            .inspect_err(|e| tracing::warn!("{e}; TCP retransmits are not traced"))
-            .ok();
+        let drops = DropSource::prepare(tracefs, btf, drop_events_per_sec).map_err(|e| e.to_string());
+        let retransmits = RetransmitSource::prepare(tracefs, btf).map_err(|e| e.to_string());
         Self { drops, retransmits }
     }
 
@@ -64,27 +62,32 @@ impl NetSources {
 
     /// Attaches what was prepared; a failure leaves that signal out.
     pub fn attach(&mut self, ebpf: &mut Ebpf) {
-        if let Some(d) = self.drops.as_mut()
+        if let Ok(d) = self.drops.as_mut()
             && let Err(e) = d.attach(ebpf)
         {
-            tracing::warn!("{e}; packet drops are not traced");
-            self.drops = None;
+            self.drops = Err(e.to_string());
         }
-        if let Some(r) = self.retransmits.as_ref()
+        if let Ok(r) = self.retransmits.as_ref()
             && let Err(e) = r.attach(ebpf)
         {
-            tracing::warn!("{e}; TCP retransmits are not traced");
-            self.retransmits = None;
+            self.retransmits = Err(e.to_string());
         }
+    }
+
+    /// What `net.drop` and `tcp.retransmit` use, or why they cannot run.
+    pub fn verdicts(&self, signals: &mut Signals) {
+        signals.set("net.drop", self.drops.as_ref().map(DropSource::mechanism).map_err(Clone::clone));
+        let retransmits = self.retransmits.as_ref().map(|_| "tracepoint tcp:tcp_retransmit_skb".to_string());
+        signals.set("tcp.retransmit", retransmits.map_err(Clone::clone));
     }
 
     /// For the ready line: `skb:kfree_skb and tcp:tcp_retransmit_skb attached`.
     pub fn attached(&self) -> String {
         let mut names = Vec::new();
-        if self.drops.is_some() {
+        if self.drops.is_ok() {
             names.push("skb:kfree_skb");
         }
-        if self.retransmits.is_some() {
+        if self.retransmits.is_ok() {
             names.push("tcp:tcp_retransmit_skb");
         }
         if names.is_empty() { "no network drop/retransmit tracepoints".into() } else { names.join(" and ") }
@@ -95,11 +98,13 @@ impl NetSources {
         match kind {
             EventKind::NetDrop => {
                 let raw: NetDropEvent = read(bytes)?;
-                let drops = self.drops.as_mut()?;
+                let drops = self.drops.as_mut().ok()?;
                 let pkt = drops::packet(&raw);
+                let reason = drops.reason(raw.reason, raw.location);
                 Some(Event::NetDrop(NetDrop {
-                    reason: drops.reason_name(raw.reason),
-                    reason_code: raw.reason,
+                    reason: reason.name,
+                    reason_code: reason.code,
+                    reason_source: reason.source,
                     location: drops.location(raw.location),
                     family: pkt.family,
                     tcp_flags: pkt.tcp_flags,
@@ -115,7 +120,7 @@ impl NetSources {
             }
             EventKind::TcpRetransmit => {
                 let raw: TcpRetransmitEvent = read(bytes)?;
-                let r = self.retransmits.as_ref()?.decode(&raw)?;
+                let r = self.retransmits.as_ref().ok()?.decode(&raw)?;
                 let state = r.decoded.state.or_else(|| crate::sources::tcp::tcp_state_name(i32::from(raw.sk_state)));
                 Some(Event::TcpRetransmit(TcpRetransmit {
                     family: r.decoded.family,
@@ -138,7 +143,7 @@ impl NetSources {
 
     /// The drop counts that grew since the last call, as summary events.
     pub fn summaries(&mut self, netns: &mut NetnsOwners) -> Vec<Event> {
-        let Some(drops) = self.drops.as_mut() else {
+        let Ok(drops) = self.drops.as_mut() else {
             return Vec::new();
         };
         let mut out = drops.poll();
@@ -150,13 +155,13 @@ impl NetSources {
 
     /// Compact drop counts per (netns, reason) for the status line.
     pub fn status_text(&self) -> Option<String> {
-        self.drops.as_ref()?.status_text()
+        self.drops.as_ref().ok()?.status_text()
     }
 
     /// ` kfree_skb_seen=K drops=N drop_events=S drop_events_unsent=U retransmits=R` for the
     /// stopped line.
     pub fn stopped_text(&self) -> String {
-        let Some(d) = &self.drops else {
+        let Ok(d) = &self.drops else {
             return String::new();
         };
         let c = d.counters();

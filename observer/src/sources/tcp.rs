@@ -2,8 +2,9 @@
 //!
 //! The programs copy each tracepoint record verbatim; this module decodes it
 //! with the running kernel's `format` file. Two layouts exist: older kernels
-//! (6.1) have split `sport`/`saddr`/`saddr_v6` fields, newer ones (6.10+)
-//! `sockaddr`-sized `saddr`/`daddr` fields and a `reason`.
+//! (5.10, 6.1) have split `sport`/`saddr`/`saddr_v6` fields (a `family`
+//! too on 6.1), newer ones (6.10+) `sockaddr`-sized `saddr`/`daddr` fields
+//! and a `reason`.
 
 use std::{
     collections::HashMap,
@@ -51,8 +52,18 @@ const AF_INET6: u16 = 10;
 enum AddrLayout {
     /// `__u8 saddr[28]`, `__u8 daddr[28]`: a `sockaddr_in` or `sockaddr_in6`.
     Sockaddr { saddr: usize, daddr: usize },
-    /// Separate family, ports (host order) and v4/v6 address fields.
-    Split { family: usize, sport: usize, dport: usize, saddr: usize, daddr: usize, saddr_v6: usize, daddr_v6: usize },
+    /// Separate family, ports (host order) and v4/v6 address fields. Before
+    /// 6.1 there is no family: the v6 fields then hold a v4-mapped address
+    /// for an IPv4 socket.
+    Split {
+        family: Option<usize>,
+        sport: usize,
+        dport: usize,
+        saddr: usize,
+        daddr: usize,
+        saddr_v6: usize,
+        daddr_v6: usize,
+    },
 }
 
 /// Decodes one tracepoint's records on this kernel.
@@ -79,17 +90,9 @@ impl ResetDecoder {
             (Some(s), Some(d)) if s.size == 28 && d.size == 28 => {
                 AddrLayout::Sockaddr { saddr: s.offset, daddr: d.offset }
             }
-            _ => match (
-                off("family"),
-                off("sport"),
-                off("dport"),
-                off("saddr"),
-                off("daddr"),
-                off("saddr_v6"),
-                off("daddr_v6"),
-            ) {
-                (Some(family), Some(sport), Some(dport), Some(saddr), Some(daddr), Some(saddr_v6), Some(daddr_v6)) => {
-                    AddrLayout::Split { family, sport, dport, saddr, daddr, saddr_v6, daddr_v6 }
+            _ => match (off("sport"), off("dport"), off("saddr"), off("daddr"), off("saddr_v6"), off("daddr_v6")) {
+                (Some(sport), Some(dport), Some(saddr), Some(daddr), Some(saddr_v6), Some(daddr_v6)) => {
+                    AddrLayout::Split { family: off("family"), sport, dport, saddr, daddr, saddr_v6, daddr_v6 }
                 }
                 _ => {
                     let fields = format.fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(",");
@@ -137,7 +140,11 @@ impl ResetDecoder {
                 (family, local, remote)
             }
             AddrLayout::Split { family, sport, dport, saddr, daddr, saddr_v6, daddr_v6 } => {
-                let family = u16_ne(record, family)?;
+                let family = match family {
+                    Some(o) => u16_ne(record, o)?,
+                    None if v6(record, saddr_v6)?.to_ipv4_mapped().is_some() => AF_INET,
+                    None => AF_INET6,
+                };
                 let (s, d) = if family == AF_INET6 {
                     (IpAddr::V6(v6(record, saddr_v6)?), IpAddr::V6(v6(record, daddr_v6)?))
                 } else {
@@ -220,8 +227,8 @@ pub struct ResetSource {
     pub received: ResetDecoder,
     /// The send tracepoint misses resets without a full socket (before 6.10).
     needs_fallback: bool,
-    /// The mechanisms attached, for the ready line.
-    mechanism: String,
+    /// The mechanisms attached: sent, received.
+    pub mechanisms: (String, String),
     aborts: AbortOnData,
 }
 
@@ -235,14 +242,14 @@ impl ResetSource {
             sent,
             received,
             needs_fallback: tracepoint_misses_no_socket_resets(&send_format),
-            mechanism: String::new(),
+            mechanisms: Default::default(),
             aborts: AbortOnData::default(),
         })
     }
 
     /// Attaches the tracepoints, plus the no-socket hook where this kernel's
-    /// tracepoint misses those resets; returns the mechanisms in use.
-    pub fn attach(&mut self, ebpf: &mut Ebpf) -> Result<String, TcpError> {
+    /// tracepoint misses those resets; notes the mechanisms in use.
+    pub fn attach(&mut self, ebpf: &mut Ebpf) -> Result<(), TcpError> {
         for name in ["tcp_send_reset", "tcp_receive_reset"] {
             let attach_err = |e: aya::programs::ProgramError| TcpError::Attach { tracepoint: name, error: chain(&e) };
             let program: &mut TracePoint =
@@ -250,18 +257,21 @@ impl ResetSource {
             program.load().map_err(attach_err)?;
             program.attach("tcp", name).map_err(attach_err)?;
         }
-        let mut mechanism = "tracepoints tcp:tcp_send_reset, tcp:tcp_receive_reset".to_string();
+        let mut sent = "tracepoint tcp:tcp_send_reset".to_string();
         if self.needs_fallback {
             match attach_no_socket_hooks(ebpf) {
-                Ok(kind) => mechanism += &format!(" + {kind} tcp_v4_send_reset/tcp_v6_send_reset"),
-                Err(why) => tracing::warn!(
-                    "this kernel's tcp:tcp_send_reset misses resets sent without a full socket (closed ports, \
-                     time-wait), and neither fentry nor kprobe could hook them: {why}; those resets go unseen"
-                ),
+                Ok(kind) => sent += &format!(" + {kind} tcp_v4_send_reset/tcp_v6_send_reset (no-socket resets)"),
+                Err(why) => {
+                    tracing::warn!(
+                        "this kernel's tcp:tcp_send_reset misses resets sent without a full socket (closed ports, \
+                         time-wait), and neither fentry nor kprobe could hook them: {why}; those resets go unseen"
+                    );
+                    sent += " (resets sent without a full socket go unseen: no fentry or kprobe hook)";
+                }
             }
         }
-        self.mechanism.clone_from(&mechanism);
-        Ok(mechanism)
+        self.mechanisms = (sent, "tracepoint tcp:tcp_receive_reset".into());
+        Ok(())
     }
 
     /// Decodes one ring buffer record; `None` when it is malformed.
@@ -297,7 +307,7 @@ impl Source for ResetSource {
     }
 
     fn ready(&self) -> String {
-        format!("tcp resets: {}", self.mechanism)
+        format!("tcp resets: {}; {}", self.mechanisms.0, self.mechanisms.1)
     }
 }
 
@@ -459,6 +469,45 @@ mod tests {
         assert_eq!(d.local, (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 1234));
         assert_eq!(d.remote, (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 80));
         assert_eq!((d.state, d.reason), (None, None));
+    }
+
+    /// `tcp:tcp_send_reset` on 5.10: split fields and no family.
+    const SEND_5_10: &str = "format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:const void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:const void * skaddr;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:int state;\toffset:24;\tsize:4;\tsigned:1;
+\tfield:__u16 sport;\toffset:28;\tsize:2;\tsigned:0;
+\tfield:__u16 dport;\toffset:30;\tsize:2;\tsigned:0;
+\tfield:__u8 saddr[4];\toffset:32;\tsize:4;\tsigned:0;
+\tfield:__u8 daddr[4];\toffset:36;\tsize:4;\tsigned:0;
+\tfield:__u8 saddr_v6[16];\toffset:40;\tsize:16;\tsigned:0;
+\tfield:__u8 daddr_v6[16];\toffset:56;\tsize:16;\tsigned:0;
+";
+
+    #[test]
+    fn without_a_family_field_a_v4_mapped_address_is_ipv4() {
+        let dec = ResetDecoder::new("tcp_send_reset", &Format::parse(SEND_5_10).unwrap(), None).unwrap();
+        assert_eq!(dec.layout().record_len, 72);
+        let mut rec = vec![0u8; 72];
+        rec[28..30].copy_from_slice(&7001u16.to_ne_bytes());
+        rec[30..32].copy_from_slice(&40000u16.to_ne_bytes());
+        rec[32..36].copy_from_slice(&[10, 0, 0, 1]);
+        rec[36..40].copy_from_slice(&[10, 0, 0, 2]);
+        rec[40..56].copy_from_slice(&Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped().octets());
+        rec[56..72].copy_from_slice(&Ipv4Addr::new(10, 0, 0, 2).to_ipv6_mapped().octets());
+        let d = dec.decode(&rec).unwrap();
+        assert_eq!(d.family, "ipv4");
+        assert_eq!(d.local, (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 7001));
+        assert_eq!(d.remote, (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 40000));
+        // An IPv6 socket: the v4 fields hold the kernel's placeholder.
+        rec[32..36].copy_from_slice(&[127, 0, 0, 6]);
+        rec[40..56].copy_from_slice(&Ipv6Addr::LOCALHOST.octets());
+        rec[56..72].copy_from_slice(&"fd00::2".parse::<Ipv6Addr>().unwrap().octets());
+        let d = dec.decode(&rec).unwrap();
+        assert_eq!(d.family, "ipv6");
+        assert_eq!(d.local, (IpAddr::V6(Ipv6Addr::LOCALHOST), 7001));
+        assert_eq!(d.remote, ("fd00::2".parse().unwrap(), 40000));
     }
 
     #[test]

@@ -467,7 +467,7 @@ fn memory_events(a: &mut Attrs, delta: &MemoryEventCounts) {
         ("max", delta.max),
         ("oom", delta.oom),
         ("oom_kill", delta.oom_kill),
-        ("oom_group_kill", delta.oom_group_kill),
+        ("oom_group_kill", delta.oom_group_kill.unwrap_or(0)),
     ];
     for (name, value) in counters.into_iter().filter(|(_, v)| *v > 0) {
         a.uint(format!("observer.memcg.events.delta.{name}"), value);

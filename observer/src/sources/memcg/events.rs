@@ -460,7 +460,8 @@ fn read_changes(inotify: &Inotify) -> Vec<WatchDescriptor> {
     wds
 }
 
-/// `memory.events` text → counters (unknown keys ignored, missing ones 0).
+/// `memory.events` text → counters (unknown keys ignored, missing ones 0,
+/// but `oom_group_kill`, which older kernels lack, `None`).
 pub fn parse_events(text: &str) -> MemoryEventCounts {
     let mut c = MemoryEventCounts::default();
     for line in text.lines() {
@@ -474,7 +475,7 @@ pub fn parse_events(text: &str) -> MemoryEventCounts {
             "max" => c.max = value,
             "oom" => c.oom = value,
             "oom_kill" => c.oom_kill = value,
-            "oom_group_kill" => c.oom_group_kill = value,
+            "oom_group_kill" => c.oom_group_kill = Some(value),
             _ => {}
         }
     }
@@ -490,7 +491,7 @@ impl MemoryEventCounts {
             max: self.max.saturating_sub(before.max),
             oom: self.oom.saturating_sub(before.oom),
             oom_kill: self.oom_kill.saturating_sub(before.oom_kill),
-            oom_group_kill: self.oom_group_kill.saturating_sub(before.oom_group_kill),
+            oom_group_kill: self.oom_group_kill.map(|now| now.saturating_sub(before.oom_group_kill.unwrap_or(0))),
         }
     }
 }
@@ -505,7 +506,10 @@ mod tests {
         let after = parse_events("low 0\nhigh 12\nmax 3\noom 2\noom_kill 2\noom_group_kill 0\nsock_throttled 0\n");
         let d = after.since(&before);
         assert_eq!((d.high, d.max, d.oom, d.oom_kill, d.low), (7, 2, 2, 2, 0));
-        // 6.1 has no oom_group_kill line.
-        assert_eq!(parse_events("high 3\n").oom_group_kill, 0);
+        assert_eq!(d.oom_group_kill, Some(0));
+        // 5.10 has no oom_group_kill line: unknown, not 0.
+        let old = parse_events("high 3\n");
+        assert_eq!(old.oom_group_kill, None);
+        assert_eq!(parse_events("high 4\n").since(&old).oom_group_kill, None);
     }
 }
