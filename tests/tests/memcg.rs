@@ -207,6 +207,7 @@ fn summed_deltas(stopped: &Stopped, rel: &str) -> (Counts, usize) {
         sum.oom_group_kill = match (n, sum.oom_group_kill, group) {
             (0, _, g) => g,
             (_, Some(s), Some(g)) => Some(s + g),
+            (_, None, None) => None,
             (_, s, g) => panic!("oom_group_kill {s:?} then {g:?} for one cgroup: {e}"),
         };
         n += 1;

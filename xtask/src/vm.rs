@@ -369,7 +369,7 @@ fn guest_script(rw: &Path, tests: &[TestBinary], fixture: &Path, otelcol: &Path)
         "set -u\nRW={rw}\nexport PATH='{}'\n\
          export OBSERVER_BIN='{}' OBSERVER_GOFIXTURE='{}' OBSERVER_OTELCOL='{}' OBSERVER_E2E_REQUIRED=1\n\
          export TMPDIR=$RW/tmp HOME=$RW/home GOCACHE=$RW/gocache GOPATH=$RW/gopath GOTOOLCHAIN=local\n\
-         mkdir -p $TMPDIR $HOME\ncd '{}'\nuname -r > $RW/uname\n{WATCHER}{}\n\
+         mkdir -p $TMPDIR $HOME\ncd '{}'\nuname -r > $RW/uname\n{WATCHER}{MODULES}{}\n\
          $OBSERVER_BIN check > $RW/check.log 2>&1; echo $? > $RW/check.rc\n",
         path.to_string_lossy(),
         host::observer_bin().display(),
@@ -398,6 +398,11 @@ fn guest_script(rw: &Path, tests: &[TestBinary], fixture: &Path, otelcol: &Path)
 fn progress(step: &str) -> String {
     format!("echo \"{step} $(cut -d' ' -f1 /proc/uptime)\" >> $RW/progress")
 }
+
+/// The modules the network tests load through the kernel (nftables,
+/// conntrack, veth), loaded before any test: the first load of each takes
+/// tens of seconds under emulation (5.10: `nft -f` once waited 30 s on it).
+const MODULES: &str = "for m in nf_tables nft_ct nft_numgen nft_counter nf_conntrack veth; do modprobe -q $m; done\n";
 
 /// Every 30 s: uptime, each user process's state and wait channel, the
 /// kernel stack of tasks in D, and the kernel log's tail.
