@@ -12,6 +12,7 @@ mod kernel;
 mod netns;
 mod process;
 mod sources;
+mod view;
 mod workload;
 
 use std::process::ExitCode;
@@ -22,7 +23,9 @@ use config::{Cli, Command, RunConfig};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(view::console::Writer::default)
+        // Plain text: the lines may be held back and shown in the live view.
+        .with_ansi(false)
         .with_env_filter(tracing_subscriber::EnvFilter::new(format!("observer={}", cli.log_level)))
         .init();
     match cli.command {
@@ -31,9 +34,22 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check(args) => check::run(&args),
+        Command::Episodes(args) => match view::history::run(&args) {
+            Ok(printed) => {
+                if let Some(note) = printed.note {
+                    eprintln!("{note}");
+                }
+                print!("{}", printed.stdout);
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("observer: error: {err}");
+                ExitCode::from(2)
+            }
+        },
         Command::Run(args) => {
-            let config = match RunConfig::resolve(args) {
-                Ok(config) => config,
+            let (config, live_view) = match RunConfig::resolve(args).and_then(|c| Ok((c.live_view()?, c))) {
+                Ok((live_view, config)) => (config, live_view),
                 Err(err) => {
                     eprintln!("observer: error: {err}");
                     return ExitCode::from(2);
@@ -46,7 +62,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(agent::run(config)) {
+            match runtime.block_on(agent::run(config, live_view)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     eprintln!("observer: error: {err:#}");
