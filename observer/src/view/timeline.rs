@@ -189,7 +189,10 @@ pub fn render(e: &Stored, trace_file: &Path) -> Vec<String> {
     ];
     let counts: Vec<String> = s.counts.iter().map(|(k, n)| format!("{k}={n}")).collect();
     out.push(format!("  counts: {}", if counts.is_empty() { "none".into() } else { counts.join(" ") }));
-    out.push(format!("  workload: {}", attributes(&e.resource, "")));
+    // The resource's attributes come in no fixed order: by name.
+    let mut resource = e.resource.clone();
+    resource.sort_by(|a, b| a.key.cmp(&b.key));
+    out.push(format!("  workload: {}", attributes(&resource, "")));
     let root_attrs: Vec<KeyValue> = root
         .attributes
         .iter()
@@ -238,7 +241,8 @@ fn attributes(attrs: &[KeyValue], prefix: &str) -> String {
         let key = key.strip_prefix(prefix.strip_prefix("observer.").unwrap_or(prefix)).unwrap_or(key);
         let (key, shown) = match int(value) {
             Some(n) if key.ends_with("_ns") => (key.trim_end_matches("_ns"), duration(u64::try_from(n).unwrap_or(0))),
-            Some(n) if key.ends_with("_bytes") && n != i64::MAX => (key.trim_end_matches("_bytes"), bytes(n)),
+            Some(i64::MAX) if key.ends_with("_bytes") => (key.trim_end_matches("_bytes"), "none".into()),
+            Some(n) if key.ends_with("_bytes") => (key.trim_end_matches("_bytes"), bytes(n)),
             _ => (key, text(value)),
         };
         out.push(format!("{key}={shown}"));
@@ -328,7 +332,8 @@ mod tests {
         let text = lines.join("\n");
         assert!(lines[0].starts_with(&format!("episode {} memory.pressure of checkout (pid 4242)", "ab".repeat(16))));
         assert!(text.contains("closed by oom_kill"), "{text}");
-        assert!(text.contains("counts: go.gc=301 memory_events.high=3"), "{text}");
+        assert!(text.contains("counts: memory_events.high=3 oom_kill=1 go.gc=301 "), "{text}");
+        assert!(text.contains("workload: container.id=8b3f container.runtime.name=containerd"), "{text}");
         assert!(text.contains("trace: /d/traces.jsonl (trace id abab"), "{text}");
         let names: Vec<&str> = lines
             .iter()
