@@ -88,7 +88,7 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
             }
             Err(e) => {
                 console::line(&format!("observer: cannot open the live view ({e}); printing lines instead"));
-                pipeline.live = LiveView::plain(config.events, config.quiet);
+                pipeline.live = LiveView::plain(config.events, config.quiet, config.event_lines_per_sec);
             }
         }
     }
@@ -212,7 +212,7 @@ impl Pipeline {
             engine: Engine::new(config.episodes.clone(), seed()),
             live: match live_view {
                 true => LiveView::silent(),
-                false => LiveView::plain(config.events, config.quiet),
+                false => LiveView::plain(config.events, config.quiet, config.event_lines_per_sec),
             },
             view: None,
             jsonl,

@@ -83,7 +83,7 @@ pub enum Output {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// TOML file with the same settings as the flags (`duration`, `output_dir`, `output`, `quiet`, `events`, `events_file`, `episode_quiet`, `episode_max_length`, `episode_span_budget`, `drop_events_per_sec`, `memcg_mechanism`, `memcg_throttle`, `memcg_pressure`, `memcg_reclaim`, `go_process`).
+    /// TOML file with the same settings as the flags (`duration`, `output_dir`, `output`, `quiet`, `events`, `event_lines_per_sec`, `events_file`, `episode_quiet`, `episode_max_length`, `episode_span_budget`, `drop_events_per_sec`, `memcg_mechanism`, `memcg_throttle`, `memcg_pressure`, `memcg_reclaim`, `go_process`).
     #[arg(long, env = "OBSERVER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Stop after this long (e.g. `10s`, `5m`); runs until stopped when absent.
@@ -101,6 +101,9 @@ pub struct RunArgs {
     /// Also print one line per kernel event on stdout (by default only closed episodes are printed).
     #[arg(long, env = "OBSERVER_EVENTS")]
     pub events: bool,
+    /// In line mode with `--events`, event lines printed a second at most; the rest are counted [default: 100].
+    #[arg(long, env = "OBSERVER_EVENT_LINES_PER_SEC", value_name = "N")]
+    pub event_lines_per_sec: Option<u32>,
     /// Do not write `events.jsonl` (one JSON object per event).
     #[arg(long, env = "OBSERVER_NO_EVENTS_FILE")]
     pub no_events_file: bool,
@@ -161,6 +164,7 @@ pub struct RunConfig {
     pub output: Output,
     pub quiet: bool,
     pub events: bool,
+    pub event_lines_per_sec: u32,
     pub events_file: bool,
     pub episodes: Rules,
     /// `None`: no endpoint set; episodes go to `traces.jsonl` only.
@@ -198,6 +202,7 @@ struct FileConfig {
     output: Option<Output>,
     quiet: Option<bool>,
     events: Option<bool>,
+    event_lines_per_sec: Option<u32>,
     events_file: Option<bool>,
     episode_quiet: Option<String>,
     episode_max_length: Option<String>,
@@ -248,12 +253,18 @@ impl RunConfig {
                 episodes.quiet, episodes.max_length, episodes.span_budget
             )));
         }
+        let event_lines_per_sec =
+            args.event_lines_per_sec.or(file.event_lines_per_sec).unwrap_or(crate::export::live::EVENT_LINES_PER_SEC);
+        if event_lines_per_sec == 0 {
+            return Err(ConfigError::Value("--event-lines-per-sec 0: must be at least 1".into()));
+        }
         Ok(Self {
             duration: args.duration.or(file_duration),
             output_dir: args.output_dir.or(file.output_dir).unwrap_or_else(|| DEFAULT_OUTPUT_DIR.into()),
             output: args.output.or(file.output).unwrap_or_default(),
             quiet: args.quiet || file.quiet.unwrap_or(false),
             events: args.events || file.events.unwrap_or(false),
+            event_lines_per_sec,
             events_file: !args.no_events_file && file.events_file.unwrap_or(true),
             episodes,
             otlp: OtlpConfig::from_env()?,
@@ -323,6 +334,7 @@ mod tests {
                 output: Output::Auto,
                 quiet: false,
                 events: false,
+                event_lines_per_sec: crate::export::live::EVENT_LINES_PER_SEC,
                 events_file: true,
                 episodes: Rules::default(),
                 otlp: None,

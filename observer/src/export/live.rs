@@ -1,7 +1,7 @@
 //! Line mode: what `observer run` prints when it does not own a terminal
 //! (stdout piped or redirected, CI, `--output plain`). One line per closed
 //! episode on stdout and, with `--events`, one per event, at most
-//! [`EVENT_LINES_PER_SEC`] a second (the rest are counted, and a line says
+//! `--event-lines-per-sec` a second (the rest are counted, and a line says
 //! how many were skipped); a status line (events, lost, rate, episodes,
 //! export) on stderr every few seconds. No escape codes, ever: a workload's
 //! own text (names, cgroup paths, comms) is escaped with [`printable`].
@@ -16,7 +16,7 @@ use crate::{
 };
 
 const STATUS_EVERY: Duration = Duration::from_secs(10);
-/// Event lines printed a second at most (`--events`); the events file has every event.
+/// Event lines printed a second at most by default (`--events`); the events file has every event.
 pub const EVENT_LINES_PER_SEC: u32 = 100;
 
 /// At most `per_sec` lines a second; what is over is counted.
@@ -75,22 +75,22 @@ pub struct LiveView {
 
 impl LiveView {
     /// Line mode.
-    pub fn plain(events_shown: bool, quiet: bool) -> Self {
-        Self::new(!quiet, events_shown, true)
+    pub fn plain(events_shown: bool, quiet: bool, lines_per_sec: u32) -> Self {
+        Self::new(!quiet, events_shown, true, lines_per_sec)
     }
 
     /// Counts only (the live view draws instead).
     pub fn silent() -> Self {
-        Self::new(false, false, false)
+        Self::new(false, false, false, 1)
     }
 
-    fn new(lines: bool, events_shown: bool, status_shown: bool) -> Self {
+    fn new(lines: bool, events_shown: bool, status_shown: bool, lines_per_sec: u32) -> Self {
         let now = Instant::now();
         Self {
             lines,
             events_shown,
             status_shown,
-            budget: LineBudget::new(EVENT_LINES_PER_SEC),
+            budget: LineBudget::new(lines_per_sec),
             started: now,
             last_status: now,
             events: 0,
@@ -119,7 +119,8 @@ impl LiveView {
     fn report_skipped(&mut self, now: Instant, end: bool) {
         if let Some(n) = self.budget.report(now, end) {
             println!(
-                "observer: skipped {n} event lines (over {EVENT_LINES_PER_SEC} a second; the events file has every event)"
+                "observer: skipped {n} event lines (over {} a second; the events file has every event)",
+                self.budget.per_sec
             );
         }
     }

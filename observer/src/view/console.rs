@@ -35,22 +35,26 @@ fn console() -> MutexGuard<'static, Console> {
 pub fn line(text: &str) {
     let text = printable(text);
     let mut c = console();
+    c.latest = Some(text.clone());
     if c.holding {
         if c.held.len() >= MAX_HELD {
             c.held.pop_front();
             c.dropped += 1;
         }
-        c.held.push_back(text.clone());
-        c.latest = Some(text);
+        c.held.push_back(text);
         return;
     }
     drop(c);
     let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
 
-/// From now on lines are held back (the view draws on the terminal).
+/// From now on lines are held back, when stderr is the terminal the view
+/// draws on (redirected, they go on to their file).
 pub fn hold() {
-    console().holding = true;
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        console().holding = true;
+    }
 }
 
 /// Prints what was held back and stops holding.
@@ -69,7 +73,7 @@ pub fn release() {
     }
 }
 
-/// The newest line held back, for the view's message line.
+/// The newest line, for the view's message line.
 pub fn latest() -> Option<String> {
     console().latest.clone()
 }

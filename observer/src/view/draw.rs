@@ -90,7 +90,9 @@ pub fn frame(f: &mut Frame, s: &Screen) {
     }
     let help_text = match &s.ui.editing {
         Some(typed) => format!("filter (name:, ns:, kind: narrow it; Enter applies, Esc cancels): {typed}_"),
-        None if s.detail.is_some() => "Esc back  PgUp/PgDn \u{2191}\u{2193} scroll  q quit".to_string(),
+        None if s.detail.is_some() => {
+            "Esc back  PgUp/PgDn \u{2191}\u{2193} \u{2190}\u{2192} scroll  q quit".to_string()
+        }
         None => KEYS_HELP.to_string(),
     };
     f.render_widget(Paragraph::new(help_text).style(s.theme.dim()), help);
@@ -148,17 +150,17 @@ fn workloads(f: &mut Frame, area: Rect, s: &Screen) {
 
 fn episodes(f: &mut Frame, area: Rect, s: &Screen) {
     let focused = s.ui.focus == Focus::Episodes;
-    let mut lines = vec![Line::styled(
-        format!("EPISODES (open first, then closed, newest first)  {}", Summary::header()),
-        s.theme.header(),
-    )];
-    let shown = window(s.episodes.len(), s.ui.episode, area.height.saturating_sub(1) as usize);
+    let mut lines = vec![
+        Line::styled("EPISODES (open first, then closed; newest first)", s.theme.header()),
+        Line::styled(Summary::header(), s.theme.header()),
+    ];
+    let shown = window(s.episodes.len(), s.ui.episode, area.height.saturating_sub(2) as usize);
     for (i, e) in s.episodes[shown.clone()].iter().enumerate() {
         let mut style = if e.closed_by == "open" { s.theme.lit() } else { Style::new() };
         if focused && shown.start + i == s.ui.episode {
             style = style.patch(s.theme.selected());
         }
-        lines.push(Line::styled(format!("{:<50}{}", "", e.line()), style));
+        lines.push(Line::styled(e.line(), style));
     }
     if s.episodes.is_empty() {
         lines.push(Line::raw("  (none yet)"));
@@ -168,7 +170,7 @@ fn episodes(f: &mut Frame, area: Rect, s: &Screen) {
 
 fn detail(f: &mut Frame, area: Rect, lines: &[String], s: &Screen) {
     let text: Vec<Line> = lines.iter().map(|l| Line::raw(l.clone())).collect();
-    f.render_widget(Paragraph::new(text).scroll((s.ui.scroll, 0)), area);
+    f.render_widget(Paragraph::new(text).scroll((s.ui.scroll, s.ui.hscroll)), area);
 }
 
 #[cfg(test)]

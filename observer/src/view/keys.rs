@@ -7,13 +7,13 @@
 //! | `q`, `Ctrl-C` | quit (the agent stops as on SIGINT) |
 //! | `s` / `S` (or `>` / `<`) | sort by the next / previous column |
 //! | `r` | reverse the sort |
-//! | `/` | filter: type text (`name:`, `ns:`, `kind:` narrow it), `Enter` applies, `Esc` cancels |
+//! | `/` | filter: type text (`name:`, `ns:`, `kind:` narrow it), `Enter` applies, `Esc` cancels, `Ctrl-U` clears |
 //! | `p` | pause / resume the screen (the agent keeps counting) |
 //! | `Tab` | move between the workloads and the episodes |
 //! | `↑` `↓` (`k` `j`) | select a row or an episode |
 //! | `Enter` | open the selected episode's detail (a workload: its latest episode) |
 //! | `Esc` | close the detail; clear the filter |
-//! | `PgUp` `PgDn` | scroll the detail |
+//! | `PgUp` `PgDn` `←` `→` | scroll the detail |
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
@@ -49,6 +49,7 @@ pub struct Ui {
     pub episode: usize,
     pub detail: Option<Detail>,
     pub scroll: u16,
+    pub hscroll: u16,
     pub quit: bool,
 }
 
@@ -66,6 +67,7 @@ impl Default for Ui {
             episode: 0,
             detail: None,
             scroll: 0,
+            hscroll: 0,
             quit: false,
         }
     }
@@ -91,7 +93,8 @@ impl Ui {
                 KeyCode::Backspace => {
                     typed.pop();
                 }
-                KeyCode::Char(c) if !c.is_control() => typed.push(c),
+                KeyCode::Char('u') if key.modifiers.contains(KeyModifiers::CONTROL) => typed.clear(),
+                KeyCode::Char(c) if !c.is_control() && !key.modifiers.contains(KeyModifiers::CONTROL) => typed.push(c),
                 _ => {}
             }
             return;
@@ -107,6 +110,8 @@ impl Ui {
             KeyCode::PageUp if self.detail.is_some() => self.scroll = self.scroll.saturating_sub(10),
             KeyCode::Down | KeyCode::Char('j') if self.detail.is_some() => self.scroll = self.scroll.saturating_add(1),
             KeyCode::Up | KeyCode::Char('k') if self.detail.is_some() => self.scroll = self.scroll.saturating_sub(1),
+            KeyCode::Right if self.detail.is_some() => self.hscroll = self.hscroll.saturating_add(20),
+            KeyCode::Left if self.detail.is_some() => self.hscroll = self.hscroll.saturating_sub(20),
             _ if self.detail.is_some() => {}
             KeyCode::Char('/') => self.editing = Some(self.filter_text.clone()),
             KeyCode::Char('s') | KeyCode::Char('>') => self.sort_by(self.sort.next(1)),
@@ -122,7 +127,7 @@ impl Ui {
             KeyCode::Down | KeyCode::Char('j') => self.step(1, rows, episodes),
             KeyCode::Up | KeyCode::Char('k') => self.step(-1, rows, episodes),
             KeyCode::Enter => {
-                self.scroll = 0;
+                (self.scroll, self.hscroll) = (0, 0);
                 self.detail = match self.focus {
                     Focus::Workloads if rows > 0 => Some(Detail::OfWorkload(self.row)),
                     Focus::Episodes if episodes > 0 => Some(Detail::Episode(self.episode)),
@@ -183,6 +188,10 @@ mod tests {
         assert_eq!((ui.filter_text.as_str(), ui.editing.as_ref()), ("kind:tcp", None));
         assert_eq!(ui.filter, Filter::parse("kind:tcp"));
         press(&mut ui, "/x\u{1b}");
+        ui.key(KeyEvent::new(KeyCode::Char('/'), KeyModifiers::NONE), 5, 3);
+        ui.key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL), 5, 3);
+        assert_eq!(ui.editing.as_deref(), Some(""), "Ctrl-U clears what is typed");
+        press(&mut ui, "\u{1b}");
         assert_eq!(ui.filter_text, "kind:tcp", "Esc cancels the edit");
         press(&mut ui, "/q");
         assert!(!ui.quit, "q while typing is text");
