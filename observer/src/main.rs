@@ -34,22 +34,16 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check(args) => check::run(&args),
-        Command::Episodes(args) => match view::history::run(&args) {
-            Ok(printed) => {
-                if let Some(note) = printed.note {
-                    eprintln!("{note}");
-                }
-                print!("{}", printed.stdout);
-                ExitCode::SUCCESS
-            }
-            Err(err) => {
-                eprintln!("observer: error: {err}");
-                ExitCode::from(2)
-            }
-        },
         Command::Run(args) => {
-            let (config, live_view) = match RunConfig::resolve(args).and_then(|c| Ok((c.live_view()?, c))) {
-                Ok((live_view, config)) => (config, live_view),
+            let config = match RunConfig::resolve(args) {
+                Ok(config) => config,
+                Err(err) => {
+                    eprintln!("observer: error: {err}");
+                    return ExitCode::from(2);
+                }
+            };
+            let live_view = match config.live_view() {
+                Ok(live_view) => live_view,
                 Err(err) => {
                     eprintln!("observer: error: {err}");
                     return ExitCode::from(2);
@@ -70,5 +64,18 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Episodes(args) => match view::history::run(&args) {
+            Ok(printed) => {
+                if let Some(note) = printed.note {
+                    eprintln!("{note}");
+                }
+                print!("{}", printed.stdout);
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("observer: error: {err}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
