@@ -1,11 +1,16 @@
 //! `observer run`: wires the stages. Sources decode kernel records into
 //! [`Record`]s; each record passes the attribution stage (its workload),
 //! then fans out to the sinks: the JSON-lines file (a thread behind a
-//! bounded queue), the live view, and the episode engine, whose closed
-//! episodes go to the exporters (behind their own bounded queue). The ring
-//! buffer is read by a thread of its own that never waits for any of this.
+//! bounded queue), line mode or the live view's model, and the episode
+//! engine, whose closed episodes go to the exporters (behind their own
+//! bounded queue). The ring buffer is read by a thread of its own that never
+//! waits for any of this; nor does the live view's terminal thread, which
+//! draws from snapshots the loop leaves for it.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, PerCpuArray};
@@ -20,7 +25,7 @@ use crate::{
     export::{
         jsonl::JsonlWriter,
         live::LiveView,
-        otlp::{EpisodeExport, ExportCounters},
+        otlp::{EpisodeExport, ExportCounters, file::FILE_NAME},
     },
     kernel::{
         clock::{Clock, realtime_ns},
@@ -34,6 +39,11 @@ use crate::{
         read,
         ring::{Batch, RingReader},
     },
+    view::{
+        console,
+        model::Model,
+        terminal::{Feed, Settings, Terminal},
+    },
     workload::attributor::Attributor,
 };
 
@@ -44,7 +54,8 @@ const EXPORT_QUEUE: usize = 1024;
 /// Longest the exporters get to deliver what is queued at stop.
 const FLUSH_WITHIN: Duration = Duration::from_secs(3);
 
-pub async fn run(config: RunConfig) -> Result<()> {
+/// `live_view`: draw the live view on the terminal (else line mode).
+pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
     privileges::check()?;
     // Before anything is attached: a bad output directory or exporter costs nothing.
     let jsonl = match config.events_file {
@@ -61,11 +72,31 @@ pub async fn run(config: RunConfig) -> Result<()> {
         tracing::warn!("cannot write {}: {e}", signals_file.display());
     }
     let mut reader = RingReader::start(ring).context("starting the ring buffer reader")?;
-    let mut pipeline = Pipeline::new(sources, &config, jsonl, export);
+    let mut pipeline = Pipeline::new(sources, &config, jsonl, export, live_view);
     let mut ready: Vec<String> = pipeline.sources.iter().map(|s| s.ready()).filter(|s| !s.is_empty()).collect();
     ready.push(memcg_text);
     ready.push(pipeline.writing());
-    eprintln!("observer: ready: {}", ready.join("; "));
+    console::line(&format!("observer: ready: {}", ready.join("; ")));
+    let quit = Arc::new(tokio::sync::Notify::new());
+    let mut terminal = None;
+    if live_view {
+        let on_quit = quit.clone();
+        let settings = Settings {
+            node: config.node.clone(),
+            trace_file: config.output_dir.join(FILE_NAME),
+            on_quit: Box::new(move || on_quit.notify_one()),
+        };
+        match Terminal::start(settings) {
+            Ok((t, feed)) => {
+                terminal = Some(t);
+                pipeline.view = Some(LiveModel { model: Model::new(), feed, interval_start: Instant::now() });
+            }
+            Err(e) => {
+                console::line(&format!("observer: cannot open the live view ({e}); printing lines instead"));
+                pipeline.live = LiveView::plain(config.events, config.quiet, config.event_lines_per_sec);
+            }
+        }
+    }
 
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
@@ -90,6 +121,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            _ = quit.notified() => break,
             _ = &mut deadline, if config.duration.is_some() => break,
         }
     }
@@ -109,7 +141,10 @@ pub async fn run(config: RunConfig) -> Result<()> {
     pipeline.tick(true);
     let lost = lost(&counters) + reader.dropped();
     pipeline.finish().await;
-    eprintln!("observer: stopped {}", pipeline.stopped_text(lost));
+    if let Some(t) = terminal {
+        t.stop();
+    }
+    console::line(&format!("observer: stopped {}", pipeline.stopped_text(lost)));
     Ok(())
 }
 
@@ -125,6 +160,13 @@ fn lost(counters: &PerCpuArray<MapData, u64>) -> u64 {
     counters.get(&counter::LOST, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0)
 }
 
+/// The live view's model and where its snapshots go.
+struct LiveModel {
+    model: Model,
+    feed: Feed,
+    interval_start: Instant,
+}
+
 /// Everything between the ring buffer and the sinks.
 struct Pipeline {
     sources: Vec<Box<dyn Source>>,
@@ -135,7 +177,9 @@ struct Pipeline {
     clock: Clock,
     attributor: Attributor,
     engine: Engine,
+    /// Line mode (or, with the live view, the event count only).
     live: LiveView,
+    view: Option<LiveModel>,
     jsonl: Option<JsonlWriter>,
     /// Taken at stop, to be flushed.
     export: Option<EpisodeExport>,
@@ -151,6 +195,7 @@ impl Pipeline {
         config: &RunConfig,
         jsonl: Option<JsonlWriter>,
         export: EpisodeExport,
+        live_view: bool,
     ) -> Self {
         let mut dispatch = Vec::new();
         for (i, source) in sources.iter().enumerate() {
@@ -170,7 +215,11 @@ impl Pipeline {
             clock: Clock::now(),
             attributor: Attributor::new(),
             engine: Engine::new(config.episodes.clone(), seed()),
-            live: LiveView::new(config.events, config.quiet),
+            live: match live_view {
+                true => LiveView::silent(),
+                false => LiveView::plain(config.events, config.quiet, config.event_lines_per_sec),
+            },
+            view: None,
             jsonl,
             exported: export.counters(),
             export: Some(export),
@@ -231,6 +280,9 @@ impl Pipeline {
         }
         self.live.event(&record);
         if let Some(attributed) = self.attributor.attribute(record, &mut self.netns) {
+            if let Some(v) = &mut self.view {
+                v.model.record(&attributed);
+            }
             self.engine.push(attributed);
         }
     }
@@ -238,13 +290,26 @@ impl Pipeline {
     fn advance(&mut self) {
         let closed = self.engine.advance(realtime_ns());
         self.closed(closed);
+        self.publish();
+    }
+
+    /// The live view's next frame: the open episodes now, and a snapshot.
+    fn publish(&mut self) {
+        if let Some(v) = &mut self.view {
+            v.model.set_open(self.engine.open_episodes());
+            v.feed.publish(v.model.snapshot());
+        }
     }
 
     fn closed(&mut self, episodes: Vec<Episode>) {
         for episode in episodes {
             self.live.episode(&episode);
+            let episode = Arc::new(episode);
+            if let Some(v) = &mut self.view {
+                v.model.closed(episode.clone());
+            }
             if let Some(export) = &self.export {
-                export.offer(Arc::new(episode));
+                export.offer(episode);
             }
         }
     }
@@ -254,6 +319,12 @@ impl Pipeline {
         parts.push(self.episodes_text());
         self.live.extra = Some(parts.join(" "));
         self.live.status(lost);
+        if let Some(v) = &mut self.view {
+            let text = self.live.status_text(lost);
+            v.model.set_status(text.strip_prefix("observer: ").unwrap_or(&text).to_string());
+            v.model.interval(v.interval_start.elapsed());
+            v.interval_start = Instant::now();
+        }
     }
 
     fn episodes_text(&self) -> String {
@@ -285,7 +356,8 @@ impl Pipeline {
         if let Some(jsonl) = self.jsonl.as_mut() {
             jsonl.close();
         }
-        self.live.clear_status();
+        self.live.finish();
+        self.publish();
     }
 
     fn stopped_text(&self, lost: u64) -> String {
@@ -294,7 +366,7 @@ impl Pipeline {
         let c = &self.exported;
         let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
         format!(
-            "events={} lost={lost}{extra} episodes={} late={} capped={} exported={} dropped={} failed={} events_file_dropped={}",
+            "events={} lost={lost}{extra} episodes={} late={} capped={} exported={} dropped={} failed={} events_file_dropped={}{}",
             self.live.events,
             s.closed,
             s.late,
@@ -303,6 +375,7 @@ impl Pipeline {
             c.dropped(),
             load(&c.failed),
             self.jsonl.as_ref().map_or(0, JsonlWriter::dropped),
+            self.live.skipped_text(),
         )
     }
 }

@@ -32,13 +32,58 @@ pub enum Command {
     Run(RunArgs),
     /// Attach as `run` would (then detach) and print, per signal, the mechanism it uses or why none works.
     Check(CheckArgs),
+    /// List the episodes a run wrote to its data directory (newest first), or show one.
+    Episodes(EpisodesArgs),
     /// Print the version.
     Version,
 }
 
 #[derive(Debug, Args)]
+pub struct EpisodesArgs {
+    /// The data directory a run wrote (its `--output-dir`; a copy from another machine will do) [default: /var/lib/observer].
+    #[arg(long, global = true, env = "OBSERVER_OUTPUT_DIR", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Only episodes of this kind (`memory.pressure` or `tcp.reset.burst`).
+    #[arg(long, value_name = "KIND", value_parser = ["memory.pressure", "tcp.reset.burst"])]
+    pub kind: Option<String>,
+    /// Only episodes whose workload's name (`service.name`) contains this.
+    #[arg(long, value_name = "TEXT")]
+    pub name: Option<String>,
+    /// Only episodes of pods in this Kubernetes namespace.
+    #[arg(long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// At most this many (the newest).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    #[command(subcommand)]
+    pub action: Option<EpisodesAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EpisodesAction {
+    /// Print one episode's timeline: its children in time order, with their figures.
+    Show {
+        /// The episode's id (its trace id, or a prefix of it that only it has).
+        id: String,
+    },
+}
+
+/// Where `observer run` reports: a live view that owns the terminal, or lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Output {
+    /// The live view when stdout and stdin are a terminal, else plain lines.
+    #[default]
+    Auto,
+    /// The live view (an error when stdout is not a terminal).
+    Tui,
+    /// One line per closed episode (and per event with `--events`), no escape codes.
+    Plain,
+}
+
+#[derive(Debug, Args)]
 pub struct RunArgs {
-    /// TOML file with the same settings as the flags (`duration`, `output_dir`, `quiet`, `events`, `events_file`, `episode_quiet`, `episode_max_length`, `episode_span_budget`, `drop_events_per_sec`, `memcg_mechanism`, `memcg_throttle`, `memcg_pressure`, `memcg_reclaim`, `go_process`).
+    /// TOML file with the same settings as the flags (`duration`, `output_dir`, `output`, `quiet`, `events`, `event_lines_per_sec`, `events_file`, `episode_quiet`, `episode_max_length`, `episode_span_budget`, `drop_events_per_sec`, `memcg_mechanism`, `memcg_throttle`, `memcg_pressure`, `memcg_reclaim`, `go_process`).
     #[arg(long, env = "OBSERVER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Stop after this long (e.g. `10s`, `5m`); runs until stopped when absent.
@@ -47,12 +92,18 @@ pub struct RunArgs {
     /// Directory for events.jsonl [default: /var/lib/observer].
     #[arg(long, env = "OBSERVER_OUTPUT_DIR", value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
+    /// `auto` (the live view on a terminal, else lines), `tui` or `plain` [default: auto].
+    #[arg(long, env = "OBSERVER_OUTPUT", value_name = "MODE", value_enum)]
+    pub output: Option<Output>,
     /// Print nothing per episode or event on stdout (the status line and files stay).
     #[arg(long, env = "OBSERVER_QUIET")]
     pub quiet: bool,
     /// Also print one line per kernel event on stdout (by default only closed episodes are printed).
     #[arg(long, env = "OBSERVER_EVENTS")]
     pub events: bool,
+    /// In line mode with `--events`, event lines printed a second at most; the rest are counted [default: 100].
+    #[arg(long, env = "OBSERVER_EVENT_LINES_PER_SEC", value_name = "N")]
+    pub event_lines_per_sec: Option<u32>,
     /// Do not write `events.jsonl` (one JSON object per event).
     #[arg(long, env = "OBSERVER_NO_EVENTS_FILE")]
     pub no_events_file: bool,
@@ -113,8 +164,10 @@ pub const DEFAULT_OUTPUT_DIR: &str = "/var/lib/observer";
 pub struct RunConfig {
     pub duration: Option<Duration>,
     pub output_dir: PathBuf,
+    pub output: Output,
     pub quiet: bool,
     pub events: bool,
+    pub event_lines_per_sec: u32,
     pub events_file: bool,
     pub episodes: Rules,
     /// `None`: no endpoint set; episodes go to `traces.jsonl` only.
@@ -149,8 +202,10 @@ pub enum ConfigError {
 struct FileConfig {
     duration: Option<String>,
     output_dir: Option<PathBuf>,
+    output: Option<Output>,
     quiet: Option<bool>,
     events: Option<bool>,
+    event_lines_per_sec: Option<u32>,
     events_file: Option<bool>,
     episode_quiet: Option<String>,
     episode_max_length: Option<String>,
@@ -201,11 +256,18 @@ impl RunConfig {
                 episodes.quiet, episodes.max_length, episodes.span_budget
             )));
         }
+        let event_lines_per_sec =
+            args.event_lines_per_sec.or(file.event_lines_per_sec).unwrap_or(crate::export::live::EVENT_LINES_PER_SEC);
+        if event_lines_per_sec == 0 {
+            return Err(ConfigError::Value("--event-lines-per-sec 0: must be at least 1".into()));
+        }
         Ok(Self {
             duration: args.duration.or(file_duration),
             output_dir: args.output_dir.or(file.output_dir).unwrap_or_else(|| DEFAULT_OUTPUT_DIR.into()),
+            output: args.output.or(file.output).unwrap_or_default(),
             quiet: args.quiet || file.quiet.unwrap_or(false),
             events: args.events || file.events.unwrap_or(false),
+            event_lines_per_sec,
             events_file: !args.no_events_file && file.events_file.unwrap_or(true),
             episodes,
             otlp: OtlpConfig::from_env()?,
@@ -224,6 +286,25 @@ impl RunConfig {
                 args.go_processes
             }),
         })
+    }
+}
+
+impl RunConfig {
+    /// Whether the live view draws: `auto` on a terminal (stdout and stdin,
+    /// `TERM` not `dumb`), `tui` only there (else an error), never `plain`.
+    pub fn live_view(&self) -> Result<bool, ConfigError> {
+        use std::io::IsTerminal;
+        let tty = std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
+        let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
+        match self.output {
+            Output::Plain => Ok(false),
+            Output::Auto => Ok(tty && !dumb),
+            Output::Tui if tty => Ok(true),
+            Output::Tui => Err(ConfigError::Value(
+                "--output tui needs a terminal, and stdout or stdin is not one; use --output plain (or auto) for lines"
+                    .into(),
+            )),
+        }
     }
 }
 
@@ -253,8 +334,10 @@ mod tests {
             RunConfig {
                 duration: None,
                 output_dir: DEFAULT_OUTPUT_DIR.into(),
+                output: Output::Auto,
                 quiet: false,
                 events: false,
+                event_lines_per_sec: crate::export::live::EVENT_LINES_PER_SEC,
                 events_file: true,
                 episodes: Rules::default(),
                 otlp: None,
@@ -332,6 +415,35 @@ mod tests {
         assert_eq!(cfg.memcg_reclaim, Reclaim::Tracepoint);
         let err = Cli::try_parse_from(["observer", "run", "--memcg-reclaim", "kprobe"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn output_mode_from_the_flag_or_the_file() {
+        let cfg = RunConfig::resolve(run_args(&["observer", "run", "--output", "plain"])).unwrap();
+        assert_eq!(cfg.output, Output::Plain);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("observer.toml");
+        std::fs::write(&file, "output = \"tui\"\n").unwrap();
+        let cfg = RunConfig::resolve(run_args(&["observer", "run", "--config", file.to_str().unwrap()])).unwrap();
+        assert_eq!(cfg.output, Output::Tui);
+        let err = Cli::try_parse_from(["observer", "run", "--output", "fancy"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("fancy"), "{err}");
+    }
+
+    #[test]
+    fn episodes_takes_a_dir_before_or_after_show() {
+        let cli = Cli::try_parse_from(["observer", "episodes", "show", "abc", "--dir", "/tmp/x"]).unwrap();
+        let Command::Episodes(args) = cli.command else { panic!() };
+        assert_eq!(args.dir, Some(PathBuf::from("/tmp/x")));
+        assert!(matches!(args.action, Some(EpisodesAction::Show { ref id }) if id == "abc"));
+        let cli = Cli::try_parse_from(["observer", "episodes", "--dir", "/d", "--kind", "tcp.reset.burst"]).unwrap();
+        let Command::Episodes(args) = cli.command else { panic!() };
+        assert_eq!(
+            (args.dir, args.kind.as_deref(), args.action.is_none()),
+            (Some("/d".into()), Some("tcp.reset.burst"), true)
+        );
+        assert_eq!(Cli::try_parse_from(["observer", "episodes", "--kind", "x"]).unwrap_err().exit_code(), 2);
     }
 
     #[test]

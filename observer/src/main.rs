@@ -12,6 +12,7 @@ mod kernel;
 mod netns;
 mod process;
 mod sources;
+mod view;
 mod workload;
 
 use std::process::ExitCode;
@@ -22,7 +23,9 @@ use config::{Cli, Command, RunConfig};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(view::console::Writer::default)
+        // Plain text: the lines may be held back and shown in the live view.
+        .with_ansi(false)
         .with_env_filter(tracing_subscriber::EnvFilter::new(format!("observer={}", cli.log_level)))
         .init();
     match cli.command {
@@ -45,6 +48,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            let live_view = match config.live_view() {
+                Ok(live_view) => live_view,
+                Err(err) => {
+                    eprintln!("observer: error: {err}");
+                    return ExitCode::from(2);
+                }
+            };
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(err) => {
@@ -52,7 +62,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(agent::run(config)) {
+            match runtime.block_on(agent::run(config, live_view)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     eprintln!("observer: error: {err:#}");
@@ -60,5 +70,18 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Episodes(args) => match view::history::run(&args) {
+            Ok(printed) => {
+                if let Some(note) = printed.note {
+                    eprintln!("{note}");
+                }
+                print!("{}", printed.stdout);
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("observer: error: {err}");
+                ExitCode::from(2)
+            }
+        },
     }
 }

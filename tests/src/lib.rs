@@ -20,4 +20,5 @@ pub mod rawtcp;
 pub mod require;
 pub mod resetgen;
 pub mod tls;
+pub mod tmux;
 pub mod tracefs;

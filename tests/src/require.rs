@@ -66,7 +66,8 @@ pub fn require_path(path: &std::path::Path, why: &str) -> Option<()> {
     skip(&format!("{} is missing ({why})", path.display()))
 }
 
-fn skip<T>(reason: &str) -> Option<T> {
+/// Reports why the test is skipped (a failure under `OBSERVER_E2E_REQUIRED=1`).
+pub fn skip<T>(reason: &str) -> Option<T> {
     if required() {
         panic!("OBSERVER_E2E_REQUIRED=1 but {reason}");
     }

@@ -31,6 +31,8 @@ const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
     "linux-perf",
+    // A real terminal for the live view's tests (tests/tests/live_view.rs).
+    "tmux",
     // The oldest Go Debian offers: the Go tests' unsupported-release case.
     "golang-1.19-go",
 ];

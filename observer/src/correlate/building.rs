@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use super::{
     budget::Spans,
-    episode::{CloseReason, Episode, EpisodeKind, Signal, SpanRef},
+    episode::{CloseReason, Episode, EpisodeKind, OpenEpisode, Signal, SpanRef},
     ids::Ids,
     rules::{self, Class},
 };
@@ -110,6 +110,19 @@ impl Building {
         }
         let max = self.start.saturating_add(t.max_length);
         if quiet <= max { (quiet, CloseReason::Quiet) } else { (max, CloseReason::MaxLength) }
+    }
+
+    /// What it holds so far, for a view (counts cloned, children not).
+    pub(crate) fn open_view(&self, key: crate::workload::WorkloadKey) -> OpenEpisode {
+        OpenEpisode {
+            kind: self.kind,
+            key,
+            root: self.root,
+            workload: self.workload.clone(),
+            start_unix_nano: self.start,
+            end_unix_nano: self.end,
+            counts: self.counts.clone(),
+        }
     }
 
     pub(crate) fn into_episode(self, closed_by: CloseReason) -> Episode {

@@ -83,6 +83,20 @@ pub struct Episode {
     pub folded: Vec<Folded>,
 }
 
+/// An episode still open, as the engine holds it so far (for a live view:
+/// which workloads are in an episode, since when, with what counts).
+#[derive(Clone, Debug)]
+pub struct OpenEpisode {
+    pub kind: EpisodeKind,
+    pub key: crate::workload::WorkloadKey,
+    pub root: SpanRef,
+    pub workload: Arc<Identity>,
+    pub start_unix_nano: u64,
+    /// The latest end of its records so far.
+    pub end_unix_nano: u64,
+    pub counts: BTreeMap<Signal, u64>,
+}
+
 /// What `Episode::counts` counts. `Ord` gives a stable attribute order.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum Signal {

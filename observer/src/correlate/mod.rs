@@ -50,10 +50,13 @@ use std::{
 
 use crate::workload::{Attributed, WorkloadKey};
 use building::{Building, Timing};
-pub use episode::{CloseReason, Episode, EpisodeKind};
+pub use episode::{CloseReason, Episode, EpisodeKind, OpenEpisode, Signal};
 use handed::Handed;
 use ids::Ids;
 use rules::Role;
+/// What a record counts (`Signal`s), as episodes count it: the live view's
+/// rows count the same way.
+pub(crate) use rules::count;
 use window::Window;
 
 /// How long an OOM-killed episode takes its aftermath in before it is
@@ -201,6 +204,12 @@ impl Engine {
             }
         }
         std::mem::take(&mut self.out)
+    }
+
+    /// The open episodes, in no particular order (the engine stays pure: a
+    /// view asks, nothing is pushed to it).
+    pub fn open_episodes(&self) -> Vec<OpenEpisode> {
+        self.open.iter().map(|(&(_, key), b)| b.open_view(key)).collect()
     }
 
     pub fn stats(&self) -> EngineStats {

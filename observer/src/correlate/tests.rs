@@ -670,3 +670,23 @@ fn the_drop_summary_after_a_burst_counts_into_it_without_stretching_it() {
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(count(&out[0], Signal::NetDrop("NOT_SPECIFIED".into())), 2);
 }
+
+#[test]
+fn open_episodes_are_visible_until_they_close() {
+    let mut e = engine(Rules::default());
+    e.push(at(A, T0, high(2)));
+    e.push(at(B, T0 + S, reset(Direction::Sent)));
+    assert!(e.open_episodes().is_empty(), "still in the reorder window");
+    e.advance(T0 + S + W);
+    let mut open = e.open_episodes();
+    open.sort_by_key(|o| o.key);
+    let seen: Vec<_> = open.iter().map(|o| (o.kind, o.key, o.start_unix_nano)).collect();
+    assert_eq!(seen, [(EpisodeKind::MemoryPressure, A, T0), (EpisodeKind::TcpResetBurst, B, T0 + S)]);
+    assert_eq!(open[0].counts.get(&Signal::MemoryEvents("high")), Some(&2));
+    assert_eq!(open[1].counts.get(&Signal::TcpReset("sent")), Some(&1));
+    let closed = e.advance(T0 + 10 * S + W);
+    assert_eq!(closed.len(), 2);
+    assert!(e.open_episodes().is_empty());
+    let ids: Vec<_> = open.iter().map(|o| o.root).collect();
+    assert!(closed.iter().all(|c| ids.contains(&c.root)), "the same episodes, by id");
+}

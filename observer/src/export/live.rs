@@ -1,12 +1,13 @@
-//! The live view: one readable line per closed episode on stdout (and per
-//! event with `--events`), and a status line (events, lost, rate, episodes,
-//! export) on stderr — redrawn in place on a terminal, printed every few
-//! seconds otherwise.
+//! Line mode: what `observer run` prints when it does not own a terminal
+//! (stdout piped or redirected, CI, `--output plain`). One line per closed
+//! episode on stdout and, with `--events`, one per event, at most
+//! `--event-lines-per-sec` a second (the rest are counted, and a line says
+//! how many were skipped); a status line (events, lost, rate, episodes,
+//! export) on stderr every few seconds. No escape codes, ever: a workload's
+//! own text (names, cgroup paths, comms) is escaped with [`printable`].
+//! On a terminal the live view (`crate::view`) shows the same and more.
 
-use std::{
-    io::{IsTerminal, Write},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use crate::{
     correlate::Episode,
@@ -14,13 +15,57 @@ use crate::{
     netns::NetnsOwner,
 };
 
-const STATUS_EVERY_PIPE: Duration = Duration::from_secs(10);
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+/// Event lines printed a second at most by default (`--events`); the events file has every event.
+pub const EVENT_LINES_PER_SEC: u32 = 100;
+
+/// At most `per_sec` lines a second; what is over is counted.
+#[derive(Debug)]
+pub struct LineBudget {
+    per_sec: u32,
+    window: Option<Instant>,
+    used: u32,
+    /// Skipped since the last report.
+    pending: u64,
+    pub skipped: u64,
+}
+
+impl LineBudget {
+    pub fn new(per_sec: u32) -> Self {
+        LineBudget { per_sec, window: None, used: 0, pending: 0, skipped: 0 }
+    }
+
+    /// Whether a line may be printed at `now`.
+    pub fn admit(&mut self, now: Instant) -> bool {
+        if self.window.is_none_or(|w| now.duration_since(w) >= Duration::from_secs(1)) {
+            self.window = Some(now);
+            self.used = 0;
+        }
+        if self.used < self.per_sec {
+            self.used += 1;
+            return true;
+        }
+        self.pending += 1;
+        self.skipped += 1;
+        false
+    }
+
+    /// The skipped count to report (once), when its second is over or `now`
+    /// is the end.
+    pub fn report(&mut self, now: Instant, end: bool) -> Option<u64> {
+        let over = end || self.window.is_none_or(|w| now.duration_since(w) >= Duration::from_secs(1));
+        (over && self.pending > 0).then(|| std::mem::take(&mut self.pending))
+    }
+}
 
 pub struct LiveView {
-    quiet: bool,
+    /// Episode (and event) lines on stdout: line mode, not `--quiet`.
+    lines: bool,
     /// A line per event, not only per episode.
     events_shown: bool,
-    tty: bool,
+    /// The status line on stderr (line mode).
+    status_shown: bool,
+    budget: LineBudget,
     started: Instant,
     last_status: Instant,
     pub events: u64,
@@ -29,12 +74,23 @@ pub struct LiveView {
 }
 
 impl LiveView {
-    pub fn new(events_shown: bool, quiet: bool) -> Self {
+    /// Line mode.
+    pub fn plain(events_shown: bool, quiet: bool, lines_per_sec: u32) -> Self {
+        Self::new(!quiet, events_shown, true, lines_per_sec)
+    }
+
+    /// Counts only (the live view draws instead).
+    pub fn silent() -> Self {
+        Self::new(false, false, false, 1)
+    }
+
+    fn new(lines: bool, events_shown: bool, status_shown: bool, lines_per_sec: u32) -> Self {
         let now = Instant::now();
         Self {
-            quiet,
+            lines,
             events_shown,
-            tty: std::io::stderr().is_terminal(),
+            status_shown,
+            budget: LineBudget::new(lines_per_sec),
             started: now,
             last_status: now,
             events: 0,
@@ -44,31 +100,41 @@ impl LiveView {
 
     pub fn event(&mut self, record: &Record) {
         self.events += 1;
-        if self.quiet || !self.events_shown {
+        if !self.lines || !self.events_shown {
             return;
         }
-        self.clear_status();
-        println!("{}", line(record));
+        let now = Instant::now();
+        self.report_skipped(now, false);
+        if self.budget.admit(now) {
+            println!("{}", printable(&line(record)));
+        }
     }
 
     pub fn episode(&mut self, episode: &Episode) {
-        if self.quiet {
-            return;
+        if self.lines {
+            println!("{}", episode_line(episode));
         }
-        self.clear_status();
-        println!("{}", episode_line(episode));
+    }
+
+    fn report_skipped(&mut self, now: Instant, end: bool) {
+        if let Some(n) = self.budget.report(now, end) {
+            println!(
+                "observer: skipped {n} event lines (over {} a second; the events file has every event)",
+                self.budget.per_sec
+            );
+        }
     }
 
     /// Called about once a second.
     pub fn status(&mut self, lost: u64) {
-        if !self.tty && self.last_status.elapsed() < STATUS_EVERY_PIPE {
+        if self.lines {
+            self.report_skipped(Instant::now(), false);
+        }
+        if !self.status_shown || self.last_status.elapsed() < STATUS_EVERY {
             return;
         }
         self.last_status = Instant::now();
-        let text = self.status_text(lost);
-        let mut err = std::io::stderr().lock();
-        let _ = if self.tty { write!(err, "\r\x1b[2K{text}") } else { writeln!(err, "{text}") };
-        let _ = err.flush();
+        crate::view::console::line(&self.status_text(lost));
     }
 
     pub fn status_text(&self, lost: u64) -> String {
@@ -78,9 +144,19 @@ impl LiveView {
         format!("observer: {:.0}s events={} lost={} rate={rate:.1}/s{extra}", secs, self.events, lost)
     }
 
-    pub fn clear_status(&self) {
-        if self.tty {
-            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+    /// At stop: the last skipped count.
+    pub fn finish(&mut self) {
+        if self.lines {
+            self.report_skipped(Instant::now(), true);
+        }
+    }
+
+    /// ` event_lines_skipped=N` with `--events` in line mode.
+    pub fn skipped_text(&self) -> String {
+        if self.lines && self.events_shown {
+            format!(" event_lines_skipped={}", self.budget.skipped)
+        } else {
+            String::new()
         }
     }
 }
@@ -325,6 +401,40 @@ fn millis(ns: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_lines_are_rate_limited_and_the_rest_counted() {
+        let t0 = Instant::now();
+        let mut b = LineBudget::new(3);
+        let admitted = (0..10).filter(|_| b.admit(t0)).count();
+        assert_eq!((admitted, b.skipped), (3, 7));
+        assert_eq!(b.report(t0 + Duration::from_millis(500), false), None, "its second is not over");
+        assert_eq!(b.report(t0 + Duration::from_secs(1), false), Some(7));
+        assert_eq!(b.report(t0 + Duration::from_secs(1), false), None, "reported once");
+        assert!(b.admit(t0 + Duration::from_secs(1)), "a new second");
+        assert!(!b.admit(t0 + Duration::from_secs(1)) || b.skipped == 7);
+        for _ in 0..5 {
+            b.admit(t0 + Duration::from_millis(1500));
+        }
+        assert_eq!(b.report(t0 + Duration::from_millis(1600), true), Some(b.skipped - 7), "the end reports the rest");
+    }
+
+    #[test]
+    fn an_event_line_is_escaped_whole() {
+        let mut records = crate::export::otlp::testdata::one_record_of_every_kind();
+        for r in &mut records {
+            if let Event::TcpReset(t) = &mut r.event {
+                t.who.comm = Some("a\u{1b}[31mb".into());
+                t.who.cgroup_path = Some("/x\u{7}".into());
+            }
+        }
+        for r in &records {
+            let l = printable(&line(r));
+            assert!(!l.chars().any(char::is_control), "{l:?}");
+        }
+        let reset = records.iter().find(|r| matches!(r.event, Event::TcpReset(_))).unwrap();
+        assert!(printable(&line(reset)).contains("(a\\u{1b}[31mb)"));
+    }
 
     #[test]
     fn a_workloads_own_text_cannot_drive_the_terminal() {

@@ -290,7 +290,7 @@ impl GoRuntimeSource {
         // Absent already is fine: the entry may never have been written.
         let _ = self.procs.remove(&pid);
         self.ended.push((Instant::now(), pid, watched.info));
-        eprintln!("observer: go: detached pid={pid}");
+        crate::view::console::line(&format!("observer: go: detached pid={pid}"));
         if !self.watched.values().any(|w| w.binary == watched.binary)
             && let Some(probed) = self.probed.get_mut(&watched.binary)
         {
@@ -389,13 +389,13 @@ impl GoRuntimeSource {
             return;
         };
         let info = GoProcessInfo { go_version: go.build.go_version.clone(), main_module: go.build.main_module.clone() };
-        eprintln!(
+        crate::view::console::line(&format!(
             "observer: go: attached pid={pid} comm={comm} version={} module={} layout={} probes={}",
             info.go_version,
             info.main_module.as_deref().unwrap_or("-"),
             source.map_or("none", LayoutSource::as_str),
             links
-        );
+        ));
         self.watched.insert(pid, Watched { info, binary });
     }
 
