@@ -57,6 +57,13 @@ struct AssistKey {
 /// under two overlay mounts: two `/proc/PID/exe` identities) can carry two
 /// sets, each firing for every process of the file: each set's links carry
 /// its number as their cookie, and a process's entry names its set.
+///
+/// Set by the agent: 0 where the kernel has no `bpf_get_attach_cookie`
+/// (before 5.15); a read-only global, so the verifier never sees the call
+/// there, and every link is of set 0.
+#[unsafe(no_mangle)]
+static GO_ATTACH_COOKIES: u32 = 1;
+
 #[inline(always)]
 fn watched(ctx: &ProbeContext) -> Option<(u64, GoProcess)> {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -64,6 +71,10 @@ fn watched(ctx: &ProbeContext) -> Option<(u64, GoProcess)> {
     // SAFETY: the value is copied out at once; entries are only replaced whole.
     // Another process mapping the same binary has no entry: not ours to report.
     let proc_ = unsafe { GO_PROCS.get(&tgid) }.copied()?;
+    // SAFETY: a read of our own read-only global (volatile: the agent sets it at load).
+    if unsafe { core::ptr::read_volatile(&GO_ATTACH_COOKIES) } == 0 {
+        return Some((pid_tgid, proc_));
+    }
     // SAFETY: the program's own context.
     let cookie = unsafe { generated::bpf_get_attach_cookie(ctx.as_ptr()) };
     (cookie == u64::from(proc_.set)).then_some((pid_tgid, proc_))

@@ -28,6 +28,8 @@ pub struct Globals {
     pub drop: DropConfig,
     pub retransmit: RetransmitConfig,
     pub memcg: MemcgConfig,
+    /// The kernel has `bpf_get_attach_cookie` (5.15+).
+    pub attach_cookies: bool,
 }
 
 pub fn load(globals: &Globals) -> Result<Ebpf, EbpfError> {
@@ -39,5 +41,6 @@ pub fn load(globals: &Globals) -> Result<Ebpf, EbpfError> {
         .override_global("DROP_CONFIG", &globals.drop, true)
         .override_global("RETRANSMIT_CONFIG", &globals.retransmit, true)
         .override_global("MEMCG_CONFIG", &globals.memcg, true)
+        .override_global("GO_ATTACH_COOKIES", &u32::from(globals.attach_cookies), true)
         .load(OBSERVER_OBJECT)
 }

@@ -74,6 +74,7 @@ pub fn all(config: &RunConfig, purpose: Purpose) -> Result<Attached> {
         drop: net.drop_config(),
         retransmit: net.retransmit_config(),
         memcg: memcg::kernel::config(btf.as_ref(), &tracefs),
+        attach_cookies: attach_cookies(btf.as_ref()),
     })
     .context("loading the eBPF programs")?;
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
@@ -91,7 +92,7 @@ pub fn all(config: &RunConfig, purpose: Purpose) -> Result<Attached> {
     net.attach(&mut ebpf);
     net.verdicts(&mut signals);
     sources.push(Box::new(net));
-    match GoRuntimeSource::new(&mut ebpf, &tracefs, config.go_processes.clone()) {
+    match GoRuntimeSource::new(&mut ebpf, &tracefs, config.go_processes.clone(), attach_cookies(btf.as_ref())) {
         Ok(mut go) => {
             if purpose == Purpose::Run {
                 go.attach_changes(&mut ebpf);
@@ -128,6 +129,13 @@ pub fn all(config: &RunConfig, purpose: Purpose) -> Result<Attached> {
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
     let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS missing")?)?;
     Ok(Attached { ebpf, sources, memcg_watch, ring, counters, memcg_text, signals })
+}
+
+/// Whether the kernel's BPF helpers include `bpf_get_attach_cookie` (5.15+),
+/// by its `enum bpf_func_id` in BTF; without BTF, assumed not.
+pub fn attach_cookies(btf: Option<&Btf>) -> bool {
+    btf.and_then(|b| b.enum_values("bpf_func_id").ok())
+        .is_some_and(|values| values.iter().any(|(name, _)| name == "BPF_FUNC_get_attach_cookie"))
 }
 
 /// The Go signals stand or fall together: their uprobe programs loaded

@@ -128,6 +128,10 @@ pub struct GoRuntimeSource {
     probed: HashMap<BinaryId, Probed>,
     /// The number of the last probe set attached.
     last_set: u32,
+    /// Links carry their set as a cookie (5.15+). Without, every set's
+    /// links fire for every process of the file: one file under two
+    /// identities then counts twice (README, "Kernels").
+    cookies: bool,
     /// New processes of binaries in `closing`, in the order they came.
     waiting: Vec<Waiting>,
     /// Per binary, read once and kept while processes run it (and a while
@@ -143,7 +147,12 @@ pub struct GoRuntimeSource {
 impl GoRuntimeSource {
     /// Loads the programs and starts following processes (the first
     /// [`GoRuntimeSource::poll`] scans `/proc`).
-    pub fn new(ebpf: &mut Ebpf, tracefs: &Path, selection: GoProcessSelection) -> Result<Self, GoRuntimeError> {
+    pub fn new(
+        ebpf: &mut Ebpf,
+        tracefs: &Path,
+        selection: GoProcessSelection,
+        cookies: bool,
+    ) -> Result<Self, GoRuntimeError> {
         let procs = BpfHashMap::try_from(ebpf.take_map(MAP).ok_or(GoRuntimeError::MissingMap)?)?;
         for name in PROGRAMS {
             program(ebpf, name)?.load()?;
@@ -156,6 +165,7 @@ impl GoRuntimeSource {
             next_token: 0,
             probed: HashMap::new(),
             last_set: 0,
+            cookies,
             waiting: Vec::new(),
             binaries: HashMap::new(),
             watched: HashMap::new(),
@@ -419,11 +429,12 @@ impl GoRuntimeSource {
             .1;
         let path = PathBuf::from(format!("/proc/self/fd/{}", exe.as_raw_fd()));
         let mut links = Vec::with_capacity(probes.len());
+        let cookie = self.cookies.then_some(u64::from(set));
         for (prog, offset) in probes {
             let attached = program(ebpf, prog).map_err(|err| tracing::warn!("{err}")).and_then(|p| {
                 let point = UProbeAttachPoint {
                     location: UProbeAttachLocation::AbsoluteOffset(offset),
-                    cookie: Some(u64::from(set)),
+                    cookie,
                 };
                 p.attach(point, &path, UProbeScope::AllProcesses)
                     .map_err(|err| tracing::debug!("pid {pid}: attaching {prog} at {offset:#x}: {err}"))

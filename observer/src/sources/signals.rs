@@ -90,7 +90,14 @@ impl Signals {
         };
         (state.status, state.detail) = match verdict {
             Ok(mechanism) => (Status::Active, mechanism),
-            Err(why) => (Status::Unavailable, why),
+            // A verifier log (with its timings) is for debugging, not the verdict.
+            Err(why) => match why.split_once('\n') {
+                Some((first, _)) => {
+                    tracing::debug!("{signal}: {why}");
+                    (Status::Unavailable, format!("{first} (the verifier's log: --log-level debug)"))
+                }
+                None => (Status::Unavailable, why),
+            },
         };
     }
 
@@ -131,6 +138,8 @@ mod tests {
         assert_eq!(find("go.gc").status, Status::Unavailable);
         assert_eq!(find("profile.cpu").status, Status::NotBuiltYet);
         assert!(s.unavailable().all(|x| x.status == Status::Unavailable));
+        s.set("go.gc", Err("loading: Verifier output: x\n0: (bf) r6 = r1\nverification time 12 usec".into()));
+        assert_eq!(s.list().iter().find(|x| x.signal == "go.gc").unwrap().detail, "loading: Verifier output: x (the verifier's log: --log-level debug)");
         assert_eq!(s.list().len(), ALL.len());
     }
 }
