@@ -75,10 +75,11 @@ fn count_memory_events(counter: &str) -> String {
 
 /// The container's memory.high and the live heap the fixture builds under
 /// it: measured in the 6.1 VM without the agent, the fixture's peak is
-/// about 10 MB and it is over memory.high for about a minute (16 MiB under
-/// 8M, as memcg.rs does, took 140 s).
-const HIGH: &str = "6M";
-const HIGH_BYTES: u64 = 6 << 20;
+/// about 10 MB and it was over a 6M memory.high for about a minute (16 MiB
+/// under 8M, as memcg.rs does, took 140 s); 5.10 throttles harder (under 6M
+/// it had not finished after 300 s), so the limit leaves it less far over.
+const HIGH: &str = "8M";
+const HIGH_BYTES: u64 = 8 << 20;
 const HIGH_LIVE_MB: &str = "4";
 
 /// Trace marks around a process's move into its cgroup (as in memcg.rs),

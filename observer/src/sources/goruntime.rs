@@ -432,10 +432,7 @@ impl GoRuntimeSource {
         let cookie = self.cookies.then_some(u64::from(set));
         for (prog, offset) in probes {
             let attached = program(ebpf, prog).map_err(|err| tracing::warn!("{err}")).and_then(|p| {
-                let point = UProbeAttachPoint {
-                    location: UProbeAttachLocation::AbsoluteOffset(offset),
-                    cookie,
-                };
+                let point = UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(offset), cookie };
                 p.attach(point, &path, UProbeScope::AllProcesses)
                     .map_err(|err| tracing::debug!("pid {pid}: attaching {prog} at {offset:#x}: {err}"))
             });

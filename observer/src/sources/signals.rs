@@ -139,7 +139,10 @@ mod tests {
         assert_eq!(find("profile.cpu").status, Status::NotBuiltYet);
         assert!(s.unavailable().all(|x| x.status == Status::Unavailable));
         s.set("go.gc", Err("loading: Verifier output: x\n0: (bf) r6 = r1\nverification time 12 usec".into()));
-        assert_eq!(s.list().iter().find(|x| x.signal == "go.gc").unwrap().detail, "loading: Verifier output: x (the verifier's log: --log-level debug)");
+        assert_eq!(
+            s.list().iter().find(|x| x.signal == "go.gc").unwrap().detail,
+            "loading: Verifier output: x (the verifier's log: --log-level debug)"
+        );
         assert_eq!(s.list().len(), ALL.len());
     }
 }
