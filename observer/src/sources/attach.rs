@@ -66,6 +66,7 @@ pub fn all(config: &RunConfig, purpose: Purpose) -> Result<Attached> {
     let layouts = resets.as_ref().map_or((ResetTracepointLayout::UNKNOWN, ResetTracepointLayout::UNKNOWN), |r| {
         (r.sent.layout(), r.received.layout())
     });
+    let cookies = attach_cookies(btf.as_ref());
     let mut ebpf = loader::load(&loader::Globals {
         offsets: kernel_offsets,
         send_reset: layouts.0,
@@ -74,7 +75,7 @@ pub fn all(config: &RunConfig, purpose: Purpose) -> Result<Attached> {
         drop: net.drop_config(),
         retransmit: net.retransmit_config(),
         memcg: memcg::kernel::config(btf.as_ref(), &tracefs),
-        attach_cookies: attach_cookies(btf.as_ref()),
+        attach_cookies: cookies,
     })
     .context("loading the eBPF programs")?;
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
@@ -92,7 +93,7 @@ pub fn all(config: &RunConfig, purpose: Purpose) -> Result<Attached> {
     net.attach(&mut ebpf);
     net.verdicts(&mut signals);
     sources.push(Box::new(net));
-    match GoRuntimeSource::new(&mut ebpf, &tracefs, config.go_processes.clone(), attach_cookies(btf.as_ref())) {
+    match GoRuntimeSource::new(&mut ebpf, &tracefs, config.go_processes.clone(), cookies) {
         Ok(mut go) => {
             if purpose == Purpose::Run {
                 go.attach_changes(&mut ebpf);
