@@ -44,10 +44,15 @@ fn skip(out_dir: &std::path::Path, why: &str) {
 
 /// Names the missing piece of the eBPF toolchain, if any.
 fn missing_toolchain() -> Option<String> {
-    let linker = env::var_os("PATH")
-        .map(|paths| env::split_paths(&paths).any(|dir| dir.join("bpf-linker").is_file()))
-        .unwrap_or(false);
-    if !linker {
+    let candidates: Vec<PathBuf> = env::var_os("PATH")
+        .map(|paths| env::split_paths(&paths).map(|dir| dir.join("bpf-linker")).collect())
+        .unwrap_or_default();
+    if !candidates.iter().any(|p| p.is_file()) {
+        // A missing path counts as changed: the check runs again on every
+        // build until `cargo xtask setup` has installed the linker.
+        for path in &candidates {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
         return Some("bpf-linker is not on PATH".into());
     }
     let sysroot = Command::new(env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
@@ -57,6 +62,7 @@ fn missing_toolchain() -> Option<String> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())?;
     let core = PathBuf::from(sysroot).join("lib/rustlib/src/rust/library/core");
     if !core.is_dir() {
+        println!("cargo:rerun-if-changed={}", core.display());
         return Some(format!("rust-src is not installed ({} is missing)", core.display()));
     }
     None

@@ -38,7 +38,7 @@ pub mod counter {
     pub const COUNT: u32 = 6;
 }
 
-/// Key of `DROP_COUNTS`; the value is a `u64` packet count.
+/// Key of `DROP_COUNTS`; the value is a [`DropCount`].
 #[repr(C)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct DropKey {
@@ -55,6 +55,17 @@ pub struct DropKey {
 }
 
 const _: () = assert!(core::mem::size_of::<DropKey>() == 24);
+
+/// One CPU's count of a `DROP_COUNTS` key, with the kernel time of its last
+/// drop: the agent stamps a summary with that, not with when it read the
+/// map, so a late read still falls in the episode of the drops it counts.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct DropCount {
+    pub packets: u64,
+    /// `bpf_ktime_get_ns()` of the last drop counted on this CPU.
+    pub last_ns: u64,
+}
 
 /// The reason of a drop on a kernel whose `skb:kfree_skb` has no `reason`
 /// field (before 5.17): the agent classifies it by its location instead.
@@ -234,6 +245,8 @@ mod pod {
     use super::*;
     // SAFETY: plain old data: integers and byte arrays, padding is explicit.
     unsafe impl aya::Pod for DropKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for DropCount {}
     // SAFETY: as above.
     unsafe impl aya::Pod for DropConfig {}
     // SAFETY: as above.

@@ -16,8 +16,8 @@ use aya_ebpf::{
 use observer_common::{
     EventKind, OFFSET_UNKNOWN, counter as common_counter,
     net::{
-        DropBudget, DropConfig, DropKey, FAMILY_IPV4, FAMILY_IPV6, FAMILY_NONE, NO_REASON, NetDropEvent, NetOffsets,
-        RetransmitConfig, TCP_RST, TCP_SYN, TcpRetransmitEvent, class, counter,
+        DropBudget, DropConfig, DropCount, DropKey, FAMILY_IPV4, FAMILY_IPV6, FAMILY_NONE, NO_REASON, NetDropEvent,
+        NetOffsets, RetransmitConfig, TCP_RST, TCP_SYN, TcpRetransmitEvent, class, counter,
     },
     tcp::RECORD_MAX,
 };
@@ -40,7 +40,7 @@ static NET_OFFSETS: NetOffsets = NetOffsets::UNKNOWN;
 /// Drops per (netns, reason, flags class), per CPU (no atomics on the hot
 /// path); the agent sums the CPUs every second.
 #[map]
-pub static DROP_COUNTS: PerCpuHashMap<DropKey, u64> = PerCpuHashMap::with_max_entries(8192, 0);
+pub static DROP_COUNTS: PerCpuHashMap<DropKey, DropCount> = PerCpuHashMap::with_max_entries(8192, 0);
 
 #[map]
 pub static NET_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
@@ -173,15 +173,20 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Result<(), ()> {
 #[inline(always)]
 fn aggregate(key: &DropKey) {
     net_count(counter::DROP_COUNTED);
+    // SAFETY: the helper has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
     for _ in 0..2 {
         if let Some(value) = DROP_COUNTS.get_ptr_mut(key) {
             // SAFETY: this CPU's slot of a live map value; only this CPU
             // writes it while the program runs.
-            unsafe { *value += 1 };
+            unsafe {
+                (*value).packets += 1;
+                (*value).last_ns = now;
+            }
             return;
         }
         // Another CPU may insert the same key first (EEXIST): look it up again.
-        if DROP_COUNTS.insert(key, &1u64, BPF_NOEXIST as u64).is_ok() {
+        if DROP_COUNTS.insert(key, &DropCount { packets: 1, last_ns: now }, BPF_NOEXIST as u64).is_ok() {
             return;
         }
     }

@@ -135,6 +135,13 @@ pub fn run(only: Option<&str>) -> Result<()> {
                 for r in &results {
                     println!("vm-test {} {} {}", kernel.name, r.name, if r.ok { "ok" } else { "FAILED" });
                 }
+                // Why each failed, here too: CI keeps only this output.
+                for r in results.iter().filter(|r| !r.ok && !r.why.is_empty()) {
+                    println!("vm-test {} {}: why:", kernel.name, r.name);
+                    for line in r.why.lines() {
+                        println!("    {line}");
+                    }
+                }
                 println!("vm-test {}: {} passed, {bad} failed ({took})", kernel.name, results.len() - bad);
                 if bad > 0 {
                     failed.push(kernel.name);
@@ -263,6 +270,8 @@ fn version_key(name: &str) -> Vec<u64> {
 struct TestResult {
     name: String,
     ok: bool,
+    /// For a failed test: its panic message, from its binary's log.
+    why: String,
 }
 
 /// How a boot ended: every test binary ran (whatever their results), or not.
@@ -314,16 +323,24 @@ fn boot_and_test(kernel: &Kernel, vmlinuz: &Path, dir: &str, tests: &[TestBinary
     }
     let mut results = Vec::new();
     let check_rc = fs::read_to_string(rw.join("check.rc")).unwrap_or_default();
-    results.push(TestResult { name: "observer-check".into(), ok: check_rc.trim() == "0" });
+    let check_log = fs::read_to_string(rw.join("check.log")).unwrap_or_default();
+    let ok = check_rc.trim() == "0";
+    results.push(TestResult {
+        name: "observer-check".into(),
+        ok,
+        why: if ok { String::new() } else { tail_lines(&check_log, 20) },
+    });
     for t in tests {
         let log = fs::read_to_string(rw.join(format!("{}.log", t.name))).unwrap_or_default();
         let rc = fs::read_to_string(rw.join(format!("{}.rc", t.name))).unwrap_or_default();
         let parsed = parse_libtest(&log);
         if parsed.is_empty() || rc.trim() != "0" && parsed.iter().all(|r| r.ok) {
             // No per-test lines, or the binary failed outside a test: report it whole.
-            results.push(TestResult { name: format!("{} (exit {})", t.name, rc.trim()), ok: rc.trim() == "0" });
+            let ok = rc.trim() == "0";
+            let why = if ok { String::new() } else { tail_lines(&log, 20) };
+            results.push(TestResult { name: format!("{} (exit {})", t.name, rc.trim()), ok, why });
         }
-        results.extend(parsed.into_iter().map(|r| TestResult { name: format!("{}::{}", t.name, r.name), ok: r.ok }));
+        results.extend(parsed.into_iter().map(|r| TestResult { name: format!("{}::{}", t.name, r.name), ..r }));
     }
     Ok(Guest::Finished(results))
 }
@@ -333,12 +350,17 @@ fn boot_and_test(kernel: &Kernel, vmlinuz: &Path, dir: &str, tests: &[TestBinary
 /// lands after `test NAME ... ` and the verdict comes alone on a later line.
 fn parse_libtest(log: &str) -> Vec<TestResult> {
     let verdict = |v: &str| matches!(v, "ok" | "FAILED" | "ignored");
+    let result = |name: &str, ok: bool| TestResult {
+        name: name.to_string(),
+        ok,
+        why: if ok { String::new() } else { panic_message(log, name) },
+    };
     let mut results = Vec::new();
     let mut open: Option<String> = None;
     for line in log.lines() {
         if let Some((name, rest)) = line.strip_prefix("test ").and_then(|l| l.split_once(" ... ")) {
             if verdict(rest.trim()) {
-                results.push(TestResult { name: name.to_string(), ok: rest.trim() == "ok" });
+                results.push(result(name, rest.trim() == "ok"));
                 open = None;
             } else {
                 open = Some(name.to_string());
@@ -346,10 +368,28 @@ fn parse_libtest(log: &str) -> Vec<TestResult> {
         } else if verdict(line.trim())
             && let Some(name) = open.take()
         {
-            results.push(TestResult { name, ok: line.trim() == "ok" });
+            results.push(result(&name, line.trim() == "ok"));
         }
     }
     results
+}
+
+/// Where the test's thread panicked and the message after it (tests run
+/// with `--nocapture`, so it is in the log where it happened).
+fn panic_message(log: &str, test: &str) -> String {
+    let head = format!("thread '{test}' panicked at");
+    let Some(at) = log.find(&head) else { return String::new() };
+    log[at..]
+        .lines()
+        .take_while(|l| !l.starts_with("note: run with") && !l.starts_with("test "))
+        .take(30)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// The shell script the guest runs: `observer check`, then each test binary
@@ -446,6 +486,7 @@ mod tests {
         let log = "running 2 tests\ntest a::b ... ok\ntest c ... FAILED\nSKIPPED: x\n\ntest result: FAILED. 1 passed; 1 failed";
         let r = parse_libtest(log);
         assert_eq!(r.len(), 2);
+        assert!(r[1].why.is_empty(), "no panic line in this log");
         assert_eq!((r[0].name.as_str(), r[0].ok), ("a::b", true));
         assert_eq!((r[1].name.as_str(), r[1].ok), ("c", false));
     }
@@ -457,6 +498,15 @@ mod tests {
         let r = parse_libtest(log);
         let got: Vec<(&str, bool)> = r.iter().map(|t| (t.name.as_str(), t.ok)).collect();
         assert_eq!(got, [("a", true), ("b", false), ("c", true)]);
+    }
+
+    #[test]
+    fn a_failed_tests_panic_message_comes_with_it() {
+        let log = "test a ... ok\ntest b ... figures\nthread 'b' panicked at tests/b.rs:3:5:\n\
+                   2 traces\n  left: 2\nnote: run with `RUST_BACKTRACE=1`\nFAILED\ntest c ... ok";
+        let r = parse_libtest(log);
+        assert_eq!(r[1].why, "thread 'b' panicked at tests/b.rs:3:5:\n2 traces\n  left: 2");
+        assert!(r[0].why.is_empty() && r[2].why.is_empty());
     }
 
     #[test]

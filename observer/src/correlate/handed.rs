@@ -41,8 +41,10 @@ impl Handed {
         Self { by_key: HashMap::new(), by_end: BTreeSet::new(), floor: 0, horizon, cap: cap.max(1) }
     }
 
-    pub(crate) fn is_late(&self, key: &WorkloadKey, t: u64) -> bool {
-        t < self.floor || self.by_key.get(key).is_some_and(|c| t < c.end)
+    /// Whether a record at `t` comes after its workload's episode was handed
+    /// out: before that episode's end, or within `slack` after it.
+    pub(crate) fn is_late(&self, key: &WorkloadKey, t: u64, slack: u64) -> bool {
+        t < self.floor || self.by_key.get(key).is_some_and(|c| t < c.end.saturating_add(slack))
     }
 
     pub(crate) fn handed_out(&mut self, key: WorkloadKey, kind: EpisodeKind, end: u64, root: SpanRef, by: CloseReason) {

@@ -63,11 +63,11 @@ use window::Window;
 /// handed out (at most `quiet`).
 pub const OOM_LINGER: Duration = Duration::from_secs(1);
 
-/// Drops are counted from the per-second `net.drop.summary` records, stamped
-/// when the agent reads the kernel's counts: up to a tick after the drops.
-/// An episode with network records stays open at least this long after the
-/// last of them, so the summary counting their drops falls inside it instead
-/// of opening an episode of its own (a summary never keeps one open).
+/// Drops are counted from the per-second `net.drop.summary` records,
+/// stamped at their last drop but read up to a tick later. An episode with
+/// network records stays open at least this long after the last of them, so
+/// the summary counting their drops has arrived before it closes instead of
+/// coming late (a summary never keeps one open).
 pub const SUMMARY_GRACE: Duration = Duration::from_millis(1500);
 
 fn nanos(d: Duration) -> u64 {
@@ -219,13 +219,16 @@ impl Engine {
     fn process(&mut self, a: Attributed) {
         let Attributed { key, identity, record } = a;
         let t = record.time_unix_nano;
-        if self.handed.is_late(&key, t) {
+        let class = rules::classify(&record);
+        // A summary soon after an episode's end counts drops of that episode
+        // read too late: late, not the start of another.
+        let slack = if class.summary { self.timing.summary_grace } else { 0 };
+        if self.handed.is_late(&key, t, slack) {
             self.stats.late += 1;
             return;
         }
         self.clock = self.clock.max(t);
         self.close_due(self.clock);
-        let class = rules::classify(&record);
         let memory = (EpisodeKind::MemoryPressure, key);
         let memory_open = self.open.get(&memory).map(|b| b.killed.is_none());
         let role = class.role;

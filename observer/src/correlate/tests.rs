@@ -614,6 +614,24 @@ fn drops_are_counted_exactly_from_summaries() {
     assert!(e.finish(T0 + 30 * S).is_empty());
 }
 
+/// A summary read so late that the burst of its drops was handed out: late
+/// (counted), not a second burst; one well after that burst is a new one.
+#[test]
+fn a_summary_arriving_after_its_burst_closed_is_late_not_a_new_burst() {
+    let mut e = engine(Rules { quiet: std::time::Duration::from_secs(1), ..Default::default() });
+    e.push(at(A, T0, reset(Direction::Sent)));
+    let out = e.advance(T0 + 20 * S);
+    assert_eq!(out.len(), 1);
+    // Its drops, 2 ms after the reset, read long after the close.
+    e.push(at(A, T0 + 2 * MS, drop_summary("NO_SOCKET", 1)));
+    assert!(e.advance(T0 + 40 * S).is_empty());
+    assert_eq!(e.stats().late, 1);
+    e.push(at(A, T0 + 30 * S, drop_summary("NO_SOCKET", 4)));
+    let out = e.advance(T0 + 60 * S);
+    assert_eq!(out.len(), 1);
+    assert_eq!(count(&out[0], Signal::NetDrop("NO_SOCKET".into())), 4);
+}
+
 #[test]
 fn span_ids_are_unique_and_deterministic() {
     let run = || {

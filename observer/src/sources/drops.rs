@@ -22,7 +22,10 @@ use aya::{
 };
 use observer_common::{
     OFFSET_UNKNOWN,
-    net::{DropConfig, DropKey, FAMILY_IPV4, FAMILY_IPV6, NO_REASON, NetDropEvent, TCP_RST, TCP_SYN, class, counter},
+    net::{
+        DropConfig, DropCount, DropKey, FAMILY_IPV4, FAMILY_IPV6, NO_REASON, NetDropEvent, TCP_RST, TCP_SYN, class,
+        counter,
+    },
 };
 
 use crate::{
@@ -67,7 +70,7 @@ pub struct DropSource {
 }
 
 struct DropMaps {
-    counts: PerCpuHashMap<MapData, DropKey, u64>,
+    counts: PerCpuHashMap<MapData, DropKey, DropCount>,
     counters: PerCpuArray<MapData, u64>,
 }
 
@@ -182,27 +185,29 @@ impl DropSource {
         Some(at.split_once('+').map_or(at.as_str(), |(f, _)| f).to_string())
     }
 
-    /// Reads `DROP_COUNTS` and returns what grew since the last call.
-    pub fn poll(&mut self) -> Vec<NetDropSummary> {
+    /// Reads `DROP_COUNTS` and returns what grew since the last call, each
+    /// with the kernel time (`bpf_ktime_get_ns`) of its last drop.
+    pub fn poll(&mut self) -> Vec<(u64, NetDropSummary)> {
         let Some(maps) = &self.maps else {
             return Vec::new();
         };
         let mut grown = Vec::new();
         for item in maps.counts.iter() {
             let Ok((key, per_cpu)) = item else { continue };
-            let value: u64 = per_cpu.iter().sum();
+            let value: u64 = per_cpu.iter().map(|c| c.packets).sum();
+            let last_ns = per_cpu.iter().map(|c| c.last_ns).max().unwrap_or(0);
             let before = self.last.insert(key, value).unwrap_or(0);
             let delta = value.saturating_sub(before);
             if delta > 0 {
-                grown.push((key, delta, value));
+                grown.push((key, delta, value, last_ns));
             }
         }
         let mut out = Vec::new();
-        for (key, delta, value) in grown {
+        for (key, delta, value, last_ns) in grown {
             let reason = self.reason(key.reason, key.location);
             let location = (key.location != 0).then(|| self.location_function(key.location)).flatten();
             *self.totals.entry((key.netns, reason.name.clone())).or_default() += delta;
-            out.push(NetDropSummary {
+            let summary = NetDropSummary {
                 netns: key.netns,
                 netns_owner: None,
                 reason: reason.name,
@@ -212,9 +217,10 @@ impl DropSource {
                 flags_class: class_name(key.class),
                 count: delta,
                 total: value,
-            });
+            };
+            out.push((last_ns, summary));
         }
-        out.sort_by(|a, b| (a.netns, &a.reason, a.flags_class).cmp(&(b.netns, &b.reason, b.flags_class)));
+        out.sort_by(|(_, a), (_, b)| (a.netns, &a.reason, a.flags_class).cmp(&(b.netns, &b.reason, b.flags_class)));
         out
     }
 

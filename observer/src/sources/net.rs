@@ -141,16 +141,17 @@ impl NetSources {
         }
     }
 
-    /// The drop counts that grew since the last call, as summary events.
-    pub fn summaries(&mut self, netns: &mut NetnsOwners) -> Vec<Event> {
+    /// The drop counts that grew since the last call, as summary events
+    /// stamped at their last drop's kernel time.
+    pub fn summaries(&mut self, netns: &mut NetnsOwners) -> Vec<(u64, Event)> {
         let Ok(drops) = self.drops.as_mut() else {
             return Vec::new();
         };
         let mut out = drops.poll();
-        for s in &mut out {
+        for (_, s) in &mut out {
             s.netns_owner = netns.owner(s.netns);
         }
-        out.into_iter().map(Event::NetDropSummary).collect()
+        out.into_iter().map(|(ts, s)| (ts, Event::NetDropSummary(s))).collect()
     }
 
     /// Compact drop counts per (netns, reason) for the status line.
@@ -195,9 +196,8 @@ impl Source for NetSources {
     }
 
     fn tick(&mut self, cx: &mut Context<'_>, _last: bool, out: &mut Vec<Record>) {
-        let now = crate::kernel::clock::monotonic_ns();
         let summaries = self.summaries(cx.netns);
-        out.extend(summaries.into_iter().map(|event| cx.record(now, event)));
+        out.extend(summaries.into_iter().map(|(ts, event)| cx.record(ts, event)));
     }
 
     fn ready(&self) -> String {
