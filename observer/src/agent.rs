@@ -29,6 +29,7 @@ use crate::{
     },
     kernel::{
         clock::{Clock, realtime_ns},
+        misses::ProgramMisses,
         privileges,
     },
     netns::NetnsOwners,
@@ -71,6 +72,7 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
     if let Err(e) = signals.write(&signals_file) {
         tracing::warn!("cannot write {}: {e}", signals_file.display());
     }
+    let misses = ProgramMisses::of(&ebpf);
     let mut reader = RingReader::start(ring).context("starting the ring buffer reader")?;
     let mut pipeline = Pipeline::new(sources, &config, jsonl, export, live_view);
     let mut ready: Vec<String> = pipeline.sources.iter().map(|s| s.ready()).filter(|s| !s.is_empty()).collect();
@@ -117,7 +119,7 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
             }
             _ = tick.tick() => {
                 pipeline.tick(false);
-                pipeline.status(lost(&counters) + reader.dropped());
+                pipeline.status(lost(&counters) + reader.dropped(), misses.total());
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
@@ -144,7 +146,7 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
     if let Some(t) = terminal {
         t.stop();
     }
-    console::line(&format!("observer: stopped {}", pipeline.stopped_text(lost)));
+    console::line(&format!("observer: stopped {}", pipeline.stopped_text(lost, &misses.text())));
     Ok(())
 }
 
@@ -314,8 +316,12 @@ impl Pipeline {
         }
     }
 
-    fn status(&mut self, lost: u64) {
+    /// `missed`: runs of our programs the kernel skipped (`kernel::misses`).
+    fn status(&mut self, lost: u64, missed: u64) {
         let mut parts: Vec<String> = self.sources.iter().filter_map(|s| s.status()).collect();
+        if missed > 0 {
+            parts.push(format!("missed={missed}"));
+        }
         parts.push(self.episodes_text());
         self.live.extra = Some(parts.join(" "));
         self.live.status(lost);
@@ -360,13 +366,13 @@ impl Pipeline {
         self.publish();
     }
 
-    fn stopped_text(&self, lost: u64) -> String {
+    fn stopped_text(&self, lost: u64, missed: &str) -> String {
         let extra: String = self.sources.iter().map(|s| s.stopped()).collect();
         let s = self.engine.stats();
         let c = &self.exported;
         let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
         format!(
-            "events={} lost={lost}{extra} episodes={} late={} capped={} exported={} dropped={} failed={} events_file_dropped={}{}",
+            "events={} lost={lost}{missed}{extra} episodes={} late={} capped={} exported={} dropped={} failed={} events_file_dropped={}{}",
             self.live.events,
             s.closed,
             s.late,

@@ -6,6 +6,7 @@ pub mod closer;
 pub mod features;
 pub mod kallsyms;
 pub mod loader;
+pub mod misses;
 pub mod offsets;
 pub mod privileges;
 pub mod tracefs;
