@@ -4,9 +4,9 @@
 //! running (a tracepoint or kprobe hit from inside another program, or from
 //! an interrupt that came during one). Every such skip is an event lost
 //! without a ring-buffer `lost`; the kernel counts it per program where it
-//! can: raw and BTF tracepoints, fentry/fexit (5.12+) and, from 6.7, classic
-//! tracepoints and kprobes too. On older kernels those two stay at 0 even
-//! when they miss (the README's kernel table says which).
+//! can: fentry/fexit from 5.12, raw and BTF tracepoints from 6.2, classic
+//! tracepoints and kprobes from 6.7. Before that their count stays at 0
+//! even when they miss.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
