@@ -23,6 +23,7 @@ use crate::{
     correlate::{Engine, Episode},
     event::Record,
     export::{
+        disk::{Disk, DiskStatus},
         jsonl::JsonlWriter,
         live::LiveView,
         otlp::{EpisodeExport, ExportCounters, file::FILE_NAME},
@@ -59,11 +60,12 @@ const FLUSH_WITHIN: Duration = Duration::from_secs(3);
 pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
     privileges::check()?;
     // Before anything is attached: a bad output directory or exporter costs nothing.
+    let disk = Disk::create(&config.output_dir, config.disk_budget)?;
     let jsonl = match config.events_file {
-        true => Some(JsonlWriter::create(&config.output_dir)?),
+        true => Some(JsonlWriter::create(&disk)?),
         false => None,
     };
-    let export = EpisodeExport::start(&config.output_dir, config.otlp.clone(), config.node.clone(), EXPORT_QUEUE)
+    let export = EpisodeExport::start(&disk, config.otlp.clone(), config.node.clone(), EXPORT_QUEUE)
         .context("starting the exporters")?;
     privileges::raise_memlock();
     let Attached { mut ebpf, sources, mut memcg_watch, ring, counters, memcg_text, signals } =
@@ -119,7 +121,7 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
             }
             _ = tick.tick() => {
                 pipeline.tick(false);
-                pipeline.status(lost(&counters) + reader.dropped(), misses.total());
+                pipeline.status(lost(&counters) + reader.dropped(), misses.total(), &disk.status());
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
@@ -146,7 +148,8 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
     if let Some(t) = terminal {
         t.stop();
     }
-    console::line(&format!("observer: stopped {}", pipeline.stopped_text(lost, &misses.text())));
+    let end = format!("{}{}", misses.text(), disk.status().text());
+    console::line(&format!("observer: stopped {}", pipeline.stopped_text(lost, &end)));
     Ok(())
 }
 
@@ -317,10 +320,13 @@ impl Pipeline {
     }
 
     /// `missed`: runs of our programs the kernel skipped (`kernel::misses`).
-    fn status(&mut self, lost: u64, missed: u64) {
+    fn status(&mut self, lost: u64, missed: u64, disk: &DiskStatus) {
         let mut parts: Vec<String> = self.sources.iter().filter_map(|s| s.status()).collect();
         if missed > 0 {
             parts.push(format!("missed={missed}"));
+        }
+        if disk.removed > 0 || disk.stopped.is_some() {
+            parts.push(disk.text().trim_start().to_string());
         }
         parts.push(self.episodes_text());
         self.live.extra = Some(parts.join(" "));
@@ -366,13 +372,14 @@ impl Pipeline {
         self.publish();
     }
 
-    fn stopped_text(&self, lost: u64, missed: &str) -> String {
+    /// `end`: the kernel's missed runs and the disk, after `lost`.
+    fn stopped_text(&self, lost: u64, end: &str) -> String {
         let extra: String = self.sources.iter().map(|s| s.stopped()).collect();
         let s = self.engine.stats();
         let c = &self.exported;
         let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
         format!(
-            "events={} lost={lost}{missed}{extra} episodes={} late={} capped={} exported={} dropped={} failed={} events_file_dropped={}{}",
+            "events={} lost={lost}{end}{extra} episodes={} late={} capped={} exported={} dropped={} failed={} events_file_dropped={}{}",
             self.live.events,
             s.closed,
             s.late,

@@ -83,7 +83,7 @@ pub enum Output {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// TOML file with the same settings as the flags (`duration`, `output_dir`, `output`, `quiet`, `events`, `event_lines_per_sec`, `events_file`, `episode_quiet`, `episode_max_length`, `episode_span_budget`, `drop_events_per_sec`, `memcg_mechanism`, `memcg_throttle`, `memcg_pressure`, `memcg_reclaim`, `go_process`).
+    /// TOML file with the same settings as the flags (`duration`, `output_dir`, `output`, `quiet`, `events`, `event_lines_per_sec`, `events_file`, `disk_budget`, `episode_quiet`, `episode_max_length`, `episode_span_budget`, `drop_events_per_sec`, `memcg_mechanism`, `memcg_throttle`, `memcg_pressure`, `memcg_reclaim`, `go_process`).
     #[arg(long, env = "OBSERVER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Stop after this long (e.g. `10s`, `5m`); runs until stopped when absent.
@@ -107,6 +107,10 @@ pub struct RunArgs {
     /// Do not write `events.jsonl` (one JSON object per event).
     #[arg(long, env = "OBSERVER_NO_EVENTS_FILE")]
     pub no_events_file: bool,
+    /// Most bytes the files in the output directory may take together
+    /// (e.g. `256MiB`, `1GiB`, `500MB`); the oldest rotated files go first [default: 256MiB].
+    #[arg(long, env = "OBSERVER_DISK_BUDGET", value_name = "SIZE", value_parser = parse_size)]
+    pub disk_budget: Option<u64>,
     /// An episode with no signal for this long closes [default: 5s].
     #[arg(long, env = "OBSERVER_EPISODE_QUIET", value_name = "DURATION", value_parser = parse_duration)]
     pub episode_quiet: Option<Duration>,
@@ -157,6 +161,33 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration ({e}); use e.g. 10s, 5m, 1h"))
 }
 
+/// `256MiB`, `1GiB`, `500MB`, `4096` (bytes): at least `MIN_BUDGET`.
+fn parse_size(s: &str) -> Result<u64, String> {
+    use crate::export::disk::MIN_BUDGET;
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let unit_bytes: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1000,
+        "KiB" => 1 << 10,
+        "MB" => 1000 * 1000,
+        "MiB" => 1 << 20,
+        "GB" => 1000 * 1000 * 1000,
+        "GiB" => 1 << 30,
+        other => return Err(format!("`{s}`: unknown unit `{other}`; use e.g. 256MiB, 1GiB, 500MB")),
+    };
+    let bytes = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit_bytes))
+        .ok_or_else(|| format!("`{s}` is not a size; use e.g. 256MiB, 1GiB, 500MB"))?;
+    if bytes < MIN_BUDGET {
+        return Err(format!("`{s}` is below the smallest budget, {} KiB", MIN_BUDGET >> 10));
+    }
+    Ok(bytes)
+}
+
 pub const DEFAULT_OUTPUT_DIR: &str = "/var/lib/observer";
 
 /// The settings of `observer run`, resolved.
@@ -169,6 +200,8 @@ pub struct RunConfig {
     pub events: bool,
     pub event_lines_per_sec: u32,
     pub events_file: bool,
+    /// Bytes the output directory's files may take (`export::disk`).
+    pub disk_budget: u64,
     pub episodes: Rules,
     /// `None`: no endpoint set; episodes go to `traces.jsonl` only.
     pub otlp: Option<OtlpConfig>,
@@ -207,6 +240,7 @@ struct FileConfig {
     events: Option<bool>,
     event_lines_per_sec: Option<u32>,
     events_file: Option<bool>,
+    disk_budget: Option<String>,
     episode_quiet: Option<String>,
     episode_max_length: Option<String>,
     episode_span_budget: Option<usize>,
@@ -230,6 +264,13 @@ impl RunConfig {
             }
             _ => None,
         };
+        let file_budget = match (&file.disk_budget, &args.config) {
+            (Some(b), Some(path)) => {
+                Some(parse_size(b).map_err(|message| ConfigError::Invalid { path: path.clone(), message })?)
+            }
+            _ => None,
+        };
+        let disk_budget = args.disk_budget.or(file_budget).unwrap_or(crate::export::disk::DEFAULT_BUDGET);
         let file_go_processes = match (file.go_process, &args.config) {
             (Some(values), Some(path)) => values
                 .iter()
@@ -269,6 +310,7 @@ impl RunConfig {
             events: args.events || file.events.unwrap_or(false),
             event_lines_per_sec,
             events_file: !args.no_events_file && file.events_file.unwrap_or(true),
+            disk_budget,
             episodes,
             otlp: OtlpConfig::from_env()?,
             node: NodeResource::from_env()?,
@@ -327,6 +369,18 @@ mod tests {
     }
 
     #[test]
+    fn sizes_parse_with_units_and_bad_ones_say_why() {
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert!(parse_size("1KiB").unwrap_err().contains("smallest"), "below the minimum");
+        assert!(parse_size("12furlongs").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("MiB").unwrap_err().contains("not a size"));
+        assert!(parse_size("99999999999GiB").unwrap_err().contains("not a size"), "overflow");
+    }
+
+    #[test]
     fn defaults() {
         let cfg = RunConfig::resolve(run_args(&["observer", "run"])).unwrap();
         assert_eq!(
@@ -339,6 +393,7 @@ mod tests {
                 events: false,
                 event_lines_per_sec: crate::export::live::EVENT_LINES_PER_SEC,
                 events_file: true,
+                disk_budget: crate::export::disk::DEFAULT_BUDGET,
                 episodes: Rules::default(),
                 otlp: None,
                 node: cfg.node.clone(),

@@ -3,7 +3,7 @@
 
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -24,7 +24,9 @@ const EXIT_WITHIN: Duration = Duration::from_secs(30);
 /// Dropping it without [`Observer::stop`] kills it.
 pub struct Observer {
     child: Child,
-    dir: TempDir,
+    /// The output directory (removed with it when it is ours).
+    dir: PathBuf,
+    _ours: Option<TempDir>,
     stderr: mpsc::Receiver<String>,
     seen: Vec<String>,
 }
@@ -59,11 +61,20 @@ impl Observer {
     /// `OTEL_EXPORTER_OTLP_*` of a collector, for example).
     pub fn start_env(bin: &Path, extra: &[&str], env: &[(String, OsString)]) -> Observer {
         let dir = tempfile::tempdir().expect("temporary output directory");
+        Self::spawn(bin, dir.path().to_path_buf(), Some(dir), extra, env)
+    }
+
+    /// [`Observer::start_with`], writing into `dir` (the caller's, kept).
+    pub fn start_in(bin: &Path, dir: &Path, extra: &[&str]) -> Observer {
+        Self::spawn(bin, dir.to_path_buf(), None, extra, &[])
+    }
+
+    fn spawn(bin: &Path, dir: PathBuf, ours: Option<TempDir>, extra: &[&str], env: &[(String, OsString)]) -> Observer {
         let mut child = Command::new(bin)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .arg("run")
             .arg("--output-dir")
-            .arg(dir.path())
+            .arg(&dir)
             .arg("--quiet")
             .args(extra)
             // A backstop: the agent ends by itself should this test process die.
@@ -74,7 +85,7 @@ impl Observer {
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
         let stderr = line_channel(child.stderr.take().expect("piped stderr"));
-        let mut observer = Observer { child, dir, stderr, seen: Vec::new() };
+        let mut observer = Observer { child, dir, _ours: ours, stderr, seen: Vec::new() };
         observer.wait_ready();
         observer
     }
@@ -110,7 +121,7 @@ impl Observer {
 
     /// Its `--output-dir`.
     pub fn output_dir(&self) -> &Path {
-        self.dir.path()
+        &self.dir
     }
 
     /// Whether the agent has not exited (it is not reaped here).
@@ -120,7 +131,7 @@ impl Observer {
 
     /// What `traces.jsonl` holds so far (a partly written last line left out).
     pub fn traces(&self) -> Vec<serde_json::Value> {
-        crate::otlp::read_json_lines(&self.dir.path().join("traces.jsonl"))
+        crate::otlp::read_json_lines(&self.dir.join("traces.jsonl"))
     }
 
     /// The stderr lines read so far (the ready line and what
@@ -173,9 +184,9 @@ impl Observer {
             .unwrap_or_else(|| panic!("no {STOPPED:?} line; stderr:\n{}", stderr.join("\n")));
         let (summary_events, lost) =
             parse_summary(summary).unwrap_or_else(|| panic!("cannot read events=/lost= in {summary:?}"));
-        let events = read_events(&self.dir.path().join("events.jsonl"));
+        let events = read_events(&self.dir.join("events.jsonl"));
         let summary = summary.clone();
-        let traces = crate::otlp::read_json_lines(&self.dir.path().join("traces.jsonl"));
+        let traces = crate::otlp::read_json_lines(&self.dir.join("traces.jsonl"));
         Stopped { events, summary_events, lost, stderr, summary, traces }
     }
 

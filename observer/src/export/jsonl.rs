@@ -3,8 +3,6 @@
 //! never stalls the agent.
 
 use std::{
-    fs::{File, OpenOptions},
-    io::{BufWriter, Write},
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -15,12 +13,16 @@ use std::{
     time::Duration,
 };
 
+use super::disk::{BudgetedFile, Disk};
 use crate::event::Record;
 
+pub const FILE_NAME: &str = "events.jsonl";
 /// Records waiting for the writer at most.
 const QUEUE: usize = 65536;
 /// The writer flushes at least this often.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Lines are written in chunks of about this size (whole lines).
+const CHUNK: usize = 64 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
@@ -39,19 +41,18 @@ pub struct JsonlWriter {
 }
 
 impl JsonlWriter {
-    /// Creates the directory and opens the file for appending, so an
+    /// Opens the file for appending in the (created) directory, so an
     /// unwritable directory is reported before any program is attached.
-    pub fn create(dir: &Path) -> Result<Self, OutputError> {
-        let dir_err = |error| OutputError::Dir { dir: dir.to_path_buf(), error };
-        std::fs::create_dir_all(dir).map_err(dir_err)?;
-        let path = dir.join("events.jsonl");
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(dir_err)?;
+    pub fn create(disk: &Arc<Disk>) -> Result<Self, OutputError> {
+        let file = BudgetedFile::open(disk, FILE_NAME)
+            .map_err(|error| OutputError::Dir { dir: disk.dir().to_path_buf(), error })?;
+        let path = file.path().to_path_buf();
         let (tx, rx) = sync_channel(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
         let counter = dropped.clone();
         let thread = std::thread::Builder::new()
             .name("events-jsonl".into())
-            .spawn(move || write_loop(&rx, BufWriter::new(file), &counter))
+            .spawn(move || write_loop(&rx, file, &counter))
             .map_err(OutputError::Thread)?;
         Ok(Self { path, tx: Some(tx), dropped, thread: Some(thread) })
     }
@@ -87,27 +88,35 @@ impl Drop for JsonlWriter {
     }
 }
 
-fn write_loop(rx: &Receiver<Record>, mut out: BufWriter<File>, dropped: &AtomicU64) {
-    let mut failed = false;
+fn write_loop(rx: &Receiver<Record>, mut out: BudgetedFile, dropped: &AtomicU64) {
+    let mut chunk = Vec::with_capacity(CHUNK + 4096);
+    let mut lines = 0u64;
+    let mut flush = |chunk: &mut Vec<u8>, lines: &mut u64| {
+        if !chunk.is_empty() && out.append(chunk).is_err() {
+            // Why is on the status line (the disk's state).
+            dropped.fetch_add(*lines, Ordering::Relaxed);
+        }
+        chunk.clear();
+        *lines = 0;
+    };
     loop {
         match rx.recv_timeout(FLUSH_EVERY) {
             Ok(record) => {
-                let ok = serde_json::to_writer(&mut out, &record).is_ok() && out.write_all(b"\n").is_ok();
-                if !ok {
+                if serde_json::to_writer(&mut chunk, &record).is_ok() {
+                    chunk.push(b'\n');
+                    lines += 1;
+                } else {
                     dropped.fetch_add(1, Ordering::Relaxed);
-                    if !failed {
-                        tracing::warn!("writing events.jsonl failed; lines are counted as dropped");
-                        failed = true;
-                    }
+                }
+                if chunk.len() >= CHUNK {
+                    flush(&mut chunk, &mut lines);
                 }
             }
-            Err(RecvTimeoutError::Timeout) => {
-                let _ = out.flush();
-            }
+            Err(RecvTimeoutError::Timeout) => flush(&mut chunk, &mut lines),
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
-    let _ = out.flush();
+    flush(&mut chunk, &mut lines);
 }
 #[cfg(test)]
 mod tests {
@@ -143,7 +152,8 @@ mod tests {
             }),
         };
         for _ in 0..2 {
-            let mut w = JsonlWriter::create(dir.path()).unwrap();
+            let disk = Disk::new(dir.path(), super::super::disk::DEFAULT_BUDGET);
+            let mut w = JsonlWriter::create(&disk).unwrap();
             w.write(&record);
             w.close();
             assert_eq!(w.dropped(), 0);
@@ -168,7 +178,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f");
         std::fs::write(&file, b"").unwrap();
-        let err = JsonlWriter::create(&file.join("out")).err().unwrap();
+        let err = Disk::create(&file.join("out"), super::super::disk::DEFAULT_BUDGET).err().unwrap();
         assert!(err.to_string().contains("f/out"), "{err}");
     }
 }

@@ -95,30 +95,36 @@ fn find<'a>(episodes: &'a [Stored], id: &str, path: &Path) -> Result<&'a Stored,
     }
 }
 
-/// Every episode in `dir`'s `traces.jsonl`, and how many lines were not
-/// OTLP JSON (a line the agent was writing when the copy was taken).
+/// Every episode in `dir`'s `traces.jsonl` (and the segments rotated from
+/// it, oldest first), and how many lines were not OTLP JSON (a line the
+/// agent was writing when the copy was taken).
 fn load(dir: &Path) -> Result<(PathBuf, Vec<Stored>, usize), HistoryError> {
     if !dir.is_dir() {
         return Err(HistoryError::NoDir(dir.to_path_buf()));
     }
     let path = dir.join(FILE_NAME);
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(HistoryError::NoFile { dir: dir.to_path_buf() });
-        }
-        Err(error) => return Err(HistoryError::Read { path, error }),
-    };
+    let files = crate::export::disk::segments(dir, FILE_NAME);
+    if files.is_empty() {
+        return Err(HistoryError::NoFile { dir: dir.to_path_buf() });
+    }
     let mut episodes = Vec::new();
     let mut bad = 0;
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line.map_err(|error| HistoryError::Read { path: path.clone(), error })?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<ExportTraceServiceRequest>(&line) {
-            Ok(request) => episodes.extend(Stored::from_request(request)),
-            Err(_) => bad += 1,
+    for file_path in files {
+        let file = match std::fs::File::open(&file_path) {
+            Ok(f) => f,
+            // Rotated away between the listing and now.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(HistoryError::Read { path: file_path, error }),
+        };
+        for line in std::io::BufReader::new(file).lines() {
+            let line = line.map_err(|error| HistoryError::Read { path: file_path.clone(), error })?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<ExportTraceServiceRequest>(&line) {
+                Ok(request) => episodes.extend(Stored::from_request(request)),
+                Err(_) => bad += 1,
+            }
         }
     }
     Ok((path, episodes, bad))
@@ -145,7 +151,8 @@ mod tests {
     /// and one a minute after that; plus a half-written line.
     fn dir() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        let mut file = TracesFile::open(dir.path()).unwrap();
+        let mut file =
+            TracesFile::open(&crate::export::disk::Disk::new(dir.path(), crate::export::disk::DEFAULT_BUDGET)).unwrap();
         for (i, (kind, name)) in [
             (EpisodeKind::MemoryPressure, "checkout"),
             (EpisodeKind::TcpResetBurst, "shop"),
@@ -191,6 +198,19 @@ mod tests {
         assert_eq!(ids(&name.stdout), ["30".repeat(8)]);
         let ns = run(&args(&["observer", "episodes", "--dir", p, "--namespace", "prod"])).unwrap();
         assert!(ns.stdout.starts_with("no episodes matching the filters"), "{}", ns.stdout);
+    }
+
+    #[test]
+    fn rotated_segments_are_read_too() {
+        let d = dir();
+        let p = d.path().to_str().unwrap();
+        let before = run(&args(&["observer", "episodes", "--dir", p])).unwrap().stdout;
+        // The first episode in a segment the agent rotated, the rest current.
+        let text = std::fs::read_to_string(d.path().join(FILE_NAME)).unwrap();
+        let (first, rest) = text.split_once('\n').unwrap();
+        std::fs::write(d.path().join(format!("{FILE_NAME}.7")), format!("{first}\n")).unwrap();
+        std::fs::write(d.path().join(FILE_NAME), rest).unwrap();
+        assert_eq!(run(&args(&["observer", "episodes", "--dir", p])).unwrap().stdout, before);
     }
 
     #[test]

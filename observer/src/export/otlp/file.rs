@@ -5,17 +5,15 @@
 //! own transform from `SpanData`, the one the exporters use, so the file and
 //! the wire carry the same content.
 
-use std::{
-    fs::{File, OpenOptions},
-    io::Write,
-    path::{Path, PathBuf},
-};
+use std::{path::Path, sync::Arc};
 
 use opentelemetry_proto::{
     tonic::collector::trace::v1::ExportTraceServiceRequest,
     transform::{common::tonic::ResourceAttributesWithSchema, trace::tonic::group_spans_by_resource_and_scope},
 };
 use opentelemetry_sdk::{Resource, trace::SpanData};
+
+use crate::export::disk::{BudgetedFile, Disk};
 
 pub const FILE_NAME: &str = "traces.jsonl";
 
@@ -31,29 +29,25 @@ pub fn json_line(request: &ExportTraceServiceRequest) -> Result<String, serde_js
     serde_json::to_string(request)
 }
 
-/// `traces.jsonl`, opened for appending.
+/// `traces.jsonl`, opened for appending, under the directory's budget.
 pub struct TracesFile {
-    path: PathBuf,
-    file: File,
+    file: BudgetedFile,
 }
 
 impl TracesFile {
-    pub fn open(output_dir: &Path) -> std::io::Result<TracesFile> {
-        let path = output_dir.join(FILE_NAME);
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        Ok(TracesFile { path, file })
+    pub fn open(disk: &Arc<Disk>) -> std::io::Result<TracesFile> {
+        Ok(TracesFile { file: BudgetedFile::open(disk, FILE_NAME)? })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
-    /// Appends one episode. One `write_all` of the whole line: with
-    /// `O_APPEND` a reader never sees half of one line followed by another.
+    /// Appends one episode as one whole line.
     pub fn append(&mut self, resource: &Resource, spans: Vec<SpanData>) -> std::io::Result<()> {
         let mut line = json_line(&request(resource, spans)).map_err(std::io::Error::other)?;
         line.push('\n');
-        self.file.write_all(line.as_bytes())
+        self.file.append(line.as_bytes()).map_err(std::io::Error::other)
     }
 }
 
@@ -132,7 +126,8 @@ mod tests {
     #[test]
     fn the_file_gets_one_line_per_episode_and_parses_back() {
         let dir = tempfile::tempdir().unwrap();
-        let mut file = TracesFile::open(dir.path()).unwrap();
+        let disk = Disk::new(dir.path(), crate::export::disk::DEFAULT_BUDGET);
+        let mut file = TracesFile::open(&disk).unwrap();
         assert_eq!(file.path(), dir.path().join("traces.jsonl"));
         let node = NodeResource::default();
         for _ in 0..2 {
@@ -140,7 +135,7 @@ mod tests {
             file.append(&resource, spans).unwrap();
         }
         // Reopening appends.
-        let mut again = TracesFile::open(dir.path()).unwrap();
+        let mut again = TracesFile::open(&Disk::new(dir.path(), crate::export::disk::DEFAULT_BUDGET)).unwrap();
         let (resource, spans) = episode_batch(&testdata::episode_with_every_child(), &node);
         again.append(&resource, spans).unwrap();
         let text = std::fs::read_to_string(dir.path().join("traces.jsonl")).unwrap();

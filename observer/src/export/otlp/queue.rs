@@ -556,7 +556,8 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn file_backend_writes_every_episode() {
         let dir = tempfile::tempdir().unwrap();
-        let file = TracesFile::open(dir.path()).unwrap();
+        let file =
+            TracesFile::open(&crate::export::disk::Disk::new(dir.path(), crate::export::disk::DEFAULT_BUDGET)).unwrap();
         let queue =
             OtlpExporter::start(Backend::File(Arc::new(Mutex::new(file))), NodeResource::default(), 8, Duration::ZERO);
         let counters = queue.counters();

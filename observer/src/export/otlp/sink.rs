@@ -3,7 +3,7 @@
 //! bounded queue, and a status line that says how it goes.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -16,7 +16,7 @@ use super::{
     file::TracesFile,
     queue::{Backend, ExportCounters, OtlpExporter, RETRY_FOR, build_exporter},
 };
-use crate::correlate::episode::Episode;
+use crate::{correlate::episode::Episode, export::disk::Disk};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportStartError {
@@ -83,10 +83,10 @@ impl Channel {
 }
 
 impl EpisodeExport {
-    /// To `<output_dir>/traces.jsonl`, and with `otlp` to the collector
-    /// too. Call inside the agent's runtime.
+    /// To `traces.jsonl` in the disk's directory, and with `otlp` to the
+    /// collector too. Call inside the agent's runtime.
     pub fn start(
-        output_dir: &Path,
+        disk: &Arc<Disk>,
         otlp: Option<OtlpConfig>,
         node: NodeResource,
         queue_capacity: usize,
@@ -104,8 +104,8 @@ impl EpisodeExport {
             }
             None => None,
         };
-        let file = TracesFile::open(output_dir)
-            .map_err(|error| ExportStartError::File { path: output_dir.join(super::file::FILE_NAME), error })?;
+        let file = TracesFile::open(disk)
+            .map_err(|error| ExportStartError::File { path: disk.dir().join(super::file::FILE_NAME), error })?;
         let destination = file.path().display().to_string();
         let file =
             Channel::start(Backend::File(Arc::new(Mutex::new(file))), destination, true, node.clone(), queue_capacity);
@@ -172,12 +172,16 @@ fn redact(endpoint: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::otlp::{queue::tests as q, testdata};
+    use crate::export::{
+        disk::DEFAULT_BUDGET,
+        otlp::{queue::tests as q, testdata},
+    };
 
     #[tokio::test]
     async fn without_an_endpoint_episodes_go_to_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let export = EpisodeExport::start(dir.path(), None, NodeResource::default(), 8).unwrap();
+        let export =
+            EpisodeExport::start(&Disk::new(dir.path(), DEFAULT_BUDGET), None, NodeResource::default(), 8).unwrap();
         assert!(export.offer(Arc::new(testdata::episode_with_every_child())));
         let counters = export.counters();
         let start = std::time::Instant::now();
@@ -198,7 +202,13 @@ mod tests {
     async fn with_an_endpoint_to_the_collector_and_the_status_says_so() {
         let (base, got, _) = q::receiver(200).await;
         let dir = tempfile::tempdir().unwrap();
-        let export = EpisodeExport::start(dir.path(), Some(q::http_config(&base)), NodeResource::default(), 8).unwrap();
+        let export = EpisodeExport::start(
+            &Disk::new(dir.path(), DEFAULT_BUDGET),
+            Some(q::http_config(&base)),
+            NodeResource::default(),
+            8,
+        )
+        .unwrap();
         export.offer(Arc::new(testdata::episode_with_every_child()));
         let counters = export.counters();
         let start = std::time::Instant::now();
@@ -224,7 +234,13 @@ mod tests {
     async fn failures_show_the_last_error() {
         let (base, _, _) = q::receiver(400).await;
         let dir = tempfile::tempdir().unwrap();
-        let export = EpisodeExport::start(dir.path(), Some(q::http_config(&base)), NodeResource::default(), 8).unwrap();
+        let export = EpisodeExport::start(
+            &Disk::new(dir.path(), DEFAULT_BUDGET),
+            Some(q::http_config(&base)),
+            NodeResource::default(),
+            8,
+        )
+        .unwrap();
         export.offer(Arc::new(testdata::episode_with_every_child()));
         let counters = export.counters();
         let start = std::time::Instant::now();
@@ -245,13 +261,22 @@ mod tests {
     #[test]
     fn start_outside_a_runtime_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let err = EpisodeExport::start(dir.path(), None, NodeResource::default(), 8).err().unwrap();
+        let err = EpisodeExport::start(&Disk::new(dir.path(), DEFAULT_BUDGET), None, NodeResource::default(), 8)
+            .err()
+            .unwrap();
         assert!(matches!(err, ExportStartError::NoRuntime));
     }
 
     #[tokio::test]
     async fn unwritable_output_dir_names_the_file() {
-        let err = EpisodeExport::start(Path::new("/nonexistent/dir"), None, NodeResource::default(), 8).err().unwrap();
+        let err = EpisodeExport::start(
+            &Disk::new(std::path::Path::new("/nonexistent/dir"), DEFAULT_BUDGET),
+            None,
+            NodeResource::default(),
+            8,
+        )
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("/nonexistent/dir/traces.jsonl"), "{err}");
     }
 
