@@ -28,7 +28,7 @@ use crate::{
         otlp::{EpisodeExport, ExportCounters, file::FILE_NAME},
     },
     kernel::{
-        clock::{Clock, realtime_ns},
+        clock::{Clock, RESYNC_EVERY, realtime_ns},
         privileges,
     },
     netns::NetnsOwners,
@@ -51,8 +51,14 @@ use crate::{
 const ADVANCE_EVERY: Duration = Duration::from_millis(250);
 /// Closed episodes waiting for an exporter at most; past it they are dropped (counted).
 const EXPORT_QUEUE: usize = 1024;
+/// From SIGTERM/SIGINT (or `--duration`) to exit, at most, whatever the
+/// collector does: the export flush gets what is left of it.
+pub const STOP_WITHIN: Duration = Duration::from_secs(5);
 /// Longest the exporters get to deliver what is queued at stop.
 const FLUSH_WITHIN: Duration = Duration::from_secs(3);
+/// Kept back from the flush for what follows it (closing files, the live
+/// view, the runtime's own shutdown).
+const AFTER_FLUSH: Duration = Duration::from_millis(1500);
 
 /// `live_view`: draw the live view on the terminal (else line mode).
 pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
@@ -104,6 +110,7 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
     tokio::pin!(deadline);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut advance = tokio::time::interval(ADVANCE_EVERY);
+    let mut resync = tokio::time::interval(RESYNC_EVERY);
     loop {
         tokio::select! {
             Some(batch) = reader.rx.recv() => {
@@ -119,12 +126,14 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
                 pipeline.tick(false);
                 pipeline.status(lost(&counters) + reader.dropped());
             }
+            _ = resync.tick() => pipeline.resync_clock(),
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = quit.notified() => break,
             _ = &mut deadline, if config.duration.is_some() => break,
         }
     }
+    let mut stop = Stop::begin();
     // Detach first so nothing new arrives, then take what is left.
     drop(ebpf);
     reader.stop();
@@ -140,12 +149,47 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
     pipeline.batch(&Batch::default(), true);
     pipeline.tick(true);
     let lost = lost(&counters) + reader.dropped();
-    pipeline.finish().await;
+    pipeline.finish(&mut stop).await;
     if let Some(t) = terminal {
         t.stop();
     }
-    console::line(&format!("observer: stopped {}", pipeline.stopped_text(lost)));
+    console::line(&format!("observer: stopped {} {}", pipeline.stopped_text(lost), stop.text()));
     Ok(())
+}
+
+/// The stop, from the signal on: its deadline and what the flush did.
+struct Stop {
+    began: Instant,
+    /// Episodes still open, closed by the stop.
+    closed: u64,
+    /// Delivered during the flush, and counted as dropped at its end (the
+    /// collector's exporter when there is one, else the file's).
+    flushed: u64,
+    unflushed: u64,
+}
+
+impl Stop {
+    fn begin() -> Stop {
+        Stop { began: Instant::now(), closed: 0, flushed: 0, unflushed: 0 }
+    }
+
+    /// How long the exporters may flush: [`FLUSH_WITHIN`], less what the
+    /// stop has used, so that it ends by [`STOP_WITHIN`].
+    fn flush_budget(&self) -> Duration {
+        let left = STOP_WITHIN.saturating_sub(self.began.elapsed()).saturating_sub(AFTER_FLUSH);
+        FLUSH_WITHIN.min(left)
+    }
+
+    /// `closed_at_stop=1 flushed=0 unflushed=1 stop_ms=3012`.
+    fn text(&self) -> String {
+        format!(
+            "closed_at_stop={} flushed={} unflushed={} stop_ms={}",
+            self.closed,
+            self.flushed,
+            self.unflushed,
+            self.began.elapsed().as_millis()
+        )
+    }
 }
 
 /// The next `memory.events` change; never ready without a watcher.
@@ -288,7 +332,8 @@ impl Pipeline {
     }
 
     fn advance(&mut self) {
-        let closed = self.engine.advance(realtime_ns());
+        // The records' own clock: during a slew it is not CLOCK_REALTIME.
+        let closed = self.engine.advance(self.clock.now_unix_nano());
         self.closed(closed);
         self.publish();
     }
@@ -346,12 +391,26 @@ impl Pipeline {
         format!("writing {events}episodes to {episodes}")
     }
 
-    /// Closes every open episode and delivers what can be delivered in time.
-    async fn finish(&mut self) {
-        let closed = self.engine.finish(realtime_ns());
+    /// Follows a step of the wall clock (see `kernel::clock`).
+    fn resync_clock(&mut self) {
+        if let Some(change) = self.clock.resync() {
+            console::line(&format!("observer: wall clock {change}; mapping kernel times with the new offset"));
+        }
+    }
+
+    /// Closes every open episode and delivers what can be delivered by the
+    /// stop's deadline.
+    async fn finish(&mut self, stop: &mut Stop) {
+        let closed = self.engine.finish(self.clock.now_unix_nano());
+        stop.closed = closed.len() as u64;
         self.closed(closed);
         if let Some(export) = self.export.take() {
-            export.shutdown(FLUSH_WITHIN).await;
+            let c = &self.exported;
+            let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+            let (exported, dropped) = (load(&c.exported), load(&c.dropped_stopped));
+            export.shutdown(stop.flush_budget()).await;
+            stop.flushed = load(&c.exported) - exported;
+            stop.unflushed = load(&c.dropped_stopped) - dropped;
         }
         if let Some(jsonl) = self.jsonl.as_mut() {
             jsonl.close();
@@ -365,8 +424,9 @@ impl Pipeline {
         let s = self.engine.stats();
         let c = &self.exported;
         let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+        let (steps, slews) = self.clock.changes();
         format!(
-            "events={} lost={lost}{extra} episodes={} late={} capped={} exported={} dropped={} failed={} events_file_dropped={}{}",
+            "events={} lost={lost}{extra} episodes={} late={} capped={} exported={} dropped={} failed={} events_file_dropped={}{} clock_steps={steps} clock_slews={slews}",
             self.live.events,
             s.closed,
             s.late,
