@@ -40,6 +40,8 @@ pub struct Stopped {
     pub stderr: Vec<String>,
     /// The `observer: stopped ...` line itself.
     pub summary: String,
+    /// From our SIGTERM until the agent was reaped (to within 20 ms).
+    pub exited_after: Duration,
     /// Every line of `traces.jsonl` (OTLP JSON trace requests), parsed.
     pub traces: Vec<serde_json::Value>,
 }
@@ -156,7 +158,9 @@ impl Observer {
     pub fn stop(mut self) -> Stopped {
         let pid = Pid::from_raw(self.child.id() as i32);
         kill(pid, Signal::SIGTERM).expect("SIGTERM to observer");
+        let signalled = Instant::now();
         let status = wait_within(&mut self.child, EXIT_WITHIN);
+        let exited_after = signalled.elapsed();
         let stderr = self.rest_of_stderr();
         let status: ExitStatus = status.unwrap_or_else(|| {
             panic!("observer still running {EXIT_WITHIN:?} after SIGTERM; killed it. stderr:\n{}", stderr.join("\n"))
@@ -176,7 +180,7 @@ impl Observer {
         let events = read_events(&self.dir.path().join("events.jsonl"));
         let summary = summary.clone();
         let traces = crate::otlp::read_json_lines(&self.dir.path().join("traces.jsonl"));
-        Stopped { events, summary_events, lost, stderr, summary, traces }
+        Stopped { events, summary_events, lost, stderr, summary, exited_after, traces }
     }
 
     fn rest_of_stderr(&mut self) -> Vec<String> {
@@ -241,6 +245,11 @@ impl TcpReset {
     }
 }
 
+/// The number after `key=` in a summary line (`key` without the `=`).
+pub fn summary_field(line: &str, key: &str) -> Option<u64> {
+    line.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+}
+
 /// `events=N lost=M` from the summary line.
 pub fn parse_summary(line: &str) -> Option<(u64, u64)> {
     let value = |key: &str| line.split_whitespace().find_map(|w| w.strip_prefix(key)?.parse().ok());
@@ -271,5 +280,7 @@ mod tests {
         assert_eq!(parse_summary("observer: stopped events=60 lost=0"), Some((60, 0)));
         assert_eq!(parse_summary("2026-01-01 observer: stopped events=7 lost=2 exported=7"), Some((7, 2)));
         assert_eq!(parse_summary("observer: stopped events=x lost=0"), None);
+        assert_eq!(super::summary_field("observer: stopped flushed=2 unflushed=1", "flushed"), Some(2));
+        assert_eq!(super::summary_field("observer: stopped unflushed=1", "flushed"), None);
     }
 }
