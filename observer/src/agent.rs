@@ -136,6 +136,7 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
     let mut stop = Stop::begin();
     // Detach first so nothing new arrives, then take what is left.
     drop(ebpf);
+    stop.detach_took = stop.began.elapsed();
     reader.stop();
     while let Some(batch) = reader.rx.recv().await {
         pipeline.batch(&batch, false);
@@ -166,11 +167,15 @@ struct Stop {
     /// collector's exporter when there is one, else the file's).
     flushed: u64,
     unflushed: u64,
+    /// Removing every program and probe (uprobes on Go binaries take the longest).
+    detach_took: Duration,
+    flush_took: Duration,
 }
 
 impl Stop {
     fn begin() -> Stop {
-        Stop { began: Instant::now(), closed: 0, flushed: 0, unflushed: 0 }
+        let zero = Duration::ZERO;
+        Stop { began: Instant::now(), closed: 0, flushed: 0, unflushed: 0, detach_took: zero, flush_took: zero }
     }
 
     /// How long the exporters may flush: [`FLUSH_WITHIN`], less what the
@@ -180,13 +185,15 @@ impl Stop {
         FLUSH_WITHIN.min(left)
     }
 
-    /// `closed_at_stop=1 flushed=0 unflushed=1 stop_ms=3012`.
+    /// `closed_at_stop=1 flushed=0 unflushed=1 detach_ms=40 flush_ms=3000 stop_ms=3052`.
     fn text(&self) -> String {
         format!(
-            "closed_at_stop={} flushed={} unflushed={} stop_ms={}",
+            "closed_at_stop={} flushed={} unflushed={} detach_ms={} flush_ms={} stop_ms={}",
             self.closed,
             self.flushed,
             self.unflushed,
+            self.detach_took.as_millis(),
+            self.flush_took.as_millis(),
             self.began.elapsed().as_millis()
         )
     }
@@ -408,7 +415,9 @@ impl Pipeline {
             let c = &self.exported;
             let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
             let (exported, dropped) = (load(&c.exported), load(&c.dropped_stopped));
+            let flush = Instant::now();
             export.shutdown(stop.flush_budget()).await;
+            stop.flush_took = flush.elapsed();
             stop.flushed = load(&c.exported) - exported;
             stop.unflushed = load(&c.dropped_stopped) - dropped;
         }
@@ -447,4 +456,23 @@ fn seed() -> u64 {
         return realtime_ns() ^ u64::from(std::process::id()).rotate_left(32);
     }
     u64::from_ne_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stop_begun(ago: Duration) -> Stop {
+        Stop { began: Instant::now() - ago, ..Stop::begin() }
+    }
+
+    #[test]
+    fn the_flush_gets_what_is_left_of_the_stop_deadline() {
+        assert_eq!(stop_begun(Duration::ZERO).flush_budget(), FLUSH_WITHIN, "a quick detach: all of it");
+        let late = stop_begun(Duration::from_secs(2)).flush_budget();
+        assert!(late <= STOP_WITHIN - Duration::from_secs(2) - AFTER_FLUSH, "{late:?}");
+        assert!(late >= STOP_WITHIN - Duration::from_secs(2) - AFTER_FLUSH - Duration::from_millis(100), "{late:?}");
+        assert_eq!(stop_begun(STOP_WITHIN).flush_budget(), Duration::ZERO, "nothing left: no flush");
+        assert!(FLUSH_WITHIN + AFTER_FLUSH <= STOP_WITHIN);
+    }
 }

@@ -99,7 +99,7 @@ fn events_lie_between_the_realtime_reads_around_them() {
     let stopped = observer.stop();
     let resets = bursts.resets(&stopped);
     assert_eq!(resets.len(), rounds.len() * 2 * N, "our resets in events.jsonl: {:?}", times(&resets));
-    let mut worst = 0i128;
+    let mut worst = i128::MIN;
     for (i, r) in rounds.iter().enumerate() {
         let inside = within(&resets, r.start, r.end);
         assert_eq!(
@@ -180,7 +180,8 @@ fn a_step_of_the_agents_wall_clock_is_followed() {
     let slew_floor = (forward - (slewing.end - seen_at + S / 10) / 2).max(back);
     check("while slewing", slewing.start + slew_floor, slewing.end + forward, 2 * N);
     check("after the slew", slewed.start + back, slewed.end + back, 2 * N);
-    let (steps, slews) = (summary_field(&stopped.summary, "clock_steps"), summary_field(&stopped.summary, "clock_slews"));
+    let (steps, slews) =
+        (summary_field(&stopped.summary, "clock_steps"), summary_field(&stopped.summary, "clock_slews"));
     assert_eq!((steps, slews), (Some(1), Some(1)), "clock_steps=/clock_slews=: {}", stopped.summary);
     eprintln!("clock step: {}", stopped.summary);
 }

@@ -108,7 +108,7 @@ fn sigterm_closes_flushes_and_exits_in_time(#[case] sink: Sink) {
     let ns = Netns::create();
     let holder = NetnsHolder::start(&ns, &unique_service("stop"));
     // Quiet for longer than the test: the episode is open when the signal comes.
-    let observer = Observer::start_env(&bin, &["--episode-quiet", "10m"], &env);
+    let observer = Observer::start_env(&bin, &["--episode-quiet", "4m"], &env);
     if let (Sink::StoppedCollector, Some(c)) = (sink, &collector) {
         let pid = c.pid().expect("the collector runs");
         kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).expect("SIGSTOP to the collector");

@@ -49,7 +49,7 @@ impl Stage {
             Stage::VmTest => crate::vm::run(None),
             Stage::Deny => cmd::step("deny: licences, bans, sources (deny.toml)", || {
                 // The advisory database would need the network: left out.
-                Cmd::cargo().args(["deny", "--offline", "check", "licenses", "bans", "sources"]).run()?;
+                Cmd::cargo().args(["deny", "--locked", "check", "licenses", "bans", "sources"]).run()?;
                 Ok("passed".into())
             }),
             Stage::BuildTests => cmd::step("build-tests: observer-e2e (release)", || {
