@@ -59,6 +59,8 @@ const FLUSH_WITHIN: Duration = Duration::from_secs(3);
 /// Kept back from the flush for what follows it (closing files, the live
 /// view, the runtime's own shutdown).
 const AFTER_FLUSH: Duration = Duration::from_millis(1500);
+/// Of that, what waiting for the detach thread leaves for the rest.
+const DETACH_LEFT: Duration = Duration::from_millis(500);
 
 /// `live_view`: draw the live view on the terminal (else line mode).
 pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
@@ -134,9 +136,10 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
         }
     }
     let mut stop = Stop::begin();
-    // Detach first so nothing new arrives, then take what is left.
-    drop(ebpf);
-    stop.detach_took = stop.began.elapsed();
+    // Stop sampling: the reader takes what the ring buffer holds now and
+    // ends. Detaching (seconds with many uprobes) runs meanwhile on a thread
+    // of its own, so that the flush below gets its time whatever it costs.
+    let detach = Detach::start(ebpf);
     reader.stop();
     while let Some(batch) = reader.rx.recv().await {
         pipeline.batch(&batch, false);
@@ -151,11 +154,39 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
     pipeline.tick(true);
     let lost = lost(&counters) + reader.dropped();
     pipeline.finish(&mut stop).await;
+    stop.detach_took = detach.wait(stop.began + STOP_WITHIN.saturating_sub(DETACH_LEFT));
     if let Some(t) = terminal {
         t.stop();
     }
     console::line(&format!("observer: stopped {} {}", pipeline.stopped_text(lost), stop.text()));
     Ok(())
+}
+
+/// Removing every program and probe, on a thread of its own.
+struct Detach {
+    done: std::sync::mpsc::Receiver<Duration>,
+}
+
+impl Detach {
+    fn start(ebpf: aya::Ebpf) -> Detach {
+        let (tx, done) = std::sync::mpsc::channel();
+        let began = Instant::now();
+        let spawned = std::thread::Builder::new().name("detach".into()).spawn(move || {
+            drop(ebpf);
+            let _ = tx.send(began.elapsed());
+        });
+        // A thread that cannot start drops the closure, and with it every program, here.
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the detach thread ({e}): detached inline");
+        }
+        Detach { done }
+    }
+
+    /// How long it took; `None` when still detaching at `by` (the process's
+    /// exit closes what is left: the kernel's time, not ours).
+    fn wait(self, by: Instant) -> Option<Duration> {
+        self.done.recv_timeout(by.saturating_duration_since(Instant::now())).ok()
+    }
 }
 
 /// The stop, from the signal on: its deadline and what the flush did.
@@ -167,15 +198,22 @@ struct Stop {
     /// collector's exporter when there is one, else the file's).
     flushed: u64,
     unflushed: u64,
-    /// Removing every program and probe (uprobes on Go binaries take the longest).
-    detach_took: Duration,
+    /// Removing every program and probe (uprobes on Go binaries take the
+    /// longest); `None`: not done by the deadline.
+    detach_took: Option<Duration>,
     flush_took: Duration,
 }
 
 impl Stop {
     fn begin() -> Stop {
-        let zero = Duration::ZERO;
-        Stop { began: Instant::now(), closed: 0, flushed: 0, unflushed: 0, detach_took: zero, flush_took: zero }
+        Stop {
+            began: Instant::now(),
+            closed: 0,
+            flushed: 0,
+            unflushed: 0,
+            detach_took: None,
+            flush_took: Duration::ZERO,
+        }
     }
 
     /// How long the exporters may flush: [`FLUSH_WITHIN`], less what the
@@ -192,7 +230,7 @@ impl Stop {
             self.closed,
             self.flushed,
             self.unflushed,
-            self.detach_took.as_millis(),
+            self.detach_took.map_or("unfinished".to_string(), |d| d.as_millis().to_string()),
             self.flush_took.as_millis(),
             self.began.elapsed().as_millis()
         )

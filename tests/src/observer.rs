@@ -40,7 +40,7 @@ pub struct Stopped {
     pub stderr: Vec<String>,
     /// The `observer: stopped ...` line itself.
     pub summary: String,
-    /// From our SIGTERM until the agent was reaped (to within 20 ms).
+    /// From our signal until the agent was reaped (to within 20 ms).
     pub exited_after: Duration,
     /// Every line of `traces.jsonl` (OTLP JSON trace requests), parsed.
     pub traces: Vec<serde_json::Value>,
@@ -155,20 +155,25 @@ impl Observer {
 
     /// Sends SIGTERM to the agent (its pid only), waits for it, checks it
     /// exited 0 with a summary line, and returns its events.
-    pub fn stop(mut self) -> Stopped {
+    pub fn stop(self) -> Stopped {
+        self.stop_with(Signal::SIGTERM)
+    }
+
+    /// [`Observer::stop`] with another signal (SIGINT: Ctrl-C).
+    pub fn stop_with(mut self, signal: Signal) -> Stopped {
         let pid = Pid::from_raw(self.child.id() as i32);
-        kill(pid, Signal::SIGTERM).expect("SIGTERM to observer");
+        kill(pid, signal).unwrap_or_else(|e| panic!("{signal} to observer: {e}"));
         let signalled = Instant::now();
         let status = wait_within(&mut self.child, EXIT_WITHIN);
         let exited_after = signalled.elapsed();
         let stderr = self.rest_of_stderr();
         let status: ExitStatus = status.unwrap_or_else(|| {
-            panic!("observer still running {EXIT_WITHIN:?} after SIGTERM; killed it. stderr:\n{}", stderr.join("\n"))
+            panic!("observer still running {EXIT_WITHIN:?} after {signal}; killed it. stderr:\n{}", stderr.join("\n"))
         });
         assert_eq!(
             status.code(),
             Some(0),
-            "observer exited with {status} after SIGTERM; stderr:\n{}",
+            "observer exited with {status} after {signal}; stderr:\n{}",
             stderr.join("\n")
         );
         let summary = stderr
