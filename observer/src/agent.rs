@@ -506,7 +506,7 @@ mod tests {
 
     #[test]
     fn the_flush_gets_what_is_left_of_the_stop_deadline() {
-        assert_eq!(stop_begun(Duration::ZERO).flush_budget(), FLUSH_WITHIN, "a quick detach: all of it");
+        assert_eq!(stop_begun(Duration::ZERO).flush_budget(), FLUSH_WITHIN, "at once: all of it");
         let late = stop_begun(Duration::from_secs(2)).flush_budget();
         assert!(late <= STOP_WITHIN - Duration::from_secs(2) - AFTER_FLUSH, "{late:?}");
         assert!(late >= STOP_WITHIN - Duration::from_secs(2) - AFTER_FLUSH - Duration::from_millis(100), "{late:?}");
