@@ -29,7 +29,7 @@ use crate::{
         otlp::{EpisodeExport, ExportCounters, file::FILE_NAME},
     },
     kernel::{
-        clock::{Clock, realtime_ns},
+        clock::{Clock, RESYNC_EVERY, realtime_ns},
         misses::ProgramMisses,
         privileges,
     },
@@ -53,8 +53,16 @@ use crate::{
 const ADVANCE_EVERY: Duration = Duration::from_millis(250);
 /// Closed episodes waiting for an exporter at most; past it they are dropped (counted).
 const EXPORT_QUEUE: usize = 1024;
+/// From SIGTERM/SIGINT (or `--duration`) to exit, at most, whatever the
+/// collector does: the export flush gets what is left of it.
+pub const STOP_WITHIN: Duration = Duration::from_secs(5);
 /// Longest the exporters get to deliver what is queued at stop.
 const FLUSH_WITHIN: Duration = Duration::from_secs(3);
+/// Kept back from the flush for what follows it (closing files, the live
+/// view, the runtime's own shutdown).
+const AFTER_FLUSH: Duration = Duration::from_millis(1500);
+/// Of that, what waiting for the detach thread leaves for the rest.
+const DETACH_LEFT: Duration = Duration::from_millis(500);
 
 /// `live_view`: draw the live view on the terminal (else line mode).
 pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
@@ -108,6 +116,7 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
     tokio::pin!(deadline);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut advance = tokio::time::interval(ADVANCE_EVERY);
+    let mut resync = tokio::time::interval(RESYNC_EVERY);
     loop {
         tokio::select! {
             Some(batch) = reader.rx.recv() => {
@@ -123,14 +132,18 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
                 pipeline.tick(false);
                 pipeline.status(lost(&counters) + reader.dropped(), misses.total(), &disk.status());
             }
+            _ = resync.tick() => pipeline.resync_clock(),
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = quit.notified() => break,
             _ = &mut deadline, if config.duration.is_some() => break,
         }
     }
-    // Detach first so nothing new arrives, then take what is left.
-    drop(ebpf);
+    let mut stop = Stop::begin();
+    // Stop sampling: the reader takes what the ring buffer holds now and
+    // ends. Detaching (seconds with many uprobes) runs meanwhile on a thread
+    // of its own, so that the flush below gets its time whatever it costs.
+    let detach = Detach::start(ebpf);
     reader.stop();
     while let Some(batch) = reader.rx.recv().await {
         pipeline.batch(&batch, false);
@@ -144,13 +157,89 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
     pipeline.batch(&Batch::default(), true);
     pipeline.tick(true);
     let lost = lost(&counters) + reader.dropped();
-    pipeline.finish().await;
+    pipeline.finish(&mut stop).await;
+    stop.detach_took = detach.wait(stop.began + STOP_WITHIN.saturating_sub(DETACH_LEFT));
     if let Some(t) = terminal {
         t.stop();
     }
     let end = format!("{}{}", misses.text(), disk.status().text());
-    console::line(&format!("observer: stopped {}", pipeline.stopped_text(lost, &end)));
+    console::line(&format!("observer: stopped {} {}", pipeline.stopped_text(lost, &end), stop.text()));
     Ok(())
+}
+
+/// Removing every program and probe, on a thread of its own.
+struct Detach {
+    done: std::sync::mpsc::Receiver<Duration>,
+}
+
+impl Detach {
+    fn start(ebpf: aya::Ebpf) -> Detach {
+        let (tx, done) = std::sync::mpsc::channel();
+        let began = Instant::now();
+        let spawned = std::thread::Builder::new().name("detach".into()).spawn(move || {
+            drop(ebpf);
+            let _ = tx.send(began.elapsed());
+        });
+        // A thread that cannot start drops the closure, and with it every program, here.
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the detach thread ({e}): detached inline");
+        }
+        Detach { done }
+    }
+
+    /// How long it took; `None` when still detaching at `by` (the process's
+    /// exit closes what is left: the kernel's time, not ours).
+    fn wait(self, by: Instant) -> Option<Duration> {
+        self.done.recv_timeout(by.saturating_duration_since(Instant::now())).ok()
+    }
+}
+
+/// The stop, from the signal on: its deadline and what the flush did.
+struct Stop {
+    began: Instant,
+    /// Episodes still open, closed by the stop.
+    closed: u64,
+    /// Delivered during the flush, and counted as dropped at its end (the
+    /// collector's exporter when there is one, else the file's).
+    flushed: u64,
+    unflushed: u64,
+    /// Removing every program and probe (uprobes on Go binaries take the
+    /// longest); `None`: not done by the deadline.
+    detach_took: Option<Duration>,
+    flush_took: Duration,
+}
+
+impl Stop {
+    fn begin() -> Stop {
+        Stop {
+            began: Instant::now(),
+            closed: 0,
+            flushed: 0,
+            unflushed: 0,
+            detach_took: None,
+            flush_took: Duration::ZERO,
+        }
+    }
+
+    /// How long the exporters may flush: [`FLUSH_WITHIN`], less what the
+    /// stop has used, so that it ends by [`STOP_WITHIN`].
+    fn flush_budget(&self) -> Duration {
+        let left = STOP_WITHIN.saturating_sub(self.began.elapsed()).saturating_sub(AFTER_FLUSH);
+        FLUSH_WITHIN.min(left)
+    }
+
+    /// `closed_at_stop=1 flushed=0 unflushed=1 detach_ms=40 flush_ms=3000 stop_ms=3052`.
+    fn text(&self) -> String {
+        format!(
+            "closed_at_stop={} flushed={} unflushed={} detach_ms={} flush_ms={} stop_ms={}",
+            self.closed,
+            self.flushed,
+            self.unflushed,
+            self.detach_took.map_or("unfinished".to_string(), |d| d.as_millis().to_string()),
+            self.flush_took.as_millis(),
+            self.began.elapsed().as_millis()
+        )
+    }
 }
 
 /// The next `memory.events` change; never ready without a watcher.
@@ -293,7 +382,8 @@ impl Pipeline {
     }
 
     fn advance(&mut self) {
-        let closed = self.engine.advance(realtime_ns());
+        // The records' own clock: during a slew it is not CLOCK_REALTIME.
+        let closed = self.engine.advance(self.clock.now_unix_nano());
         self.closed(closed);
         self.publish();
     }
@@ -358,12 +448,28 @@ impl Pipeline {
         format!("writing {events}episodes to {episodes}")
     }
 
-    /// Closes every open episode and delivers what can be delivered in time.
-    async fn finish(&mut self) {
-        let closed = self.engine.finish(realtime_ns());
+    /// Follows a step of the wall clock (see `kernel::clock`).
+    fn resync_clock(&mut self) {
+        if let Some(change) = self.clock.resync() {
+            console::line(&format!("observer: wall clock {change}; mapping kernel times with the new offset"));
+        }
+    }
+
+    /// Closes every open episode and delivers what can be delivered by the
+    /// stop's deadline.
+    async fn finish(&mut self, stop: &mut Stop) {
+        let closed = self.engine.finish(self.clock.now_unix_nano());
+        stop.closed = closed.len() as u64;
         self.closed(closed);
         if let Some(export) = self.export.take() {
-            export.shutdown(FLUSH_WITHIN).await;
+            let c = &self.exported;
+            let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+            let (exported, dropped) = (load(&c.exported), load(&c.dropped_stopped));
+            let flush = Instant::now();
+            export.shutdown(stop.flush_budget()).await;
+            stop.flush_took = flush.elapsed();
+            stop.flushed = load(&c.exported) - exported;
+            stop.unflushed = load(&c.dropped_stopped) - dropped;
         }
         if let Some(jsonl) = self.jsonl.as_mut() {
             jsonl.close();
@@ -378,8 +484,9 @@ impl Pipeline {
         let s = self.engine.stats();
         let c = &self.exported;
         let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+        let (steps, slews) = self.clock.changes();
         format!(
-            "events={} lost={lost}{end}{extra} episodes={} late={} capped={} exported={} dropped={} failed={} events_file_dropped={}{}",
+            "events={} lost={lost}{end}{extra} episodes={} late={} capped={} exported={} dropped={} failed={} events_file_dropped={}{} clock_steps={steps} clock_slews={slews}",
             self.live.events,
             s.closed,
             s.late,
@@ -400,4 +507,23 @@ fn seed() -> u64 {
         return realtime_ns() ^ u64::from(std::process::id()).rotate_left(32);
     }
     u64::from_ne_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stop_begun(ago: Duration) -> Stop {
+        Stop { began: Instant::now() - ago, ..Stop::begin() }
+    }
+
+    #[test]
+    fn the_flush_gets_what_is_left_of_the_stop_deadline() {
+        assert_eq!(stop_begun(Duration::ZERO).flush_budget(), FLUSH_WITHIN, "at once: all of it");
+        let late = stop_begun(Duration::from_secs(2)).flush_budget();
+        assert!(late <= STOP_WITHIN - Duration::from_secs(2) - AFTER_FLUSH, "{late:?}");
+        assert!(late >= STOP_WITHIN - Duration::from_secs(2) - AFTER_FLUSH - Duration::from_millis(100), "{late:?}");
+        assert_eq!(stop_begun(STOP_WITHIN).flush_budget(), Duration::ZERO, "nothing left: no flush");
+        assert!(FLUSH_WITHIN + AFTER_FLUSH <= STOP_WITHIN);
+    }
 }

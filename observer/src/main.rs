@@ -62,7 +62,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(agent::run(config, live_view)) {
+            let result = runtime.block_on(agent::run(config, live_view));
+            // A blocking task still running (a write to a hung disk) must
+            // not hold the exit past the stop's deadline.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     eprintln!("observer: error: {err:#}");

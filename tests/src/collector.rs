@@ -207,6 +207,11 @@ impl Collector {
         self.port
     }
 
+    /// Its pid while it runs (to SIGSTOP it: a collector that hangs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }

@@ -42,6 +42,8 @@ pub struct Stopped {
     pub stderr: Vec<String>,
     /// The `observer: stopped ...` line itself.
     pub summary: String,
+    /// From our signal until the agent was reaped (to within 20 ms).
+    pub exited_after: Duration,
     /// Every line of `traces.jsonl` (OTLP JSON trace requests), parsed.
     pub traces: Vec<serde_json::Value>,
 }
@@ -164,18 +166,25 @@ impl Observer {
 
     /// Sends SIGTERM to the agent (its pid only), waits for it, checks it
     /// exited 0 with a summary line, and returns its events.
-    pub fn stop(mut self) -> Stopped {
+    pub fn stop(self) -> Stopped {
+        self.stop_with(Signal::SIGTERM)
+    }
+
+    /// [`Observer::stop`] with another signal (SIGINT: Ctrl-C).
+    pub fn stop_with(mut self, signal: Signal) -> Stopped {
         let pid = Pid::from_raw(self.child.id() as i32);
-        kill(pid, Signal::SIGTERM).expect("SIGTERM to observer");
+        kill(pid, signal).unwrap_or_else(|e| panic!("{signal} to observer: {e}"));
+        let signalled = Instant::now();
         let status = wait_within(&mut self.child, EXIT_WITHIN);
+        let exited_after = signalled.elapsed();
         let stderr = self.rest_of_stderr();
         let status: ExitStatus = status.unwrap_or_else(|| {
-            panic!("observer still running {EXIT_WITHIN:?} after SIGTERM; killed it. stderr:\n{}", stderr.join("\n"))
+            panic!("observer still running {EXIT_WITHIN:?} after {signal}; killed it. stderr:\n{}", stderr.join("\n"))
         });
         assert_eq!(
             status.code(),
             Some(0),
-            "observer exited with {status} after SIGTERM; stderr:\n{}",
+            "observer exited with {status} after {signal}; stderr:\n{}",
             stderr.join("\n")
         );
         let summary = stderr
@@ -187,7 +196,7 @@ impl Observer {
         let events = read_events(&self.dir.join("events.jsonl"));
         let summary = summary.clone();
         let traces = crate::otlp::read_json_lines(&self.dir.join("traces.jsonl"));
-        Stopped { events, summary_events, lost, stderr, summary, traces }
+        Stopped { events, summary_events, lost, stderr, summary, exited_after, traces }
     }
 
     fn rest_of_stderr(&mut self) -> Vec<String> {
@@ -252,6 +261,11 @@ impl TcpReset {
     }
 }
 
+/// The number after `key=` in a summary line (`key` without the `=`).
+pub fn summary_field(line: &str, key: &str) -> Option<u64> {
+    line.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+}
+
 /// `events=N lost=M` from the summary line.
 pub fn parse_summary(line: &str) -> Option<(u64, u64)> {
     let value = |key: &str| line.split_whitespace().find_map(|w| w.strip_prefix(key)?.parse().ok());
@@ -282,5 +296,7 @@ mod tests {
         assert_eq!(parse_summary("observer: stopped events=60 lost=0"), Some((60, 0)));
         assert_eq!(parse_summary("2026-01-01 observer: stopped events=7 lost=2 exported=7"), Some((7, 2)));
         assert_eq!(parse_summary("observer: stopped events=x lost=0"), None);
+        assert_eq!(super::summary_field("observer: stopped flushed=2 unflushed=1", "flushed"), Some(2));
+        assert_eq!(super::summary_field("observer: stopped unflushed=1", "flushed"), None);
     }
 }

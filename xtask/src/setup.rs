@@ -3,9 +3,9 @@
 //! Each step checks first and does work only when something is missing or at
 //! another version, so a second run only checks. Steps: apt packages (LLVM 22
 //! for bpf-linker, and the tools the tests use), rust-src (aya-build builds
-//! `core` for the bpf target), bpf-linker at a pinned version, a mounted
-//! tracefs (tracepoints attach through it), and the OpenTelemetry Collector
-//! the end-to-end tests export to (`collector.rs`).
+//! `core` for the bpf target), bpf-linker and cargo-deny at pinned versions,
+//! a mounted tracefs (tracepoints attach through it), and the OpenTelemetry
+//! Collector the end-to-end tests export to (`collector.rs`).
 
 use std::{
     path::{Path, PathBuf},
@@ -40,6 +40,9 @@ const APT_PACKAGES: &[&str] = &[
 /// bpf-linker release that matches rustc 1.95's LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// cargo-deny release for the licence and dependency policy (`deny.toml`);
+/// it declares rust-version 1.88.
+pub const CARGO_DENY_VERSION: &str = "0.20.2";
 const TRACEFS: &str = "/sys/kernel/tracing";
 
 pub fn run() -> Result<()> {
@@ -54,6 +57,7 @@ pub fn run() -> Result<()> {
     cmd::step("setup: apt packages", || apt_install(APT_PACKAGES, root))?;
     cmd::step("setup: rust-src", rust_src)?;
     cmd::step("setup: bpf-linker", bpf_linker)?;
+    cmd::step("setup: cargo-deny", cargo_deny)?;
     cmd::step("setup: tracefs", || tracefs(root))?;
     cmd::step("setup: OpenTelemetry Collector", collector::ensure)?;
     eprintln!("==> setup: done ({})", cmd::secs(start.elapsed()));
@@ -155,6 +159,38 @@ fn bpf_linker() -> Result<String> {
 /// The version `bpf-linker --version` reports ("bpf-linker 0.13.0"), if it runs.
 fn bpf_linker_version() -> Result<Option<String>> {
     let Some(out) = Cmd::new("bpf-linker").arg("--version").probe()? else {
+        return Ok(None);
+    };
+    if !out.status.success() {
+        return Ok(None);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.split_whitespace().nth(1).map(str::to_owned))
+}
+
+fn cargo_deny() -> Result<String> {
+    match cargo_deny_version()? {
+        Some(v) if v == CARGO_DENY_VERSION => return Ok(format!("{v} already installed")),
+        Some(v) => eprintln!("    found cargo-deny {v}, want {CARGO_DENY_VERSION}"),
+        None => eprintln!("    cargo-deny not found"),
+    }
+    Cmd::cargo()
+        .args(["install", "cargo-deny", "--version", CARGO_DENY_VERSION, "--locked"])
+        .run()
+        .context("installing cargo-deny")?;
+    match cargo_deny_version()? {
+        Some(v) if v == CARGO_DENY_VERSION => Ok(format!("installed {v}")),
+        found => bail!(
+            "installed cargo-deny {CARGO_DENY_VERSION} but `cargo deny --version` reports {}: \
+             another cargo-deny comes first on PATH",
+            found.as_deref().unwrap_or("nothing")
+        ),
+    }
+}
+
+/// The version `cargo deny --version` reports ("cargo-deny 0.20.2"), if it runs.
+fn cargo_deny_version() -> Result<Option<String>> {
+    let Some(out) = Cmd::cargo().args(["deny", "--version"]).probe()? else {
         return Ok(None);
     };
     if !out.status.success() {

@@ -14,24 +14,28 @@ use crate::{
     host, setup,
 };
 
-/// The stages, in the order they run. `VmTest` runs the kernel-dependent
-/// tests again inside VMs booted with Debian's kernels (see `vm.rs`).
+/// The stages, in the order they run. `Deny` checks the licence and
+/// dependency policy (`deny.toml`) after the build fetched every crate.
+/// `VmTest` runs the kernel-dependent tests again inside VMs booted with
+/// Debian's kernels (see `vm.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
     Setup,
     Build,
+    Deny,
     BuildTests,
     Test,
     VmTest,
 }
 
 impl Stage {
-    const ALL: [Stage; 5] = [Stage::Setup, Stage::Build, Stage::BuildTests, Stage::Test, Stage::VmTest];
+    const ALL: [Stage; 6] = [Stage::Setup, Stage::Build, Stage::Deny, Stage::BuildTests, Stage::Test, Stage::VmTest];
 
     fn name(self) -> &'static str {
         match self {
             Stage::Setup => "setup",
             Stage::Build => "build",
+            Stage::Deny => "deny",
             Stage::BuildTests => "build-tests",
             Stage::Test => "test",
             Stage::VmTest => "vm-test",
@@ -43,6 +47,11 @@ impl Stage {
             Stage::Setup => setup::run(),
             Stage::Build => build::run(),
             Stage::VmTest => crate::vm::run(None),
+            Stage::Deny => cmd::step("deny: licences, bans, sources (deny.toml)", || {
+                // The advisory database would need the network: left out.
+                Cmd::cargo().args(["deny", "--locked", "check", "licenses", "bans", "sources"]).run()?;
+                Ok("passed".into())
+            }),
             Stage::BuildTests => cmd::step("build-tests: observer-e2e (release)", || {
                 test_env(Cmd::cargo())?
                     .args(["build", "--release", "--package", "observer-e2e", "--bins", "--tests"])
