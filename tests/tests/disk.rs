@@ -5,7 +5,7 @@
 //!   directory never holds more than the budget, every file holds whole
 //!   JSON lines, the newest resets are kept, and the stop line's `removed=`
 //!   is the number of segments missing;
-//! - a full disk (a tmpfs the test mounts, smaller than the budget): the
+//! - a full disk (a 256 KiB tmpfs the test mounts, smaller than the budget): the
 //!   agent runs on, stops writing, says why on its status and stop lines,
 //!   counts the lines it did not write, and exits 0; the file holds whole
 //!   lines only.
@@ -135,18 +135,18 @@ impl Drop for SmallFs {
 #[test]
 fn a_full_disk_stops_the_writing_not_the_agent() {
     let Some(bin) = require_root_and_bin() else { return };
-    let fs = SmallFs::mount("64k");
+    let fs = SmallFs::mount("256k");
     let mut observer = Observer::start_in(&bin, &fs.path(), &[]);
     let ns = Netns::create();
     let service = unique_service("full");
     let before = nstat(&ns, "TcpOutRsts");
-    closed_port_burst(resetgen(), &ns, 9, 2 * RESETS, &service);
+    closed_port_burst(resetgen(), &ns, 9, 3 * RESETS, &service);
     let status = observer.wait_for_stderr("disk_writes_stopped=", std::time::Duration::from_secs(30));
     assert!(status.contains("No space left on device"), "{status}");
     // Still running, still counting: the next burst is seen too.
     closed_port_burst(resetgen(), &ns, 9, RESETS, &service);
     let sent = nstat(&ns, "TcpOutRsts") - before;
-    assert_eq!(sent, 3 * RESETS as u64, "TcpOutRsts in {}", ns.name());
+    assert_eq!(sent, 4 * RESETS as u64, "TcpOutRsts in {}", ns.name());
     assert!(observer.is_running(), "the agent exited on a full disk");
     let stopped = observer.stop();
     assert!(stopped.summary.contains("disk_writes_stopped="), "{}", stopped.summary);
