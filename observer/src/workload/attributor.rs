@@ -115,8 +115,14 @@ impl Attributor {
 
     fn identity(&mut self, key: WorkloadKey, event: &Event, owners: &mut NetnsOwners) -> Arc<Identity> {
         let go_version = go_version(event);
+        // A Go process attached: its settings are the workload's from now on.
+        let go_env = match event {
+            Event::GoAttach(a) => Some(&a.env),
+            _ => None,
+        };
         if let Some(known) = self.identities.get(&key)
             && (go_version.is_none() || known.go_version.is_some())
+            && go_env.is_none_or(|env| known.go_env.as_ref() == Some(env))
         {
             return known.clone();
         }
@@ -126,6 +132,9 @@ impl Attributor {
         };
         if identity.go_version.is_none() {
             identity.go_version = go_version.map(str::to_string);
+        }
+        if let Some(env) = go_env {
+            identity.go_env = Some(env.clone());
         }
         let identity = Arc::new(identity);
         if self.identities.len() >= MAX_IDENTITIES {
@@ -294,6 +303,8 @@ pub fn who(event: &Event) -> Option<&Attribution> {
         Event::GoGc(e) => &e.owner.who,
         Event::GoAssist(e) => &e.owner.who,
         Event::GoHeapGrow(e) | Event::GoScavenge(e) => &e.owner.who,
+        Event::GoScavengeSummary(e) => &e.owner.who,
+        Event::GoAttach(e) => &e.owner.who,
         Event::NetDrop(e) => &e.who,
         Event::NetDropSummary(_) => return None,
         Event::TcpRetransmit(e) => &e.who,
@@ -324,6 +335,8 @@ fn go_version(event: &Event) -> Option<&str> {
         Event::GoGc(e) => e.owner.go_version.as_deref(),
         Event::GoAssist(e) => e.owner.go_version.as_deref(),
         Event::GoHeapGrow(e) | Event::GoScavenge(e) => e.owner.go_version.as_deref(),
+        Event::GoScavengeSummary(e) => e.owner.go_version.as_deref(),
+        Event::GoAttach(e) => e.owner.go_version.as_deref(),
         _ => None,
     }
 }
