@@ -113,17 +113,22 @@ pub struct GoAssistEvent {
 const _: () = assert!(core::mem::size_of::<GoAssistEvent>() == 16 + 8 + 8 + 8 + 8 + 8 + COMM_LEN);
 
 /// A call of `runtime.sysUnusedOS` returning at least this many bytes is
-/// sent as an event of its own (kind `GoScavenge`); smaller ones are counted
-/// per process in `GO_SCAVENGE_COUNTS` ([`ScavengeCounts`]), which the
-/// agent reads every second. The background scavenger returns 64 KiB at a
-/// time, thousands of times a second in a program that frees a lot; what
-/// returns a whole run of pages at once (`debug.FreeOSMemory`, scavenging
-/// for the memory limit) is rarer and worth seeing on its own.
+/// sent as an event of its own (kind `GoScavenge`), within
+/// [`SCAVENGE_EVENTS_PER_CPU_SEC`]; the others are counted per process in
+/// `GO_SCAVENGE_COUNTS` ([`ScavengeCounts`]), which the agent reads every
+/// second. The background scavenger returns 64 KiB at a time, thousands of
+/// times a second in a program that frees a lot; a call that returns a run
+/// of pages at once (`debug.FreeOSMemory`) is worth seeing on its own.
 pub const SCAVENGE_EVENT_MIN_BYTES: u64 = 1 << 20;
 
+/// Large calls sent as events per CPU and second at most: scavenging for a
+/// tight memory limit makes thousands of 1–4 MiB calls a second too (2,000
+/// a second measured under `GOMEMLIMIT=48MiB`); past it they are counted.
+pub const SCAVENGE_EVENTS_PER_CPU_SEC: u64 = 16;
+
 /// Value of `GO_SCAVENGE_COUNTS` (per CPU, keyed by tgid): the calls of
-/// `runtime.sysUnusedOS` under [`SCAVENGE_EVENT_MIN_BYTES`] since the
-/// process was first seen scavenging. Never reset: the agent reports the
+/// `runtime.sysUnusedOS` not sent as events since the process was first
+/// seen scavenging. Never reset: the agent reports the
 /// rise (a reset would race with a program adding to it). A call that
 /// finds the map full is sent as a `GoScavenge` event instead, whatever its
 /// size, so every call is either counted here or an event, never both.
@@ -140,8 +145,8 @@ const _: () = assert!(core::mem::size_of::<ScavengeCounts>() == 24);
 
 /// Heap growth (`runtime.(*pageAlloc).grow`, kind `GoHeapGrow`) or memory
 /// returned to the OS (`runtime.sysUnusedOS`, kind `GoScavenge`: calls of at
-/// least [`SCAVENGE_EVENT_MIN_BYTES`], and any call that did not fit in
-/// `GO_SCAVENGE_COUNTS`).
+/// least [`SCAVENGE_EVENT_MIN_BYTES`] within the budget, and any call that
+/// did not fit in `GO_SCAVENGE_COUNTS`).
 #[repr(C)]
 #[derive(Copy, Clone, Debug)]
 pub struct GoHeapEvent {

@@ -9,18 +9,18 @@
 
 use aya_ebpf::{
     EbpfContext,
+    bindings::BPF_NOEXIST,
     cty::c_void,
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated},
     macros::{map, uprobe},
-    bindings::BPF_NOEXIST,
-    maps::{HashMap, LruHashMap, PerCpuHashMap},
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::ProbeContext,
 };
 use observer_common::{
     EventKind, counter,
     goruntime::{
         GO_ASSIST_DURATION_KNOWN, GO_ASSIST_TIMED, GoAssistEvent, GoGcEvent, GoHeapEvent, GoProcess,
-        SCAVENGE_EVENT_MIN_BYTES, ScavengeCounts, field,
+        SCAVENGE_EVENT_MIN_BYTES, SCAVENGE_EVENTS_PER_CPU_SEC, ScavengeCounts, field,
     },
 };
 
@@ -35,6 +35,18 @@ pub static GO_PROCS: HashMap<u32, GoProcess> = HashMap::with_max_entries(4096, 0
 /// it has ended. Bounded: a call that finds it full is sent as an event.
 #[map]
 pub static GO_SCAVENGE_COUNTS: PerCpuHashMap<u32, ScavengeCounts> = PerCpuHashMap::with_max_entries(1024, 0);
+
+/// Large scavenger calls sent as events in this CPU's current second.
+#[map]
+static GO_SCAVENGE_BUDGET: PerCpuArray<EventBudget> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct EventBudget {
+    /// `bpf_ktime_get_ns() / 1e9` of the current window.
+    second: u64,
+    sent: u64,
+}
 
 /// Assists in progress, by (tgid, goroutine). LRU: an assist whose process
 /// exits before it returns is pushed out, never leaked.
@@ -272,13 +284,14 @@ pub fn go_heap_grow(ctx: ProbeContext) -> u32 {
 }
 
 /// Entry of `runtime.sysUnusedOS(v, n)`: RAX the address, RBX `n` bytes
-/// handed back to the OS. Counted per process, or an event of its own when
-/// large (see `SCAVENGE_EVENT_MIN_BYTES`).
+/// handed back to the OS. An event of its own when large and within this
+/// CPU's budget (see `SCAVENGE_EVENT_MIN_BYTES`), else counted per process.
 #[uprobe]
 pub fn go_scavenge(ctx: ProbeContext) -> u32 {
     let Some((pid_tgid, _)) = watched(&ctx) else { return 0 };
     let (_, n, _) = regs(&ctx);
-    if n < SCAVENGE_EVENT_MIN_BYTES && count_scavenge((pid_tgid >> 32) as u32, n) {
+    let single = n >= SCAVENGE_EVENT_MIN_BYTES && within_budget();
+    if !single && count_scavenge((pid_tgid >> 32) as u32, n) {
         return 0;
     }
     match send_heap(pid_tgid, EventKind::GoScavenge, n) {
@@ -311,6 +324,26 @@ fn count_scavenge(tgid: u32, bytes: u64) -> bool {
         }
     }
     false
+}
+
+/// Whether this CPU may still send a large call as an event this second.
+#[inline(always)]
+fn within_budget() -> bool {
+    let Some(budget) = GO_SCAVENGE_BUDGET.get_ptr_mut(0) else { return false };
+    // SAFETY: the helper has no preconditions.
+    let second = unsafe { bpf_ktime_get_ns() } / 1_000_000_000;
+    // SAFETY: per-CPU slot, only this CPU touches it while the program runs.
+    unsafe {
+        if (*budget).second != second {
+            (*budget).second = second;
+            (*budget).sent = 0;
+        }
+        if (*budget).sent >= SCAVENGE_EVENTS_PER_CPU_SEC {
+            return false;
+        }
+        (*budget).sent += 1;
+    }
+    true
 }
 
 #[inline(always)]

@@ -215,8 +215,8 @@ pub struct GoHeapChange {
     /// of `runtime.sysUnusedOS(v, n)` (`madvise`, called only by the
     /// scavenger's `scavengeOne`: the background scavenger, scavenging on
     /// allocation when over the memory limit or heap goal, and
-    /// `debug.FreeOSMemory`) of at least 1 MiB; smaller calls are counted in
-    /// `go.scavenge.summary`.
+    /// `debug.FreeOSMemory`) of at least 1 MiB, at most 16 a second per CPU;
+    /// the other calls are counted in `go.scavenge.summary`.
     pub bytes: u64,
     /// The thread it happened on.
     pub tid: u32,
@@ -224,12 +224,12 @@ pub struct GoHeapChange {
     pub owner: GoOwner,
 }
 
-/// The small calls of `runtime.sysUnusedOS` of one process since its
-/// previous summary, counted in the kernel (calls of at least
-/// `SCAVENGE_EVENT_MIN_BYTES`, 1 MiB, are `go.scavenge` events instead, and
-/// so is a call that found the kernel's table full: every call is in
-/// exactly one of the two). At most one a second per process, when it
-/// scavenged; stamped at the last call counted.
+/// The calls of `runtime.sysUnusedOS` of one process since its previous
+/// summary, counted in the kernel: all but those sent as `go.scavenge`
+/// events (calls of at least `SCAVENGE_EVENT_MIN_BYTES`, 1 MiB, within 16
+/// a second per CPU, and any call that found the kernel's table full):
+/// every call is in exactly one of the two. At most one a second per
+/// process, when it scavenged; stamped at the last call counted.
 #[derive(Debug, Clone, Serialize)]
 pub struct GoScavengeSummary {
     /// Calls since the previous summary of the process.

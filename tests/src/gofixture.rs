@@ -22,7 +22,8 @@ pub fn function_offset(bin: &Path, name: &str) -> u64 {
     use object::{Object, ObjectSection, ObjectSymbol};
     let data = std::fs::read(bin).unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
     let elf = object::File::parse(&*data).unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
-    let symbol = elf.symbols().find(|s| s.name() == Ok(name)).unwrap_or_else(|| panic!("no {name} in {}", bin.display()));
+    let symbol =
+        elf.symbols().find(|s| s.name() == Ok(name)).unwrap_or_else(|| panic!("no {name} in {}", bin.display()));
     let section = elf.section_by_index(symbol.section_index().expect("a defined symbol")).expect("its section");
     let (file_offset, _) = section.file_range().expect("a section with file contents");
     symbol.address() - section.address() + file_offset

@@ -68,9 +68,8 @@ impl GoEnv {
         if truncated || !environ.ends_with(&[0]) {
             entries.pop();
         }
-        let var = |name: &str| {
-            entries.iter().find_map(|kv| kv.strip_prefix(name.as_bytes())?.strip_prefix(b"=")).map(|v| value(v))
-        };
+        let var =
+            |name: &str| entries.iter().find_map(|kv| kv.strip_prefix(name.as_bytes())?.strip_prefix(b"=")).map(value);
         Self {
             environ: if truncated { EnvironRead::Truncated } else { EnvironRead::Read },
             environ_error: None,

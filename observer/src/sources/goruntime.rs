@@ -649,8 +649,7 @@ impl crate::sources::Source for GoRuntimeSource {
     fn tick(&mut self, cx: &mut crate::sources::Context<'_>, _last: bool, out: &mut Vec<Record>) {
         for a in std::mem::take(&mut self.attached) {
             let Some(owner) = self.userspace_owner(a.pid, cx) else { continue };
-            let attach =
-                GoAttach { executable: a.executable, layout: a.layout, probes: a.probes, env: a.env, owner };
+            let attach = GoAttach { executable: a.executable, layout: a.layout, probes: a.probes, env: a.env, owner };
             out.push(cx.record(a.ts_ns, Event::GoAttach(attach)));
         }
         self.scavenge_summaries(cx, out);

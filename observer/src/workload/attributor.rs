@@ -354,6 +354,39 @@ mod tests {
         assert_eq!(service_name("MY_OTEL_SERVICE_NAME=x\0"), None);
     }
 
+    /// A process's `go.attach` gives its workload the settings it read; the
+    /// records after it keep them.
+    #[test]
+    fn go_attach_sets_the_workloads_go_settings() {
+        use crate::event::{GoAttach, GoOwner, GoScavengeSummary};
+        use crate::process::environ::GoEnv;
+        let owner = GoOwner {
+            go_version: Some("go1.27.4".into()),
+            go_module: None,
+            who: Attribution { cgroup_id: Some(1), cgroup_path: Some("/".into()), pid: Some(42), ..Default::default() },
+        };
+        let env = GoEnv::parse(b"GOGC=50\0");
+        let attach = Event::GoAttach(GoAttach {
+            executable: None,
+            layout: "dwarf",
+            probes: 6,
+            env: env.clone(),
+            owner: owner.clone(),
+        });
+        let summary =
+            Event::GoScavengeSummary(GoScavengeSummary { calls: 1, bytes: 1, total_calls: 1, total_bytes: 1, owner });
+        let record = |event| Record { time: String::new(), time_unix_nano: 1, event };
+        let mut attributor = Attributor::new();
+        let mut netns = NetnsOwners::new();
+        let before = attributor.attribute(record(summary.clone()), &mut netns).expect("a process workload");
+        assert_eq!(before.identity.go_env, None);
+        let attached = attributor.attribute(record(attach), &mut netns).expect("a process workload");
+        assert_eq!(attached.key, before.key);
+        assert_eq!(attached.identity.go_env.as_ref(), Some(&env));
+        let after = attributor.attribute(record(summary), &mut netns).expect("a process workload");
+        assert_eq!(after.identity.go_env.as_ref().and_then(|e| e.env_gogc.as_deref()), Some("50"));
+    }
+
     #[test]
     fn shared_cgroups_are_split_by_process() {
         for path in [

@@ -122,7 +122,12 @@ pub const TABLE: &[AttrDoc] = &[
         "string",
         "whether the Go process's `/proc/PID/environ` was `read` whole when the agent attached, `truncated` (over 64 KiB: a variable past the cut is unknown) or `unreadable` (the process exited, no permission); for a cgroup workload, of its Go process attached last",
     ),
-    doc("observer.go.env.gogc", "root", "string", "its `GOGC` as set (absent: not set); in effect: `observer.go.gc.gogc`"),
+    doc(
+        "observer.go.env.gogc",
+        "root",
+        "string",
+        "its `GOGC` as set (absent: not set); in effect: `observer.go.gc.gogc`",
+    ),
     doc(
         "observer.go.env.gomemlimit",
         "root",
@@ -205,7 +210,7 @@ pub const TABLE: &[AttrDoc] = &[
         "observer.go.scavenge.summary.calls",
         "go.scavenge.summary",
         "int",
-        "calls under 1 MiB since the previous summary (counted in the kernel)",
+        "calls since the previous summary, counted in the kernel (those not sent as `go.scavenge` events)",
     ),
     doc("observer.go.scavenge.summary.bytes", "go.scavenge.summary", "int", "what those calls returned to the OS"),
     // memcg
