@@ -167,12 +167,13 @@ pub struct GoRuntimeSource {
     /// Binaries already warned about, so each problem is said once.
     warned: HashSet<BinaryId>,
     procs: BpfHashMap<MapData, u32, GoProcess>,
-    /// Small scavenger calls per process, counted in the kernel.
+    /// Scavenger calls not sent as events, per process, counted in the kernel.
     scavenge_counts: PerCpuHashMap<MapData, u32, ScavengeCounts>,
     /// (calls, bytes) last reported per process.
     scavenge_seen: HashMap<u32, (u64, u64)>,
     /// Scavenger calls under the event size sent as events: the kernel's
-    /// table had no room for their process.
+    /// table had no room for their process (large ones sent for that reason
+    /// are not told apart).
     scavenge_unsummarized: u64,
     attached: Vec<Attached>,
     /// The cgroup2 mount, to read a process's cgroup at attach.
