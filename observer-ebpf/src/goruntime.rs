@@ -290,8 +290,10 @@ pub fn go_heap_grow(ctx: ProbeContext) -> u32 {
 pub fn go_scavenge(ctx: ProbeContext) -> u32 {
     let Some((pid_tgid, _)) = watched(&ctx) else { return 0 };
     let (_, n, _) = regs(&ctx);
-    let single = n >= SCAVENGE_EVENT_MIN_BYTES && within_budget();
-    if !single && count_scavenge((pid_tgid >> 32) as u32, n) {
+    // SAFETY: a helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let single = n >= SCAVENGE_EVENT_MIN_BYTES && within_budget(now);
+    if !single && count_scavenge((pid_tgid >> 32) as u32, n, now) {
         return 0;
     }
     match send_heap(pid_tgid, EventKind::GoScavenge, n) {
@@ -303,9 +305,7 @@ pub fn go_scavenge(ctx: ProbeContext) -> u32 {
 /// Adds one call of `bytes` to the process's counts; false when the map is
 /// full (the caller sends the call as an event instead).
 #[inline(always)]
-fn count_scavenge(tgid: u32, bytes: u64) -> bool {
-    // SAFETY: a helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+fn count_scavenge(tgid: u32, bytes: u64, now: u64) -> bool {
     for _ in 0..2 {
         if let Some(counts) = GO_SCAVENGE_COUNTS.get_ptr_mut(tgid) {
             // SAFETY: this CPU's slot of a live map value; only this CPU
@@ -328,10 +328,9 @@ fn count_scavenge(tgid: u32, bytes: u64) -> bool {
 
 /// Whether this CPU may still send a large call as an event this second.
 #[inline(always)]
-fn within_budget() -> bool {
+fn within_budget(now: u64) -> bool {
     let Some(budget) = GO_SCAVENGE_BUDGET.get_ptr_mut(0) else { return false };
-    // SAFETY: the helper has no preconditions.
-    let second = unsafe { bpf_ktime_get_ns() } / 1_000_000_000;
+    let second = now / 1_000_000_000;
     // SAFETY: per-CPU slot, only this CPU touches it while the program runs.
     unsafe {
         if (*budget).second != second {

@@ -418,13 +418,43 @@ fn assists_are_timed(
 /// the total seen (work after its last line is printed only later).
 #[rstest]
 fn scavenging_is_counted_exactly(#[values("go1.22.12", "go1.27.4")] release: &'static str) {
+    let args = [WORK, &["-free-os-memory"]].concat();
+    let Some((finished, seen)) = scavenging_against_tracefs(release, &args, &[("GODEBUG", "gctrace=1,scavtrace=1")])
+    else {
+        return;
+    };
+    let scav = gofixture::scavtrace_kib(&finished.stderr);
+    let forced: u64 = scav.iter().filter(|(_, _, forced)| *forced).map(|(_, eager, _)| eager << 10).sum();
+    assert!(forced > 0, "FreeOSMemory released nothing; stderr:\n{}", finished.stderr);
+    let printed: u64 = scav.iter().map(|(bg, eager, _)| (bg + eager) << 10).sum();
+    assert!(seen >= printed, "go.scavenge bytes {seen} < scavtrace total {printed}");
+}
+
+/// Scavenging to stay under a tight `GOMEMLIMIT`: thousands of calls a
+/// second, many of 1–4 MiB. The same exact account against tracefs, over a
+/// run of several seconds (several summaries, the large calls past the
+/// kernel's budget counted in them).
+#[test]
+fn scavenging_for_a_tight_memory_limit_is_counted_exactly() {
+    let args = ["-wait-stdin", "-allocs", "400000", "-alloc-size", "65536", "-retain", "33554432"];
+    scavenging_against_tracefs(NEWEST, &args, &[("GOMEMLIMIT", "48MiB")]);
+}
+
+/// Runs the fixture with `args` and `env` under the agent and a tracefs
+/// uprobe on `runtime.sysUnusedOS`, asserts that the agent's summaries and
+/// events account for every call and byte tracefs saw, and returns what the
+/// fixture printed and the bytes seen; `None` when the test cannot run here.
+fn scavenging_against_tracefs(
+    release: &'static str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Option<(gofixture::Finished, u64)> {
     const EVENT_MIN: u64 = 1 << 20;
-    let Some(bin) = require_root_and_bin() else { return };
+    let bin = require_root_and_bin()?;
     let fixture_bin = fixture_bin(Toolchain::Release(release), Variant::Plain);
     let offset = gofixture::function_offset(&fixture_bin, "runtime.sysUnusedOS");
     let mut observer = Observer::start(&bin);
-    let args = [WORK, &["-free-os-memory"]].concat();
-    let mut fixture = GoFixture::start(&fixture_bin, &args, &[("GODEBUG", "gctrace=1,scavtrace=1")]);
+    let mut fixture = GoFixture::start(&fixture_bin, args, env);
     let pid = fixture.pid;
     observer.wait_for_stderr(&attached(pid), ATTACH_WITHIN);
     // From the agent's attach on, while the fixture waits: both sides count the same calls.
@@ -454,7 +484,7 @@ fn scavenging_is_counted_exactly(#[values("go1.22.12", "go1.27.4")] release: &'s
     let singles = events_of(&stopped, "go.scavenge", pid);
     let sum = |events: &[serde_json::Value], key: &str| -> u64 { events.iter().filter_map(|e| u64_of(e, key)).sum() };
     eprintln!(
-        "{release}: sysUnusedOS calls {} ({large} of 1 MiB or more), {} bytes; {} summaries of {} calls, {} events",
+        "{release} {env:?}: sysUnusedOS calls {} ({large} of 1 MiB or more), {} bytes; {} summaries of {} calls, {} events",
         calls.len(),
         calls.iter().sum::<u64>(),
         summaries.len(),
@@ -476,13 +506,7 @@ fn scavenging_is_counted_exactly(#[values("go1.22.12", "go1.27.4")] release: &'s
         assert!(u64_of(s, "calls").is_some_and(|c| c > 0), "a summary without calls: {s}");
     }
     assert_process_named(&summaries);
-
-    let scav = gofixture::scavtrace_kib(&finished.stderr);
-    let forced: u64 = scav.iter().filter(|(_, _, forced)| *forced).map(|(_, eager, _)| eager << 10).sum();
-    assert!(forced > 0, "FreeOSMemory released nothing; stderr:\n{}", finished.stderr);
-    let printed: u64 = scav.iter().map(|(bg, eager, _)| (bg + eager) << 10).sum();
-    let seen = sum(&summaries, "bytes") + sum(&singles, "bytes");
-    assert!(seen >= printed, "go.scavenge bytes {seen} < scavtrace total {printed}");
+    Some((finished, sum(&summaries, "bytes") + sum(&singles, "bytes")))
 }
 
 /// One `go.attach` per process: its binary, Go version and layout, and the
