@@ -150,6 +150,24 @@ mod tests {
     }
 
     #[test]
+    fn a_process_that_has_exited_is_not_taken_for_an_empty_environment() {
+        // Not waited for yet: a zombie, whose environ reads as an error
+        // (ESRCH, 6.18) or, on kernels that give no error, as empty.
+        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let env = GoEnv::of_process(pid);
+        let _ = child.wait();
+        assert_eq!(env.environ, EnvironRead::Unreadable, "{env:?}");
+        assert!(env.environ_error.is_some());
+    }
+
+    #[test]
     fn this_process_is_read() {
         let env = GoEnv::of_process(std::process::id());
         assert_ne!(env.environ, EnvironRead::Unreadable, "{env:?}");
