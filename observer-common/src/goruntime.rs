@@ -112,8 +112,41 @@ pub struct GoAssistEvent {
 
 const _: () = assert!(core::mem::size_of::<GoAssistEvent>() == 16 + 8 + 8 + 8 + 8 + 8 + COMM_LEN);
 
+/// A call of `runtime.sysUnusedOS` returning at least this many bytes is
+/// sent as an event of its own (kind `GoScavenge`), within
+/// [`SCAVENGE_EVENTS_PER_CPU_SEC`]; the others are counted per process in
+/// `GO_SCAVENGE_COUNTS` ([`ScavengeCounts`]), which the agent reads every
+/// second. The background scavenger returns 64 KiB at a time, thousands of
+/// times a second in a program that frees a lot; a call that returns a run
+/// of pages at once (`debug.FreeOSMemory`) is worth seeing on its own.
+pub const SCAVENGE_EVENT_MIN_BYTES: u64 = 1 << 20;
+
+/// Large calls sent as events per CPU and second at most: scavenging for a
+/// tight memory limit makes thousands of 1–4 MiB calls a second too (2,000
+/// a second measured under `GOMEMLIMIT=48MiB`); past it they are counted.
+pub const SCAVENGE_EVENTS_PER_CPU_SEC: u64 = 16;
+
+/// Value of `GO_SCAVENGE_COUNTS` (per CPU, keyed by tgid): the calls of
+/// `runtime.sysUnusedOS` not sent as events since the process was first
+/// seen scavenging. Never reset: the agent reports the
+/// rise (a reset would race with a program adding to it). A call that
+/// finds the map full is sent as a `GoScavenge` event instead, whatever its
+/// size, so every call is either counted here or an event, never both.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScavengeCounts {
+    pub calls: u64,
+    pub bytes: u64,
+    /// `bpf_ktime_get_ns()` of the last call counted on this CPU.
+    pub last_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<ScavengeCounts>() == 24);
+
 /// Heap growth (`runtime.(*pageAlloc).grow`, kind `GoHeapGrow`) or memory
-/// returned to the OS (`runtime.sysUnusedOS`, kind `GoScavenge`).
+/// returned to the OS (`runtime.sysUnusedOS`, kind `GoScavenge`: calls of at
+/// least [`SCAVENGE_EVENT_MIN_BYTES`] within the budget, and any call that
+/// did not fit in `GO_SCAVENGE_COUNTS`).
 #[repr(C)]
 #[derive(Copy, Clone, Debug)]
 pub struct GoHeapEvent {
@@ -141,3 +174,6 @@ unsafe impl aya::Pod for GoAssistEvent {}
 #[cfg(feature = "user")]
 // SAFETY: plain old data: integers and a byte array, no implicit padding.
 unsafe impl aya::Pod for GoHeapEvent {}
+#[cfg(feature = "user")]
+// SAFETY: plain old data: integers only, no padding.
+unsafe impl aya::Pod for ScavengeCounts {}

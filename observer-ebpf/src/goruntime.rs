@@ -9,15 +9,19 @@
 
 use aya_ebpf::{
     EbpfContext,
+    bindings::BPF_NOEXIST,
     cty::c_void,
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated},
     macros::{map, uprobe},
-    maps::{HashMap, LruHashMap},
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::ProbeContext,
 };
 use observer_common::{
     EventKind, counter,
-    goruntime::{GO_ASSIST_DURATION_KNOWN, GO_ASSIST_TIMED, GoAssistEvent, GoGcEvent, GoHeapEvent, GoProcess, field},
+    goruntime::{
+        GO_ASSIST_DURATION_KNOWN, GO_ASSIST_TIMED, GoAssistEvent, GoGcEvent, GoHeapEvent, GoProcess,
+        SCAVENGE_EVENT_MIN_BYTES, SCAVENGE_EVENTS_PER_CPU_SEC, ScavengeCounts, field,
+    },
 };
 
 use crate::maps::{EVENTS, count};
@@ -25,6 +29,24 @@ use crate::maps::{EVENTS, count};
 /// Watched Go processes by tgid; the agent adds and removes entries.
 #[map]
 pub static GO_PROCS: HashMap<u32, GoProcess> = HashMap::with_max_entries(4096, 0);
+
+/// Small `runtime.sysUnusedOS` calls counted per process (tgid), per CPU;
+/// the agent reads the rise every second and removes a process's entry once
+/// it has ended. Bounded: a call that finds it full is sent as an event.
+#[map]
+pub static GO_SCAVENGE_COUNTS: PerCpuHashMap<u32, ScavengeCounts> = PerCpuHashMap::with_max_entries(1024, 0);
+
+/// Large scavenger calls sent as events in this CPU's current second.
+#[map]
+static GO_SCAVENGE_BUDGET: PerCpuArray<EventBudget> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct EventBudget {
+    /// `bpf_ktime_get_ns() / 1e9` of the current window.
+    second: u64,
+    sent: u64,
+}
 
 /// Assists in progress, by (tgid, goroutine). LRU: an assist whose process
 /// exits before it returns is pushed out, never leaked.
@@ -248,31 +270,83 @@ fn send_assist(pid_tgid: u64, g: u64, duration: Option<u64>) -> Result<(), ()> {
 }
 
 /// Entry of `runtime.(*pageAlloc).grow(base, size)`: RAX the page
-/// allocator, RBX `base`, RCX `size` in bytes.
+/// allocator, RBX `base`, RCX `size` in bytes. Rare by construction (whole
+/// 4 MiB chunks of address space, never given back): one event each.
 #[uprobe]
 pub fn go_heap_grow(ctx: ProbeContext) -> u32 {
+    let Some((pid_tgid, _)) = watched(&ctx) else { return 0 };
     // SAFETY: as in `regs`.
     let size = unsafe { (*ctx.regs).rcx };
-    match send_heap(&ctx, EventKind::GoHeapGrow, size) {
+    match send_heap(pid_tgid, EventKind::GoHeapGrow, size) {
         Ok(()) => 0,
         Err(()) => 1,
     }
 }
 
 /// Entry of `runtime.sysUnusedOS(v, n)`: RAX the address, RBX `n` bytes
-/// handed back to the OS.
+/// handed back to the OS. An event of its own when large and within this
+/// CPU's budget (see `SCAVENGE_EVENT_MIN_BYTES`), else counted per process.
 #[uprobe]
 pub fn go_scavenge(ctx: ProbeContext) -> u32 {
+    let Some((pid_tgid, _)) = watched(&ctx) else { return 0 };
     let (_, n, _) = regs(&ctx);
-    match send_heap(&ctx, EventKind::GoScavenge, n) {
+    // SAFETY: a helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let single = n >= SCAVENGE_EVENT_MIN_BYTES && within_budget(now);
+    if !single && count_scavenge((pid_tgid >> 32) as u32, n, now) {
+        return 0;
+    }
+    match send_heap(pid_tgid, EventKind::GoScavenge, n) {
         Ok(()) => 0,
         Err(()) => 1,
     }
 }
 
+/// Adds one call of `bytes` to the process's counts; false when the map is
+/// full (the caller sends the call as an event instead).
 #[inline(always)]
-fn send_heap(ctx: &ProbeContext, kind: EventKind, amount: u64) -> Result<(), ()> {
-    let Some((pid_tgid, _)) = watched(ctx) else { return Ok(()) };
+fn count_scavenge(tgid: u32, bytes: u64, now: u64) -> bool {
+    for _ in 0..2 {
+        if let Some(counts) = GO_SCAVENGE_COUNTS.get_ptr_mut(tgid) {
+            // SAFETY: this CPU's slot of a live map value; only this CPU
+            // writes it while the program runs.
+            unsafe {
+                (*counts).calls += 1;
+                (*counts).bytes += bytes;
+                (*counts).last_ns = now;
+            }
+            return true;
+        }
+        // Another CPU may insert it first (EEXIST): look it up again.
+        let first = ScavengeCounts { calls: 1, bytes, last_ns: now };
+        if GO_SCAVENGE_COUNTS.insert(tgid, first, BPF_NOEXIST as u64).is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether this CPU may still send a large call as an event this second.
+#[inline(always)]
+fn within_budget(now: u64) -> bool {
+    let Some(budget) = GO_SCAVENGE_BUDGET.get_ptr_mut(0) else { return false };
+    let second = now / 1_000_000_000;
+    // SAFETY: per-CPU slot, only this CPU touches it while the program runs.
+    unsafe {
+        if (*budget).second != second {
+            (*budget).second = second;
+            (*budget).sent = 0;
+        }
+        if (*budget).sent >= SCAVENGE_EVENTS_PER_CPU_SEC {
+            return false;
+        }
+        (*budget).sent += 1;
+    }
+    true
+}
+
+#[inline(always)]
+fn send_heap(pid_tgid: u64, kind: EventKind, amount: u64) -> Result<(), ()> {
     let Some(mut entry) = EVENTS.reserve::<GoHeapEvent>(0) else {
         count(counter::LOST);
         return Err(());

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::cgroup::container::{self, Qos, Runtime};
+use crate::process::environ::GoEnv;
 
 use crate::netns::NetnsOwner;
 
@@ -32,6 +33,10 @@ pub enum Event {
     GoHeapGrow(GoHeapChange),
     #[serde(rename = "go.scavenge")]
     GoScavenge(GoHeapChange),
+    #[serde(rename = "go.scavenge.summary")]
+    GoScavengeSummary(GoScavengeSummary),
+    #[serde(rename = "go.attach")]
+    GoAttach(GoAttach),
     #[serde(rename = "net.drop")]
     NetDrop(NetDrop),
     #[serde(rename = "net.drop.summary")]
@@ -206,14 +211,53 @@ pub struct GoHeapChange {
     /// used). The sum over a process's events is how much the heap's
     /// `/memory/classes/heap/*` total grew.
     ///
-    /// `go.scavenge`: what the runtime handed back to the OS
-    /// (`runtime.sysUnusedOS(v, n)`, `madvise`, called only by the
+    /// `go.scavenge`: what the runtime handed back to the OS in one call
+    /// of `runtime.sysUnusedOS(v, n)` (`madvise`, called only by the
     /// scavenger's `scavengeOne`: the background scavenger, scavenging on
     /// allocation when over the memory limit or heap goal, and
-    /// `debug.FreeOSMemory`).
+    /// `debug.FreeOSMemory`) of at least 1 MiB, at most 16 a second per CPU;
+    /// the other calls are counted in `go.scavenge.summary`.
     pub bytes: u64,
     /// The thread it happened on.
     pub tid: u32,
+    #[serde(flatten)]
+    pub owner: GoOwner,
+}
+
+/// The calls of `runtime.sysUnusedOS` of one process since its previous
+/// summary, counted in the kernel: all but those sent as `go.scavenge`
+/// events (calls of at least `SCAVENGE_EVENT_MIN_BYTES`, 1 MiB, within 16
+/// a second per CPU, and any call that found the kernel's table full):
+/// every call is in exactly one of the two. At most one a second per
+/// process, when it scavenged; stamped at the last call counted.
+#[derive(Debug, Clone, Serialize)]
+pub struct GoScavengeSummary {
+    /// Calls since the previous summary of the process.
+    pub calls: u64,
+    /// Bytes they handed back to the OS.
+    pub bytes: u64,
+    /// Calls (bytes) counted so since the agent attached.
+    pub total_calls: u64,
+    pub total_bytes: u64,
+    #[serde(flatten)]
+    pub owner: GoOwner,
+}
+
+/// The agent attached to a Go process (once per process, when its probes
+/// are live): which binary, how its GC figures are located, and the memory
+/// settings the process was started with (its environment). The runtime's
+/// effective GOGC and memory limit are on each `go.gc` event.
+#[derive(Debug, Clone, Serialize)]
+pub struct GoAttach {
+    /// The executable as the process names it (`/proc/PID/exe`).
+    pub executable: Option<String>,
+    /// Where the runtime's struct offsets came from: `dwarf`, `table`, or
+    /// `none` (its `go.gc` events carry no figures).
+    pub layout: &'static str,
+    /// The uprobes its binary has (shared by every process running it).
+    pub probes: usize,
+    #[serde(flatten)]
+    pub env: GoEnv,
     #[serde(flatten)]
     pub owner: GoOwner,
 }

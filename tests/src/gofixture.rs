@@ -16,6 +16,19 @@ const READY_WITHIN: Duration = Duration::from_secs(30);
 /// A cold build (PIE rebuilds the standard library) on a busy 2-core machine.
 const BUILD_WITHIN: Duration = Duration::from_secs(600);
 
+/// The file offset of function `name`'s entry in `bin` (from `.symtab`),
+/// for a tracefs uprobe on it.
+pub fn function_offset(bin: &Path, name: &str) -> u64 {
+    use object::{Object, ObjectSection, ObjectSymbol};
+    let data = std::fs::read(bin).unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+    let elf = object::File::parse(&*data).unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+    let symbol =
+        elf.symbols().find(|s| s.name() == Ok(name)).unwrap_or_else(|| panic!("no {name} in {}", bin.display()));
+    let section = elf.section_by_index(symbol.section_index().expect("a defined symbol")).expect("its section");
+    let (file_offset, _) = section.file_range().expect("a section with file contents");
+    symbol.address() - section.address() + file_offset
+}
+
 /// The fixture's source directory.
 pub fn source_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/gofixture")

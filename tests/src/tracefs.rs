@@ -86,9 +86,36 @@ impl Drop for KprobeEvent {
 }
 
 fn append_kprobe_events(line: &str) -> std::io::Result<()> {
+    append_probe_events("kprobe_events", line)
+}
+
+fn append_probe_events(file: &str, line: &str) -> std::io::Result<()> {
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().append(true).open(root().join("kprobe_events"))?;
+    let mut f = std::fs::OpenOptions::new().append(true).open(root().join(file))?;
     f.write_all(format!("{line}\n").as_bytes())
+}
+
+/// A `uprobe_events` probe `p:GROUP/NAME PATH:0xOFFSET ARGS`: tracefs' own
+/// record of the calls of a function of a binary (enable it in a
+/// [`Recorder`] as `(GROUP, NAME)`). Removed on drop.
+pub struct UprobeEvent {
+    pub group: String,
+    pub name: String,
+}
+
+impl UprobeEvent {
+    /// `offset`: the function's file offset; `args`: fetch args such as `n=%bx:u64`.
+    pub fn new(group: &str, name: &str, path: &std::path::Path, offset: u64, args: &str) -> UprobeEvent {
+        let line = format!("p:{group}/{name} {}:{offset:#x} {args}", path.display());
+        append_probe_events("uprobe_events", &line).unwrap_or_else(|e| panic!("uprobe_events: {line}: {e}"));
+        UprobeEvent { group: group.into(), name: name.into() }
+    }
+}
+
+impl Drop for UprobeEvent {
+    fn drop(&mut self) {
+        let _ = append_probe_events("uprobe_events", &format!("-:{}/{}", self.group, self.name));
+    }
 }
 
 /// One line of a trace buffer: who ran (thread and, with `record-tgid`,

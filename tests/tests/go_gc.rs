@@ -16,6 +16,7 @@ use std::time::Duration;
 use observer_e2e::gofixture::{self, GcTrace, GoFixture, Toolchain, Variant, cycle_set, fmt_ns_as_ms, gctrace_cycles};
 use observer_e2e::observer::{Observer, Stopped};
 use observer_e2e::require::{require_path, require_root_and_bin};
+use observer_e2e::tracefs::{Recorder, UprobeEvent};
 use rstest::rstest;
 
 const ATTACH_WITHIN: Duration = Duration::from_secs(10);
@@ -407,42 +408,152 @@ fn assists_are_timed(
     assert_eq!(grown, heap("metrics") - heap("metrics-start"), "go.heap_grow bytes vs the runtime's heap growth");
 }
 
-/// `debug.FreeOSMemory()` on a thread locked to the fixture's main
-/// goroutine: the `go.scavenge` bytes of that thread while it ran are what
-/// scavtrace's `(forced)` line says that call released.
+/// Memory returned to the OS, against tracefs' own uprobe on the same
+/// function (`runtime.sysUnusedOS`, its `n` fetched from RBX) over the same
+/// process: every call is either counted in a `go.scavenge.summary` or is a
+/// `go.scavenge` event of its own (only calls of 1 MiB and more, within the
+/// kernel's budget), and calls and bytes of the two together equal
+/// tracefs'. The run ends with `debug.FreeOSMemory()`, which returns whole
+/// runs of pages (the large calls); what scavtrace printed is no more than
+/// the total seen (work after its last line is printed only later).
 #[rstest]
-fn free_os_memory_is_seen(#[values("go1.22.12", "go1.27.4")] release: &'static str) {
-    let Some(bin) = require_root_and_bin() else { return };
-    let fixture_bin = fixture_bin(Toolchain::Release(release), Variant::Plain);
-    let mut observer = Observer::start(&bin);
+fn scavenging_is_counted_exactly(#[values("go1.22.12", "go1.27.4")] release: &'static str) {
     let args = [WORK, &["-free-os-memory"]].concat();
-    let fixture = GoFixture::start(&fixture_bin, &args, &[("GODEBUG", "gctrace=1,scavtrace=1")]);
-    let pid = fixture.pid;
-    let (_, finished) = run_watched(&mut observer, fixture);
-    let stopped = observer.stop();
-    let line = finished.stdout.iter().find_map(|l| l.strip_prefix("free-os-memory ")).expect("free-os-memory line");
-    let value = |key: &str| -> u64 {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in {line}"))
+    let Some((finished, seen)) = scavenging_against_tracefs(release, &args, &[("GODEBUG", "gctrace=1,scavtrace=1")])
+    else {
+        return;
     };
-    let (tid, from, to) = (value("tid"), value("from"), value("to"));
     let scav = gofixture::scavtrace_kib(&finished.stderr);
-    let forced: Vec<u64> = scav.iter().filter(|(_, _, forced)| *forced).map(|(_, eager, _)| eager << 10).collect();
-    assert_eq!(forced.len(), 1, "one forced scavtrace line; stderr:\n{}", finished.stderr);
-    assert!(forced[0] > 0, "FreeOSMemory released nothing; stderr:\n{}", finished.stderr);
-    let events = events_of(&stopped, "go.scavenge", pid);
-    let during: u64 = events
-        .iter()
-        .filter(|e| u64_of(e, "tid") == Some(tid))
-        .filter(|e| u64_of(e, "time_unix_nano").is_some_and(|t| (from..=to).contains(&t)))
-        .map(|e| u64_of(e, "bytes").unwrap_or(0))
-        .sum();
-    assert_eq!(during, forced[0], "bytes released by FreeOSMemory vs scavtrace (forced); events {events:?}");
-    // Everything scavtrace counted was seen (the agent may see more: work
-    // after the last line is printed only at the next cycle).
+    let forced: u64 = scav.iter().filter(|(_, _, forced)| *forced).map(|(_, eager, _)| eager << 10).sum();
+    assert!(forced > 0, "FreeOSMemory released nothing; stderr:\n{}", finished.stderr);
     let printed: u64 = scav.iter().map(|(bg, eager, _)| (bg + eager) << 10).sum();
-    let seen: u64 = events.iter().map(|e| u64_of(e, "bytes").unwrap_or(0)).sum();
     assert!(seen >= printed, "go.scavenge bytes {seen} < scavtrace total {printed}");
+}
+
+/// Scavenging to stay under a tight `GOMEMLIMIT`: thousands of calls a
+/// second, many of 1–4 MiB. The same exact account against tracefs, over a
+/// run of several seconds (several summaries, the large calls past the
+/// kernel's budget counted in them).
+#[test]
+fn scavenging_for_a_tight_memory_limit_is_counted_exactly() {
+    let args = ["-wait-stdin", "-allocs", "400000", "-alloc-size", "65536", "-retain", "33554432"];
+    scavenging_against_tracefs(NEWEST, &args, &[("GOMEMLIMIT", "48MiB")]);
+}
+
+/// Runs the fixture with `args` and `env` under the agent and a tracefs
+/// uprobe on `runtime.sysUnusedOS`, asserts that the agent's summaries and
+/// events account for every call and byte tracefs saw, and returns what the
+/// fixture printed and the bytes seen; `None` when the test cannot run here.
+fn scavenging_against_tracefs(
+    release: &'static str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Option<(gofixture::Finished, u64)> {
+    const EVENT_MIN: u64 = 1 << 20;
+    let bin = require_root_and_bin()?;
+    let fixture_bin = fixture_bin(Toolchain::Release(release), Variant::Plain);
+    let offset = gofixture::function_offset(&fixture_bin, "runtime.sysUnusedOS");
+    let mut observer = Observer::start(&bin);
+    let mut fixture = GoFixture::start(&fixture_bin, args, env);
+    let pid = fixture.pid;
+    observer.wait_for_stderr(&attached(pid), ATTACH_WITHIN);
+    // From the agent's attach on, while the fixture waits: both sides count the same calls.
+    let name = format!("sysunused_{}", std::process::id());
+    let probe = UprobeEvent::new("obs_scav", &name, &fixture_bin, offset, "n=%bx:u64");
+    let recorder = Recorder::new("scavenge", &[("obs_scav", &name)], 8192);
+    fixture.go();
+    let finished = fixture.finish(RUN_WITHIN);
+    let lines = recorder.stop();
+    drop(recorder);
+    drop(probe);
+    let stopped = observer.stop();
+    assert_eq!(stopped.lost, 0, "ring buffer losses");
+
+    let calls: Vec<u64> = lines
+        .iter()
+        .filter(|l| l.event == name && l.tgid == Some(pid))
+        .map(|l| {
+            l.text
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("n=")?.parse().ok())
+                .unwrap_or_else(|| panic!("no n= in {}", l.text))
+        })
+        .collect();
+    let large = calls.iter().filter(|&&n| n >= EVENT_MIN).count();
+    let summaries = events_of(&stopped, "go.scavenge.summary", pid);
+    let singles = events_of(&stopped, "go.scavenge", pid);
+    let sum = |events: &[serde_json::Value], key: &str| -> u64 { events.iter().filter_map(|e| u64_of(e, key)).sum() };
+    eprintln!(
+        "{release} {env:?}: sysUnusedOS calls {} ({large} of 1 MiB or more), {} bytes; {} summaries of {} calls, {} events",
+        calls.len(),
+        calls.iter().sum::<u64>(),
+        summaries.len(),
+        sum(&summaries, "calls"),
+        singles.len()
+    );
+    assert!(large > 0 && calls.len() > large, "both kinds of call ran: {calls:?}");
+    assert_eq!(sum(&summaries, "calls") + singles.len() as u64, calls.len() as u64, "calls vs tracefs; {summaries:?}");
+    assert_eq!(sum(&summaries, "bytes") + sum(&singles, "bytes"), calls.iter().sum::<u64>(), "bytes vs tracefs");
+    assert!(!singles.is_empty() && singles.len() <= large, "{} events for {large} large calls", singles.len());
+    for e in &singles {
+        assert!(u64_of(e, "bytes").is_some_and(|b| b >= EVENT_MIN), "an event for a small call: {e}");
+    }
+    // Each summary adds to the running totals, in time order.
+    let mut total = 0;
+    for s in &summaries {
+        total += u64_of(s, "calls").unwrap_or(0);
+        assert_eq!(u64_of(s, "total_calls"), Some(total), "running total in {s}");
+        assert!(u64_of(s, "calls").is_some_and(|c| c > 0), "a summary without calls: {s}");
+    }
+    assert_process_named(&summaries);
+    Some((finished, sum(&summaries, "bytes") + sum(&singles, "bytes")))
+}
+
+/// One `go.attach` per process: its binary, Go version and layout, and the
+/// GOGC, GOMEMLIMIT and GODEBUG it was started with, next to what its
+/// `go.gc` events say is in effect. A process started without them has none
+/// (as read: the environment was read whole).
+#[test]
+fn attach_record_has_the_memory_settings() {
+    const GODEBUG: &str = "gctrace=1,madvdontneed=1";
+    let Some(bin) = require_root_and_bin() else { return };
+    let fixture_bin = fixture_bin(Toolchain::Release(NEWEST), Variant::Plain);
+    let mut observer = Observer::start(&bin);
+    let env = [("GODEBUG", GODEBUG), ("GOGC", "150"), ("GOMEMLIMIT", "6GiB")];
+    let set = GoFixture::start(&fixture_bin, WORK, &env);
+    let set_pid = set.pid;
+    let (_, set_finished) = run_watched(&mut observer, set);
+    let plain = GoFixture::start(&fixture_bin, WORK, &[]);
+    let plain_pid = plain.pid;
+    run_watched(&mut observer, plain);
+    let stopped = observer.stop();
+
+    let attach = events_of(&stopped, "go.attach", set_pid);
+    assert_eq!(attach.len(), 1, "one go.attach for the process: {attach:?}");
+    let a = &attach[0];
+    assert_eq!(a["environ"], "read", "{a}");
+    assert_eq!(
+        (&a["env_gogc"], &a["env_gomemlimit"], &a["env_godebug"]),
+        (&"150".into(), &"6GiB".into(), &GODEBUG.into())
+    );
+    let exe = std::fs::canonicalize(&fixture_bin).unwrap();
+    assert_eq!(a["executable"].as_str(), exe.to_str(), "{a}");
+    assert_eq!((a["go_version"].as_str(), a["layout"].as_str()), (Some(NEWEST), Some("dwarf")), "{a}");
+    assert!(u64_of(a, "probes").is_some_and(|p| p >= 5), "{a}");
+    let name = exe.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(a["comm"].as_str(), name.get(..15).or(Some(&name)), "the kernel's comm: 15 bytes; {a}");
+    assert_process_named(&attach);
+    // What the runtime made of them.
+    let gcs = gc_events(&stopped, set_pid);
+    assert_same_cycles(&gcs, &gctrace_cycles(&set_finished.stderr), &set_finished.stderr);
+    assert_figures_match(&gcs, &gofixture::gctrace(&set_finished.stderr), 150, 6 << 30, &set_finished.stderr);
+
+    let attach = events_of(&stopped, "go.attach", plain_pid);
+    assert_eq!(attach.len(), 1, "one go.attach for the process: {attach:?}");
+    let a = &attach[0];
+    assert_eq!(a["environ"], "read", "{a}");
+    // The test's own environment, which the fixture inherits.
+    for (key, var) in [("env_gogc", "GOGC"), ("env_gomemlimit", "GOMEMLIMIT"), ("env_godebug", "GODEBUG")] {
+        assert_eq!(a[key].as_str().map(str::to_string), std::env::var(var).ok(), "{key} in {a}");
+    }
 }

@@ -105,6 +105,14 @@ pub fn directories(root: &std::path::Path) -> Vec<PathBuf> {
     found
 }
 
+/// A process's cgroup v2 id, from `/proc/PID/cgroup` (`0::/path`) and the
+/// cgroup2 mount `root`; `None` when it has exited or is in none.
+pub fn process_cgroup_id(root: &std::path::Path, pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    std::fs::metadata(root.join(rel.trim_start_matches('/'))).ok().map(|m| m.ino())
+}
+
 /// Finds the cgroup2 mount point in the text of /proc/self/mountinfo.
 pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
     mountinfo.lines().find_map(|line| {

@@ -11,9 +11,10 @@
 //!
 //! The same signals keep it open, and so do `go.assist` events, which only
 //! count into and extend an episode already open (assists happen in healthy
-//! programs too). Plain GC cycles, `go.heap_grow`, `go.scavenge` and
-//! `memcg.*` records without a rise count into an open episode but neither
-//! open nor extend one. `memcg.throttle.idle` (calls of the throttle function
+//! programs too). Plain GC cycles, `go.heap_grow`, `go.scavenge`,
+//! `go.scavenge.summary` and `memcg.*` records without a rise count into an
+//! open episode but neither open nor extend one; `go.attach` is ignored
+//! (its settings reach the episode through the workload's identity). `memcg.throttle.idle` (calls of the throttle function
 //! with nothing to do) is no sign of pressure and is ignored.
 //!
 //! `tcp.reset.burst` opens at, and is kept open by, `tcp.reset`,
@@ -196,7 +197,9 @@ pub(crate) fn classify(r: &Record) -> Class {
             c.child = Some(ChildKind::Assist);
             (c.start, c.end) = ending_at(t, a.duration_ns);
         }
-        Event::GoHeapGrow(_) | Event::GoScavenge(_) => {}
+        Event::GoHeapGrow(_) | Event::GoScavenge(_) | Event::GoScavengeSummary(_) => {}
+        // Says what the process is, not what happens to it.
+        Event::GoAttach(_) => c.role = Role::Ignored,
         Event::TcpReset(_) => {
             c.role = Role::Network;
             c.child = Some(ChildKind::TcpReset);
@@ -247,7 +250,11 @@ pub(crate) fn count(r: &Record, counts: &mut std::collections::BTreeMap<Signal, 
         Event::GoGc(_) => add(Signal::GcCycle, 1),
         Event::GoAssist(_) => add(Signal::GcAssist, 1),
         Event::GoHeapGrow(h) => add(Signal::HeapGrowBytes, h.bytes),
+        // Every call is in one of the two: a large one (or one the kernel's
+        // table had no room for) as an event, the others in a summary.
         Event::GoScavenge(h) => add(Signal::ScavengeBytes, h.bytes),
+        Event::GoScavengeSummary(s) => add(Signal::ScavengeBytes, s.bytes),
+        Event::GoAttach(_) => {}
         Event::TcpReset(r) => add(
             Signal::TcpReset(match r.direction {
                 Direction::Sent => "sent",

@@ -258,6 +258,46 @@ fn limits_at_open_and_at_close_are_the_first_and_last() {
     assert_eq!(count(&out[0], Signal::MemoryEvents("max")), 1);
 }
 
+/// Scavenging counts from both its records (each call is in exactly one):
+/// the large calls' events and the kernel's summaries of the others. Neither
+/// opens an episode; nor does `go.attach`, which counts nothing.
+#[test]
+fn scavenge_events_and_summaries_both_count() {
+    let scavenge = |bytes| Event::GoScavenge(GoHeapChange { bytes, tid: 1, owner: owner() });
+    let summary = |calls, bytes| {
+        Event::GoScavengeSummary(GoScavengeSummary {
+            calls,
+            bytes,
+            total_calls: calls,
+            total_bytes: bytes,
+            owner: owner(),
+        })
+    };
+    let attach = Event::GoAttach(GoAttach {
+        executable: None,
+        layout: "dwarf",
+        probes: 6,
+        env: Default::default(),
+        owner: owner(),
+    });
+    let mut e = engine(Rules::default());
+    e.push(at(A, T0, summary(10, 640 << 10)));
+    e.push(at(A, T0, scavenge(4 << 20)));
+    e.push(at(A, T0, attach));
+    assert!(e.advance(T0 + 60 * S).is_empty());
+    assert_eq!(e.stats().opened, 0);
+
+    let t1 = T0 + 100 * S;
+    e.push(at(A, t1, high(1)));
+    e.push(at(A, t1 + S, scavenge(2 << 20)));
+    e.push(at(A, t1 + 2 * S, summary(240, 240 << 16)));
+    let out = e.advance(t1 + 10 * S + W);
+    assert_eq!(out.len(), 1);
+    assert_eq!(count(&out[0], Signal::ScavengeBytes), (2 << 20) + (240 << 16));
+    // Counted, not kept open by them: closes quiet after the rise.
+    assert_eq!(out[0].closed_by, CloseReason::Quiet);
+}
+
 #[test]
 fn plain_gc_and_heap_records_neither_open_nor_extend() {
     let mut e = engine(Rules::default());

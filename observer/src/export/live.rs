@@ -330,6 +330,33 @@ pub fn line(record: &Record) -> String {
         Event::GoScavenge(h) => {
             format!("{clock} go.scavenge -{} KiB{}", h.bytes >> 10, go_version(&h.owner)) + &go_owner(&h.owner)
         }
+        Event::GoScavengeSummary(s) => {
+            format!("{clock} go.scavenge.summary -{} KiB in {} calls{}", s.bytes >> 10, s.calls, go_version(&s.owner))
+                + &go_owner(&s.owner)
+        }
+        Event::GoAttach(a) => {
+            let mut s = format!(
+                "{clock} go.attach{} {} layout={} probes={}",
+                go_version(&a.owner),
+                a.executable.as_deref().unwrap_or("?"),
+                a.layout,
+                a.probes
+            );
+            let env = &a.env;
+            for (name, value) in
+                [("GOGC", &env.env_gogc), ("GOMEMLIMIT", &env.env_gomemlimit), ("GODEBUG", &env.env_godebug)]
+            {
+                if let Some(v) = value {
+                    s += &format!(" {name}={v}");
+                }
+            }
+            if let Some(why) = &env.environ_error {
+                s += &format!(" environ unreadable ({why})");
+            } else if env.environ == crate::process::environ::EnvironRead::Truncated {
+                s += " environ truncated";
+            }
+            s + &go_owner(&a.owner)
+        }
     }
 }
 

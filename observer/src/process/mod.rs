@@ -4,6 +4,7 @@
 pub mod buildinfo;
 pub mod discovery;
 pub mod dwarf;
+pub mod environ;
 pub mod gobinary;
 pub mod layout;
 pub mod lifecycle;

@@ -2,6 +2,9 @@
 //! (GC cycle end, mark assists, heap growth, memory returned to the OS) once
 //! per binary, tells the programs where each watched process keeps the GC
 //! figures (its `GO_PROCS` entry), and drops the entry when the process ends.
+//! Each process it attaches to gets one `go.attach` record (its binary, Go
+//! version and memory settings); its small scavenger calls are counted in
+//! the kernel and reported once a second (`go.scavenge.summary`).
 //!
 //! The probes of a binary fire for every process that runs it: the programs
 //! do nothing for a process without a `GO_PROCS` entry, so the processes of
@@ -29,7 +32,7 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{HashMap as BpfHashMap, MapData},
+    maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap},
     programs::{
         ProgramError, UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
@@ -37,15 +40,21 @@ use aya::{
 };
 use observer_common::{
     EventKind,
-    goruntime::{GO_ASSIST_DURATION_KNOWN, GO_ASSIST_TIMED, GoAssistEvent, GoGcEvent, GoHeapEvent, GoProcess, field},
+    goruntime::{
+        GO_ASSIST_DURATION_KNOWN, GO_ASSIST_TIMED, GoAssistEvent, GoGcEvent, GoHeapEvent, GoProcess,
+        SCAVENGE_EVENT_MIN_BYTES, ScavengeCounts, field,
+    },
     process::ProcessEvent,
 };
 
 use crate::cgroup::CgroupPaths;
-use crate::event::{Attribution, CgroupSource, Event, GoAssist, GoGc, GoHeapChange, GoOwner};
+use crate::event::{
+    Attribution, CgroupSource, Event, GoAssist, GoAttach, GoGc, GoHeapChange, GoOwner, GoScavengeSummary, Record,
+};
 use crate::kernel::{clock::monotonic_ns, closer::Closer};
 use crate::process::{
     discovery::{BinaryId, Change, first_mapping},
+    environ::GoEnv,
     gobinary::{FREE_STACK_SPANS, GC_ASSIST_ALLOC, GC_ASSIST_ALLOC1, GoBinary, PAGE_ALLOC_GROW, SYS_UNUSED_OS},
     layout::{self, Global, GoRelease, RuntimeLayout},
     lifecycle::ProcessWatch,
@@ -66,6 +75,7 @@ const ASSIST_END: &str = "go_assist_end";
 const PROGRAMS: [&str; 6] =
     ["go_gc_end", "go_assist_start", "go_assist_work", "go_heap_grow", "go_scavenge", ASSIST_END];
 const MAP: &str = "GO_PROCS";
+const SCAVENGE_MAP: &str = "GO_SCAVENGE_COUNTS";
 /// Events of an ended process may still sit in the ring buffer: keep what
 /// decoding them needs this long.
 const KEEP_ENDED: Duration = Duration::from_secs(5);
@@ -77,11 +87,11 @@ const LINGER: Duration = Duration::from_secs(2);
 pub enum GoRuntimeError {
     #[error("program {0} missing from the eBPF object")]
     MissingProgram(&'static str),
-    #[error("map {MAP} missing from the eBPF object")]
-    MissingMap,
+    #[error("map {0} missing from the eBPF object")]
+    MissingMap(&'static str),
     #[error("loading the Go runtime programs: {0}")]
     Program(#[from] ProgramError),
-    #[error("map {MAP}: {0}")]
+    #[error("map {MAP} or {SCAVENGE_MAP}: {0}")]
     Map(#[from] aya::maps::MapError),
 }
 
@@ -90,6 +100,21 @@ pub enum GoRuntimeError {
 pub struct GoProcessInfo {
     pub go_version: String,
     pub main_module: Option<String>,
+    /// For the records made in userspace (summaries, `go.attach`), which
+    /// have no kernel context: read when the agent attached.
+    pub comm: String,
+    pub cgroup_id: Option<u64>,
+}
+
+/// A `go.attach` to report at the next tick (records made in userspace
+/// need the tick's cgroup lookups).
+struct Attached {
+    ts_ns: u64,
+    pid: u32,
+    executable: Option<String>,
+    layout: &'static str,
+    probes: usize,
+    env: GoEnv,
 }
 
 struct Watched {
@@ -142,6 +167,17 @@ pub struct GoRuntimeSource {
     /// Binaries already warned about, so each problem is said once.
     warned: HashSet<BinaryId>,
     procs: BpfHashMap<MapData, u32, GoProcess>,
+    /// Scavenger calls not sent as events, per process, counted in the kernel.
+    scavenge_counts: PerCpuHashMap<MapData, u32, ScavengeCounts>,
+    /// (calls, bytes) last reported per process.
+    scavenge_seen: HashMap<u32, (u64, u64)>,
+    /// Scavenger calls under the event size sent as events: the kernel's
+    /// table had no room for their process (large ones sent for that reason
+    /// are not told apart).
+    scavenge_unsummarized: u64,
+    attached: Vec<Attached>,
+    /// The cgroup2 mount, to read a process's cgroup at attach.
+    cgroup2: Option<PathBuf>,
 }
 
 impl GoRuntimeSource {
@@ -153,7 +189,9 @@ impl GoRuntimeSource {
         selection: GoProcessSelection,
         cookies: bool,
     ) -> Result<Self, GoRuntimeError> {
-        let procs = BpfHashMap::try_from(ebpf.take_map(MAP).ok_or(GoRuntimeError::MissingMap)?)?;
+        let procs = BpfHashMap::try_from(ebpf.take_map(MAP).ok_or(GoRuntimeError::MissingMap(MAP))?)?;
+        let scavenge_counts =
+            PerCpuHashMap::try_from(ebpf.take_map(SCAVENGE_MAP).ok_or(GoRuntimeError::MissingMap(SCAVENGE_MAP))?)?;
         for name in PROGRAMS {
             program(ebpf, name)?.load()?;
         }
@@ -172,6 +210,13 @@ impl GoRuntimeSource {
             ended: Vec::new(),
             warned: HashSet::new(),
             procs,
+            scavenge_counts,
+            scavenge_seen: HashMap::new(),
+            scavenge_unsummarized: 0,
+            attached: Vec::new(),
+            cgroup2: std::fs::read_to_string("/proc/self/mountinfo")
+                .ok()
+                .and_then(|m| crate::cgroup::cgroup2_mount(&m)),
         })
     }
 
@@ -398,14 +443,27 @@ impl GoRuntimeSource {
             let _ = self.procs.remove(&pid);
             return;
         };
-        let info = GoProcessInfo { go_version: go.build.go_version.clone(), main_module: go.build.main_module.clone() };
+        let layout = source.map_or("none", LayoutSource::as_str);
         crate::view::console::line(&format!(
-            "observer: go: attached pid={pid} comm={comm} version={} module={} layout={} probes={}",
-            info.go_version,
-            info.main_module.as_deref().unwrap_or("-"),
-            source.map_or("none", LayoutSource::as_str),
-            links
+            "observer: go: attached pid={pid} comm={comm} version={} module={} layout={layout} probes={links}",
+            go.build.go_version,
+            go.build.main_module.as_deref().unwrap_or("-"),
         ));
+        self.attached.push(Attached {
+            ts_ns: monotonic_ns(),
+            pid,
+            executable: std::fs::read_link(&exe).ok().map(|p| crate::export::live::printable(&p.to_string_lossy())),
+            layout,
+            probes: links,
+            env: GoEnv::of_process(pid),
+        });
+        let cgroup_id = self.cgroup2.as_deref().and_then(|root| crate::cgroup::process_cgroup_id(root, pid));
+        let info = GoProcessInfo {
+            go_version: go.build.go_version.clone(),
+            main_module: go.build.main_module.clone(),
+            comm,
+            cgroup_id,
+        };
         self.watched.insert(pid, Watched { info, binary });
     }
 
@@ -572,6 +630,11 @@ impl crate::sources::Source for GoRuntimeSource {
             return;
         }
         let Some(header) = read::<GoHeader>(bytes) else { return };
+        if kind == EventKind::GoScavenge
+            && read::<GoHeapEvent>(bytes).is_some_and(|raw| raw.amount < SCAVENGE_EVENT_MIN_BYTES)
+        {
+            self.scavenge_unsummarized += 1;
+        }
         let clock = cx.clock;
         if let Some(event) = self.decode_event(kind, bytes, &|ns| clock.wall(ns), cx.cgroups) {
             out.push(cx.record(header.header.ts_ns, event));
@@ -584,6 +647,22 @@ impl crate::sources::Source for GoRuntimeSource {
         }
     }
 
+    fn tick(&mut self, cx: &mut crate::sources::Context<'_>, _last: bool, out: &mut Vec<Record>) {
+        for a in std::mem::take(&mut self.attached) {
+            let Some(owner) = self.userspace_owner(a.pid, cx) else { continue };
+            let attach = GoAttach { executable: a.executable, layout: a.layout, probes: a.probes, env: a.env, owner };
+            out.push(cx.record(a.ts_ns, Event::GoAttach(attach)));
+        }
+        self.scavenge_summaries(cx, out);
+    }
+
+    fn stopped(&self) -> String {
+        match self.scavenge_unsummarized {
+            0 => String::new(),
+            n => format!(" go_scavenge_unsummarized={n}"),
+        }
+    }
+
     fn ready(&self) -> String {
         format!(
             "go: {} processes watched (selected: {}; found by {})",
@@ -591,6 +670,52 @@ impl crate::sources::Source for GoRuntimeSource {
             self.selection,
             self.discovery()
         )
+    }
+}
+
+impl GoRuntimeSource {
+    /// One `go.scavenge.summary` per process whose counts rose since the
+    /// last tick, stamped at its last call. A process that has ended gets
+    /// its last summary and its entry removed (nothing adds to it any more:
+    /// its `GO_PROCS` entry went first).
+    fn scavenge_summaries(&mut self, cx: &mut crate::sources::Context<'_>, out: &mut Vec<Record>) {
+        let mut ended = Vec::new();
+        let mut rose = Vec::new();
+        for item in self.scavenge_counts.iter() {
+            let Ok((pid, per_cpu)) = item else { continue };
+            let (calls, bytes, last_ns) = per_cpu.iter().fold((0u64, 0u64, 0u64), |(c, b, t), v| {
+                (c.wrapping_add(v.calls), b.wrapping_add(v.bytes), t.max(v.last_ns))
+            });
+            let (seen_calls, seen_bytes) = self.scavenge_seen.get(&pid).copied().unwrap_or_default();
+            if calls != seen_calls {
+                rose.push((pid, last_ns, calls, bytes, calls.wrapping_sub(seen_calls), bytes.wrapping_sub(seen_bytes)));
+            }
+            if !self.watched.contains_key(&pid) {
+                ended.push(pid);
+            }
+        }
+        for (pid, last_ns, total_calls, total_bytes, calls, bytes) in rose {
+            self.scavenge_seen.insert(pid, (total_calls, total_bytes));
+            let Some(owner) = self.userspace_owner(pid, cx) else { continue };
+            let summary = GoScavengeSummary { calls, bytes, total_calls, total_bytes, owner };
+            out.push(cx.record(last_ns, Event::GoScavengeSummary(summary)));
+        }
+        for pid in ended {
+            let _ = self.scavenge_counts.remove(&pid);
+            self.scavenge_seen.remove(&pid);
+        }
+    }
+
+    /// Who a record made in userspace belongs to, from what was read at
+    /// attach; `None` for a process no longer known.
+    fn userspace_owner(&self, pid: u32, cx: &mut crate::sources::Context<'_>) -> Option<GoOwner> {
+        let info = self.info(pid)?;
+        let who = cx.cgroups.attribute(info.cgroup_id, CgroupSource::Process);
+        Some(GoOwner {
+            go_version: Some(info.go_version.clone()),
+            go_module: info.main_module.clone(),
+            who: Attribution { pid: Some(pid), comm: Some(info.comm.clone()), ..who },
+        })
     }
 }
 

@@ -24,6 +24,7 @@ pub enum Column {
     GcTime,
     Assist,
     Heap,
+    Scavenged,
     High,
     Throttled,
     Reclaim,
@@ -36,7 +37,7 @@ pub enum Column {
 }
 
 impl Column {
-    pub const ALL: [Column; 18] = [
+    pub const ALL: [Column; 19] = [
         Column::Workload,
         Column::Open,
         Column::Pids,
@@ -46,6 +47,7 @@ impl Column {
         Column::GcTime,
         Column::Assist,
         Column::Heap,
+        Column::Scavenged,
         Column::High,
         Column::Throttled,
         Column::Reclaim,
@@ -68,6 +70,7 @@ impl Column {
             Column::GcTime => "GC%",
             Column::Assist => "ASSIST",
             Column::Heap => "HEAP/GOAL",
+            Column::Scavenged => "SCAVENGED",
             Column::High => "HIGH",
             Column::Throttled => "THROTTLED",
             Column::Reclaim => "RECLAIM",
@@ -122,6 +125,7 @@ impl Column {
                 (Some(h), Some(g)) => format!("{}/{}", bytes(h as i64), bytes(g as i64)),
                 _ => String::new(),
             },
+            Column::Scavenged => sized(row.total.get(&Signal::ScavengeBytes), row.last.get(&Signal::ScavengeBytes)),
             Column::High => count(Signal::MemoryEvents("high")),
             Column::Throttled => timed(row.total.throttle_ns, row.last.throttle_ns),
             Column::Reclaim => count(Signal::Reclaim),
@@ -154,6 +158,7 @@ impl Column {
             Column::GcTime => Key::Num(row.last.gc_ns),
             Column::Assist => Key::Num(row.total.assist_ns),
             Column::Heap => Key::Num(row.heap.unwrap_or(0)),
+            Column::Scavenged => n(Signal::ScavengeBytes),
             Column::High => n(Signal::MemoryEvents("high")),
             Column::Throttled => Key::Num(row.total.throttle_ns),
             Column::Reclaim => n(Signal::Reclaim),
@@ -180,6 +185,16 @@ enum Key {
 
 fn counted(total: u64, last: u64) -> String {
     if last == 0 { total.to_string() } else { format!("{total} +{last}") }
+}
+
+/// Bytes since start, `+` the last interval's (memory returned to the OS).
+fn sized(total: u64, last: u64) -> String {
+    let b = |n: u64| bytes(i64::try_from(n).unwrap_or(i64::MAX));
+    match (total, last) {
+        (0, _) => "0".into(),
+        (t, 0) => b(t),
+        (t, l) => format!("{} +{}", b(t), b(l)),
+    }
 }
 
 fn timed(total_ns: u64, last_ns: u64) -> String {
@@ -289,9 +304,27 @@ mod tests {
         for _ in 0..2 {
             m.record(&attributed(b, "Resets", reset(Direction::Sent, None)));
         }
+        m.record(&attributed(a, "api", scavenged(4 << 20)));
         m.interval(Duration::from_secs(1));
         m.record(&attributed(b, "Resets", reset(Direction::Sent, None)));
+        m.record(&attributed(a, "api", scavenged(1 << 20)));
         m.snapshot()
+    }
+
+    /// A summary of the kernel's scavenger counts.
+    fn scavenged(bytes: u64) -> crate::event::Record {
+        let summary = crate::event::GoScavengeSummary {
+            calls: bytes >> 16,
+            bytes,
+            total_calls: bytes >> 16,
+            total_bytes: bytes,
+            owner: crate::event::GoOwner { go_version: None, go_module: None, who: Default::default() },
+        };
+        crate::event::Record {
+            time: String::new(),
+            time_unix_nano: 1,
+            event: crate::event::Event::GoScavengeSummary(summary),
+        }
     }
 
     fn names(rows: &[&Row]) -> Vec<String> {
@@ -316,6 +349,8 @@ mod tests {
         assert_eq!(Column::Gc.cell(&r("api"), interval), "5 +5");
         assert_eq!(Column::RstSent.cell(&r("Resets"), interval), "3 +2", "the last full interval had 2");
         assert_eq!(Column::Heap.cell(&r("api"), interval), "1MiB/4MiB");
+        assert_eq!(Column::Scavenged.cell(&r("api"), interval), "5MiB +4MiB", "summaries' bytes");
+        assert_eq!(Column::Scavenged.cell(&r("Resets"), interval), "0");
         assert_eq!(Column::RstReceived.cell(&r("api"), interval), "0");
         assert_eq!(Column::Pids.cell(&r("api"), interval), "1");
     }

@@ -115,8 +115,14 @@ impl Attributor {
 
     fn identity(&mut self, key: WorkloadKey, event: &Event, owners: &mut NetnsOwners) -> Arc<Identity> {
         let go_version = go_version(event);
+        // A Go process attached: its settings are the workload's from now on.
+        let go_env = match event {
+            Event::GoAttach(a) => Some(&a.env),
+            _ => None,
+        };
         if let Some(known) = self.identities.get(&key)
             && (go_version.is_none() || known.go_version.is_some())
+            && go_env.is_none_or(|env| known.go_env.as_ref() == Some(env))
         {
             return known.clone();
         }
@@ -126,6 +132,9 @@ impl Attributor {
         };
         if identity.go_version.is_none() {
             identity.go_version = go_version.map(str::to_string);
+        }
+        if let Some(env) = go_env {
+            identity.go_env = Some(env.clone());
         }
         let identity = Arc::new(identity);
         if self.identities.len() >= MAX_IDENTITIES {
@@ -294,6 +303,8 @@ pub fn who(event: &Event) -> Option<&Attribution> {
         Event::GoGc(e) => &e.owner.who,
         Event::GoAssist(e) => &e.owner.who,
         Event::GoHeapGrow(e) | Event::GoScavenge(e) => &e.owner.who,
+        Event::GoScavengeSummary(e) => &e.owner.who,
+        Event::GoAttach(e) => &e.owner.who,
         Event::NetDrop(e) => &e.who,
         Event::NetDropSummary(_) => return None,
         Event::TcpRetransmit(e) => &e.who,
@@ -324,6 +335,8 @@ fn go_version(event: &Event) -> Option<&str> {
         Event::GoGc(e) => e.owner.go_version.as_deref(),
         Event::GoAssist(e) => e.owner.go_version.as_deref(),
         Event::GoHeapGrow(e) | Event::GoScavenge(e) => e.owner.go_version.as_deref(),
+        Event::GoScavengeSummary(e) => e.owner.go_version.as_deref(),
+        Event::GoAttach(e) => e.owner.go_version.as_deref(),
         _ => None,
     }
 }
@@ -339,6 +352,39 @@ mod tests {
         assert_eq!(service_name("OTEL_RESOURCE_ATTRIBUTES=a=b, service.name = cart\0").as_deref(), Some("cart"));
         assert_eq!(service_name("OTEL_SERVICE_NAME=\0X=1").as_deref(), None);
         assert_eq!(service_name("MY_OTEL_SERVICE_NAME=x\0"), None);
+    }
+
+    /// A process's `go.attach` gives its workload the settings it read; the
+    /// records after it keep them.
+    #[test]
+    fn go_attach_sets_the_workloads_go_settings() {
+        use crate::event::{GoAttach, GoOwner, GoScavengeSummary};
+        use crate::process::environ::GoEnv;
+        let owner = GoOwner {
+            go_version: Some("go1.27.4".into()),
+            go_module: None,
+            who: Attribution { cgroup_id: Some(1), cgroup_path: Some("/".into()), pid: Some(42), ..Default::default() },
+        };
+        let env = GoEnv::parse(b"GOGC=50\0");
+        let attach = Event::GoAttach(GoAttach {
+            executable: None,
+            layout: "dwarf",
+            probes: 6,
+            env: env.clone(),
+            owner: owner.clone(),
+        });
+        let summary =
+            Event::GoScavengeSummary(GoScavengeSummary { calls: 1, bytes: 1, total_calls: 1, total_bytes: 1, owner });
+        let record = |event| Record { time: String::new(), time_unix_nano: 1, event };
+        let mut attributor = Attributor::new();
+        let mut netns = NetnsOwners::new();
+        let before = attributor.attribute(record(summary.clone()), &mut netns).expect("a process workload");
+        assert_eq!(before.identity.go_env, None);
+        let attached = attributor.attribute(record(attach), &mut netns).expect("a process workload");
+        assert_eq!(attached.key, before.key);
+        assert_eq!(attached.identity.go_env.as_ref(), Some(&env));
+        let after = attributor.attribute(record(summary), &mut netns).expect("a process workload");
+        assert_eq!(after.identity.go_env.as_ref().and_then(|e| e.env_gogc.as_deref()), Some("50"));
     }
 
     #[test]

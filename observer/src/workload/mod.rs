@@ -56,6 +56,9 @@ pub struct Identity {
     pub executable_name: Option<String>,
     /// `go1.26.8`, for a Go process.
     pub go_version: Option<String>,
+    /// What the Go process was started with (`GOGC`, `GOMEMLIMIT`,
+    /// `GODEBUG`), from its `go.attach`; a cgroup's: its Go process attached last.
+    pub go_env: Option<crate::process::environ::GoEnv>,
     /// The network namespace, for a namespace workload.
     pub netns: Option<u32>,
 }

@@ -10,6 +10,7 @@ use crate::{
     cgroup::container::{Qos, Runtime},
     correlate::episode::{Episode, Folded},
     event::{Attribution, Direction, Event, MemcgLimits, MemoryEventCounts, ReclaimStatCounts, Record},
+    process::environ::{EnvironRead, GoEnv},
     workload::Identity,
 };
 
@@ -116,6 +117,30 @@ pub const TABLE: &[AttrDoc] = &[
         "exact count per signal, whether it became spans, a folded aggregate or a count only: `memory_events.{high,max,low,oom,oom_kill,oom_group_kill}`, `memcg.throttle`, `memcg.reclaim`, `memory.pressure.{some,full}_us`, `oom_kill`, `go.gc`, `go.assist`, `go.heap_grow.bytes`, `go.scavenge.bytes`, `tcp.reset.{sent,received}`, `net.drop.<reason>`, `tcp.retransmit.segments`",
     ),
     doc(
+        "observer.go.env.environ",
+        "root",
+        "string",
+        "whether the Go process's `/proc/PID/environ` was `read` whole when the agent attached, `truncated` (over 64 KiB: a variable past the cut is unknown) or `unreadable` (the process exited, no permission); for a cgroup workload, of its Go process attached last",
+    ),
+    doc(
+        "observer.go.env.gogc",
+        "root",
+        "string",
+        "its `GOGC` as set (absent: not set); in effect: `observer.go.gc.gogc`",
+    ),
+    doc(
+        "observer.go.env.gomemlimit",
+        "root",
+        "string",
+        "its `GOMEMLIMIT` as set; in effect: `observer.go.gc.memory_limit_bytes`",
+    ),
+    doc(
+        "observer.go.env.godebug",
+        "root",
+        "string",
+        "its `GODEBUG` as set (`madvdontneed`, `gctrace`, …; at most 1024 bytes, control characters escaped)",
+    ),
+    doc(
         "(link)",
         "root",
         "span link",
@@ -181,6 +206,13 @@ pub const TABLE: &[AttrDoc] = &[
     doc("thread.id", "go.assist, go.heap_grow, go.scavenge", "int", "the thread it ran on"),
     doc("observer.go.heap_grow.bytes", "go.heap_grow", "int", "what the heap grew by"),
     doc("observer.go.scavenge.bytes", "go.scavenge", "int", "what the runtime returned to the OS"),
+    doc(
+        "observer.go.scavenge.summary.calls",
+        "go.scavenge.summary",
+        "int",
+        "calls since the previous summary, counted in the kernel (those not sent as `go.scavenge` events)",
+    ),
+    doc("observer.go.scavenge.summary.bytes", "go.scavenge.summary", "int", "what those calls returned to the OS"),
     // memcg
     doc("observer.memcg.throttle.mechanism", "memcg.throttle", "string", "`fentry`, `kprobe` or `vmscan` (inferred)"),
     doc("observer.memcg.throttle.inferred", "memcg.throttle", "bool", "true when inferred from a reclaim run"),
@@ -289,6 +321,8 @@ pub fn record_kind(event: &Event) -> &'static str {
         Event::GoAssist(_) => "go.assist",
         Event::GoHeapGrow(_) => "go.heap_grow",
         Event::GoScavenge(_) => "go.scavenge",
+        Event::GoScavengeSummary(_) => "go.scavenge.summary",
+        Event::GoAttach(_) => "go.attach",
         Event::NetDrop(_) => "net.drop",
         Event::NetDropSummary(_) => "net.drop.summary",
         Event::TcpRetransmit(_) => "tcp.retransmit",
@@ -403,7 +437,23 @@ pub fn root_attributes(episode: &Episode) -> Vec<KeyValue> {
     for (signal, count) in &episode.counts {
         a.uint(format!("observer.count.{}", signal.name()), *count);
     }
+    if let Some(env) = &w.go_env {
+        go_env(&mut a, env);
+    }
     a.0
+}
+
+/// What a Go process was started with (`GOGC`, `GOMEMLIMIT`, `GODEBUG`).
+fn go_env(a: &mut Attrs, env: &GoEnv) {
+    let read = match env.environ {
+        EnvironRead::Read => "read",
+        EnvironRead::Truncated => "truncated",
+        EnvironRead::Unreadable => "unreadable",
+    };
+    a.str("observer.go.env.environ", read);
+    a.opt_str("observer.go.env.gogc", env.env_gogc.as_deref());
+    a.opt_str("observer.go.env.gomemlimit", env.env_gomemlimit.as_deref());
+    a.opt_str("observer.go.env.godebug", env.env_godebug.as_deref());
 }
 
 /// A folded aggregate's attributes.
@@ -560,6 +610,15 @@ pub fn record_attributes(record: &Record) -> Vec<KeyValue> {
             a.uint("observer.go.scavenge.bytes", h.bytes);
             a.int("thread.id", h.tid.into());
             who(&mut a, &h.owner.who);
+        }
+        Event::GoScavengeSummary(s) => {
+            a.uint("observer.go.scavenge.summary.calls", s.calls);
+            a.uint("observer.go.scavenge.summary.bytes", s.bytes);
+            who(&mut a, &s.owner.who);
+        }
+        Event::GoAttach(attach) => {
+            go_env(&mut a, &attach.env);
+            who(&mut a, &attach.owner.who);
         }
         Event::MemcgEvents(e) => {
             a.str("observer.memcg.events.mechanism", e.mechanism);

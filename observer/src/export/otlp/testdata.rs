@@ -35,6 +35,7 @@ use crate::{
     cgroup::container::{Qos, Runtime},
     correlate::episode::{Child, CloseReason, Episode, EpisodeKind, Folded, Signal, SpanRef},
     event::*,
+    process::environ::{EnvironRead, GoEnv},
     workload::Identity,
 };
 
@@ -55,7 +56,18 @@ pub fn identity() -> Identity {
         pid: Some(4242),
         executable_name: Some("server".into()),
         go_version: Some("go1.26.8".into()),
+        go_env: Some(go_env()),
         netns: None,
+    }
+}
+
+fn go_env() -> GoEnv {
+    GoEnv {
+        environ: EnvironRead::Read,
+        environ_error: None,
+        env_gogc: Some("150".into()),
+        env_gomemlimit: Some("6GiB".into()),
+        env_godebug: Some("madvdontneed=1".into()),
     }
 }
 
@@ -116,7 +128,27 @@ pub fn one_record_of_every_kind() -> Vec<Record> {
             }),
         ),
         record(2_500, Event::GoHeapGrow(GoHeapChange { bytes: 4 << 20, tid: 4243, owner: owner() })),
-        record(2_600, Event::GoScavenge(GoHeapChange { bytes: 64 << 10, tid: 4244, owner: owner() })),
+        record(2_600, Event::GoScavenge(GoHeapChange { bytes: 4 << 20, tid: 4244, owner: owner() })),
+        record(
+            2_700,
+            Event::GoScavengeSummary(GoScavengeSummary {
+                calls: 240,
+                bytes: 240 << 16,
+                total_calls: 1000,
+                total_bytes: 1000 << 16,
+                owner: owner(),
+            }),
+        ),
+        record(
+            2_800,
+            Event::GoAttach(GoAttach {
+                executable: Some("/usr/bin/server".into()),
+                layout: "dwarf",
+                probes: 6,
+                env: go_env(),
+                owner: owner(),
+            }),
+        ),
         record(
             3_000,
             Event::MemcgThrottle(MemcgThrottle {

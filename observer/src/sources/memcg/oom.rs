@@ -10,7 +10,7 @@
 //! its pid and comm but no cgroup (`cgroup_source` `none`): 6.1's record
 //! has only the pid, so the kernel side cannot name its cgroup there.
 
-use std::{os::unix::fs::MetadataExt, path::Path};
+use std::path::Path;
 
 use aya::{Ebpf, programs::TracePoint};
 use observer_common::memcg::OomVictimEvent;
@@ -101,10 +101,7 @@ impl OomSource {
 
     /// The victim's cgroup v2 id from /proc/PID/cgroup (`0::/path`).
     fn proc_cgroup_id(&self, pid: u32) -> Option<u64> {
-        let root = self.cgroup2.as_ref()?;
-        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
-        std::fs::metadata(root.join(rel.trim_start_matches('/'))).ok().map(|m| m.ino())
+        crate::cgroup::process_cgroup_id(self.cgroup2.as_ref()?, pid)
     }
 }
 
