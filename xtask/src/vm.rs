@@ -444,8 +444,15 @@ fn parse_libtest(log: &str) -> Vec<TestResult> {
 /// Where the test's thread panicked and the message after it (tests run
 /// with `--nocapture`, so it is in the log where it happened).
 fn panic_message(log: &str, test: &str) -> String {
-    let head = format!("thread '{test}' panicked at");
-    let Some(at) = log.find(&head) else { return String::new() };
+    // `thread 'NAME' panicked at`, or `thread 'NAME' (TID) panicked at` (Rust 1.90+).
+    let head = format!("thread '{test}' ");
+    let Some(at) = log
+        .match_indices(&head)
+        .map(|(i, _)| i)
+        .find(|&i| log[i..].lines().next().is_some_and(|l| l.contains(" panicked at")))
+    else {
+        return String::new();
+    };
     log[at..]
         .lines()
         .take_while(|l| !l.starts_with("note: run with") && !l.starts_with("test "))
@@ -590,10 +597,10 @@ mod tests {
 
     #[test]
     fn a_failed_tests_panic_message_comes_with_it() {
-        let log = "test a ... ok\ntest b ... figures\nthread 'b' panicked at tests/b.rs:3:5:\n\
+        let log = "test a ... ok\ntest b ... figures\nthread 'b' (1597) panicked at tests/b.rs:3:5:\n\
                    2 traces\n  left: 2\nnote: run with `RUST_BACKTRACE=1`\nFAILED\ntest c ... ok";
         let r = parse_libtest(log);
-        assert_eq!(r[1].why, "thread 'b' panicked at tests/b.rs:3:5:\n2 traces\n  left: 2");
+        assert_eq!(r[1].why, "thread 'b' (1597) panicked at tests/b.rs:3:5:\n2 traces\n  left: 2");
         assert!(r[0].why.is_empty() && r[2].why.is_empty());
     }
 

@@ -10,7 +10,7 @@ use std::{
         mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel},
     },
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use super::disk::{BudgetedFile, Disk};
@@ -99,8 +99,11 @@ fn write_loop(rx: &Receiver<Record>, mut out: BudgetedFile, dropped: &AtomicU64)
         chunk.clear();
         *lines = 0;
     };
+    // Written at CHUNK bytes, and at least every FLUSH_EVERY even while
+    // records keep coming, so that a reader of the file is at most that late.
+    let mut flushed = Instant::now();
     loop {
-        match rx.recv_timeout(FLUSH_EVERY) {
+        match rx.recv_timeout(FLUSH_EVERY.saturating_sub(flushed.elapsed())) {
             Ok(record) => {
                 if serde_json::to_writer(&mut chunk, &record).is_ok() {
                     chunk.push(b'\n');
@@ -108,11 +111,15 @@ fn write_loop(rx: &Receiver<Record>, mut out: BudgetedFile, dropped: &AtomicU64)
                 } else {
                     dropped.fetch_add(1, Ordering::Relaxed);
                 }
-                if chunk.len() >= CHUNK {
+                if chunk.len() >= CHUNK || flushed.elapsed() >= FLUSH_EVERY {
                     flush(&mut chunk, &mut lines);
+                    flushed = Instant::now();
                 }
             }
-            Err(RecvTimeoutError::Timeout) => flush(&mut chunk, &mut lines),
+            Err(RecvTimeoutError::Timeout) => {
+                flush(&mut chunk, &mut lines);
+                flushed = Instant::now();
+            }
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }

@@ -204,7 +204,10 @@ impl Watch {
                 }
             }
         }
-        // Whatever rose since the last notification or tick.
+        // Whatever rose since the last notification or tick, in cgroups made
+        // since the last rescan too (a short-lived container's OOM kill can
+        // come and go within a second of the stop).
+        self.rescan(false);
         self.read_all();
         let dirs: Vec<PathBuf> = self.cgroups.keys().cloned().collect();
         for dir in dirs {
