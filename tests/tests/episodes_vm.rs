@@ -258,6 +258,14 @@ fn go_fixture() -> PathBuf {
 
 /// The Go fixture started inside `cg` (marking its move in `marks`) and
 /// `ns` (the shell and `ip netns exec` exec it: one pid), waiting on stdin.
+/// Whether `events.jsonl` has a record of cgroup `rel` that read `memory_high`.
+fn read_limit_seen(events: &Path, rel: &str, memory_high: u64) -> bool {
+    let text = std::fs::read_to_string(events).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .any(|e| e["cgroup_path"].as_str() == Some(rel) && e["memory_high"].as_u64() == Some(memory_high))
+}
+
 /// Polls `done` every 100 ms until it holds (true) or `within` has passed (false).
 fn wait_within_for(within: Duration, done: impl Fn() -> bool) -> bool {
     let deadline = Instant::now() + within;
@@ -464,6 +472,12 @@ fn container_under_memory_high_then_oom_killed() {
     let over =
         wait_within_for(Duration::from_secs(120), || cg.events().get("high").is_some_and(|&n| n > before["high"]));
     assert!(over, "the fixture (pid {high_pid}) never went over memory.high={high_bytes} in 120 s");
+    // The agent reads the limits as it decodes a record: lift memory.high
+    // only once a record of the container has read it (the episode's
+    // `memory.high.open`), and some time later.
+    let events = observer.output_dir().join("events.jsonl");
+    let seen = wait_within_for(Duration::from_secs(60), || read_limit_seen(&events, &cg.rel, high_bytes));
+    assert!(seen, "no record of {} with memory_high={high_bytes} in {}", cg.rel, events.display());
     std::thread::sleep(OVER_FOR);
     cg.set(&[("memory.high", "max")]);
     high.finish(Duration::from_secs(300));
