@@ -98,14 +98,10 @@ impl Disk {
     /// the budget (and go first), so a restart does not reset it.
     pub fn new(dir: &Path, budget: u64) -> Arc<Disk> {
         let mut ledger = Ledger::default();
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let Some((_, seq)) = rotated_name(&name) else { continue };
-                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                ledger.rotated.insert(seq, (entry.path(), size));
-                ledger.next_seq = ledger.next_seq.max(seq + 1);
-            }
+        for (_, seq, path) in rotated_in(dir) {
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            ledger.rotated.insert(seq, (path, size));
+            ledger.next_seq = ledger.next_seq.max(seq + 1);
         }
         let segment = (budget / SEGMENTS_PER_BUDGET).max(1);
         Arc::new(Disk { dir: dir.to_path_buf(), budget, segment, ledger: Mutex::new(ledger) })
@@ -142,6 +138,20 @@ impl Disk {
             }
         }
     }
+}
+
+/// The rotated segments in `dir`: (file they came from, sequence, path).
+fn rotated_in(dir: &Path) -> Vec<(String, u64, PathBuf)> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let file_name = e.file_name().to_string_lossy().into_owned();
+            let (base, seq) = rotated_name(&file_name)?;
+            Some((base.to_string(), seq, e.path()))
+        })
+        .collect()
 }
 
 /// `events.jsonl.12` → (`events.jsonl`, 12).
@@ -264,16 +274,8 @@ impl BudgetedFile {
 /// The files of `name` in `dir`, oldest first: rotated segments by sequence,
 /// then the current file (for readers such as `observer episodes`).
 pub fn segments(dir: &Path, name: &str) -> Vec<PathBuf> {
-    let mut rotated: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let file_name = e.file_name().to_string_lossy().into_owned();
-            let (base, seq) = rotated_name(&file_name)?;
-            (base == name).then(|| (seq, e.path()))
-        })
-        .collect();
+    let mut rotated: Vec<(u64, PathBuf)> =
+        rotated_in(dir).into_iter().filter(|(base, _, _)| base == name).map(|(_, seq, path)| (seq, path)).collect();
     rotated.sort();
     let mut out: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
     let current = dir.join(name);
