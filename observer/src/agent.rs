@@ -26,6 +26,7 @@ use crate::{
         disk::{Disk, DiskStatus},
         jsonl::JsonlWriter,
         live::LiveView,
+        metrics::{DiskNumbers, ExportNumbers, Published, Snapshot, server::Endpoints},
         otlp::{EpisodeExport, ExportCounters, file::FILE_NAME},
     },
     kernel::{
@@ -48,6 +49,7 @@ use crate::{
     },
     workload::attributor::Attributor,
 };
+use crate::export::{metrics::signals::WorkloadSignals, otlp::attributes::record_kind};
 
 /// How often the engine is told the time (closes quiet episodes).
 const ADVANCE_EVERY: Duration = Duration::from_millis(250);
@@ -75,6 +77,15 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
     };
     let export = EpisodeExport::start(&disk, config.otlp.clone(), config.node.clone(), EXPORT_QUEUE)
         .context("starting the exporters")?;
+    let published = Published::new();
+    let endpoints = match config.listen {
+        Some(addr) => Some(
+            Endpoints::start(addr, published.clone())
+                .await
+                .with_context(|| format!("cannot listen on {addr} for /metrics (--listen ADDR:PORT, or none)"))?,
+        ),
+        None => None,
+    };
     privileges::raise_memlock();
     let Attached { mut ebpf, sources, mut memcg_watch, ring, counters, memcg_text, signals } =
         attach::all(&config, attach::Purpose::Run)?;
@@ -88,6 +99,10 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
     let mut ready: Vec<String> = pipeline.sources.iter().map(|s| s.ready()).filter(|s| !s.is_empty()).collect();
     ready.push(memcg_text);
     ready.push(pipeline.writing());
+    if let Some(e) = &endpoints {
+        ready.push(format!("serving /metrics, /healthz, /readyz on http://{}", e.addr));
+    }
+    published.set_ready(signals.list().to_vec());
     console::line(&format!("observer: ready: {}", ready.join("; ")));
     let quit = Arc::new(tokio::sync::Notify::new());
     let mut terminal = None;
@@ -130,7 +145,12 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
             }
             _ = tick.tick() => {
                 pipeline.tick(false);
-                pipeline.status(lost(&counters) + reader.dropped(), misses.total(), &disk.status());
+                let (lost, dropped, missed, disk) = (lost(&counters), reader.dropped(), misses.total(), disk.status());
+                pipeline.status(lost + dropped, missed, &disk);
+                published.publish(pipeline.snapshot(lost, dropped, missed, &disk));
+                if let Some(e) = &endpoints {
+                    e.beat();
+                }
             }
             _ = resync.tick() => pipeline.resync_clock(),
             _ = sigint.recv() => break,
@@ -281,6 +301,9 @@ struct Pipeline {
     exported: Arc<ExportCounters>,
     /// Reused between batches.
     decoded: Vec<Record>,
+    /// Records by kind, for `/metrics` (index: `EventKind`-independent, by name).
+    records: std::collections::BTreeMap<&'static str, u64>,
+    workload_signals: WorkloadSignals,
 }
 
 impl Pipeline {
@@ -318,6 +341,8 @@ impl Pipeline {
             exported: export.counters(),
             export: Some(export),
             decoded: Vec::new(),
+            records: Default::default(),
+            workload_signals: WorkloadSignals::new(),
         }
     }
 
@@ -373,7 +398,9 @@ impl Pipeline {
             jsonl.write(&record);
         }
         self.live.event(&record);
+        *self.records.entry(record_kind(&record.event)).or_default() += 1;
         if let Some(attributed) = self.attributor.attribute(record, &mut self.netns) {
+            self.workload_signals.observe(&attributed);
             if let Some(v) = &mut self.view {
                 v.model.record(&attributed);
             }
@@ -426,6 +453,38 @@ impl Pipeline {
             v.model.set_status(text.strip_prefix("observer: ").unwrap_or(&text).to_string());
             v.model.interval(v.interval_start.elapsed());
             v.interval_start = Instant::now();
+        }
+    }
+
+    /// What `/metrics` shows, now.
+    fn snapshot(&self, ring_lost: u64, reader_dropped: u64, program_misses: u64, disk: &DiskStatus) -> Snapshot {
+        let c = &self.exported;
+        let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+        let (clock_steps, clock_slews) = self.clock.changes();
+        Snapshot {
+            records: self.records.iter().map(|(k, n)| (*k, *n)).collect(),
+            ring_lost,
+            reader_dropped,
+            program_misses,
+            episodes: self.engine.stats(),
+            export: ExportNumbers {
+                queued: load(&c.queued),
+                exported: load(&c.exported),
+                dropped: c.dropped(),
+                failed: load(&c.failed),
+                retried: load(&c.retried),
+            },
+            events_file_dropped: self.jsonl.as_ref().map_or(0, JsonlWriter::dropped),
+            disk: DiskNumbers {
+                used: disk.used,
+                budget: disk.budget,
+                removed: disk.removed,
+                writing_stopped: disk.stopped.is_some(),
+            },
+            clock_steps,
+            clock_slews,
+            sources: self.sources.iter().flat_map(|s| s.metrics()).collect(),
+            workloads: self.workload_signals.snapshot(),
         }
     }
 

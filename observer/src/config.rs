@@ -83,7 +83,7 @@ pub enum Output {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// TOML file with the same settings as the flags (`duration`, `output_dir`, `output`, `quiet`, `events`, `event_lines_per_sec`, `events_file`, `disk_budget`, `episode_quiet`, `episode_max_length`, `episode_span_budget`, `drop_events_per_sec`, `memcg_mechanism`, `memcg_throttle`, `memcg_pressure`, `memcg_reclaim`, `go_process`).
+    /// TOML file with the same settings as the flags (`duration`, `output_dir`, `output`, `quiet`, `events`, `event_lines_per_sec`, `events_file`, `disk_budget`, `listen`, `episode_quiet`, `episode_max_length`, `episode_span_budget`, `drop_events_per_sec`, `memcg_mechanism`, `memcg_throttle`, `memcg_pressure`, `memcg_reclaim`, `go_process`).
     #[arg(long, env = "OBSERVER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Stop after this long (e.g. `10s`, `5m`); runs until stopped when absent.
@@ -111,6 +111,10 @@ pub struct RunArgs {
     /// (e.g. `256MiB`, `1GiB`, `500MB`); the oldest rotated files go first [default: 256MiB].
     #[arg(long, env = "OBSERVER_DISK_BUDGET", value_name = "SIZE", value_parser = parse_size)]
     pub disk_budget: Option<u64>,
+    /// Address of the `/metrics`, `/healthz` and `/readyz` endpoints, or
+    /// `none` [default: 127.0.0.1:9464, this node only].
+    #[arg(long, env = "OBSERVER_LISTEN", value_name = "ADDR:PORT|none", value_parser = parse_listen)]
+    pub listen: Option<Listen>,
     /// An episode with no signal for this long closes [default: 5s].
     #[arg(long, env = "OBSERVER_EPISODE_QUIET", value_name = "DURATION", value_parser = parse_duration)]
     pub episode_quiet: Option<Duration>,
@@ -188,6 +192,23 @@ fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// Where the endpoints listen, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    At(std::net::SocketAddr),
+    Nowhere,
+}
+
+/// `127.0.0.1:9464`, `[::]:9464`, `0.0.0.0:0` (any free port) or `none`.
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    match s.trim() {
+        "none" | "off" => Ok(Listen::Nowhere),
+        t => t.parse().map(Listen::At).map_err(|_| {
+            format!("`{s}` is not an address to listen on; use e.g. 127.0.0.1:9464, 0.0.0.0:9464 or none")
+        }),
+    }
+}
+
 pub const DEFAULT_OUTPUT_DIR: &str = "/var/lib/observer";
 
 /// The settings of `observer run`, resolved.
@@ -202,6 +223,8 @@ pub struct RunConfig {
     pub events_file: bool,
     /// Bytes the output directory's files may take (`export::disk`).
     pub disk_budget: u64,
+    /// The metrics and health endpoints' address; `None`: not served.
+    pub listen: Option<std::net::SocketAddr>,
     pub episodes: Rules,
     /// `None`: no endpoint set; episodes go to `traces.jsonl` only.
     pub otlp: Option<OtlpConfig>,
@@ -241,6 +264,7 @@ struct FileConfig {
     event_lines_per_sec: Option<u32>,
     events_file: Option<bool>,
     disk_budget: Option<String>,
+    listen: Option<String>,
     episode_quiet: Option<String>,
     episode_max_length: Option<String>,
     episode_span_budget: Option<usize>,
@@ -271,6 +295,17 @@ impl RunConfig {
             _ => None,
         };
         let disk_budget = args.disk_budget.or(file_budget).unwrap_or(crate::export::disk::DEFAULT_BUDGET);
+        let file_listen = match (&file.listen, &args.config) {
+            (Some(l), Some(path)) => {
+                Some(parse_listen(l).map_err(|message| ConfigError::Invalid { path: path.clone(), message })?)
+            }
+            _ => None,
+        };
+        let listen = match args.listen.or(file_listen) {
+            Some(Listen::At(addr)) => Some(addr),
+            Some(Listen::Nowhere) => None,
+            None => Some(crate::export::metrics::server::DEFAULT_LISTEN.parse().expect("a valid default")),
+        };
         let file_go_processes = match (file.go_process, &args.config) {
             (Some(values), Some(path)) => values
                 .iter()
@@ -311,6 +346,7 @@ impl RunConfig {
             event_lines_per_sec,
             events_file: !args.no_events_file && file.events_file.unwrap_or(true),
             disk_budget,
+            listen,
             episodes,
             otlp: OtlpConfig::from_env()?,
             node: NodeResource::from_env()?,
@@ -394,6 +430,7 @@ mod tests {
                 event_lines_per_sec: crate::export::live::EVENT_LINES_PER_SEC,
                 events_file: true,
                 disk_budget: crate::export::disk::DEFAULT_BUDGET,
+                listen: Some("127.0.0.1:9464".parse().unwrap()),
                 episodes: Rules::default(),
                 otlp: None,
                 node: cfg.node.clone(),
@@ -405,6 +442,20 @@ mod tests {
                 go_processes: GoProcessSelection::default(),
             }
         );
+    }
+
+    #[test]
+    fn listen_takes_an_address_or_none_and_says_why_not() {
+        let cfg = |argv: &[&str]| RunConfig::resolve(run_args(argv)).map(|c| c.listen);
+        assert_eq!(cfg(&["observer", "run", "--listen", "0.0.0.0:9999"]).unwrap(), Some("0.0.0.0:9999".parse().unwrap()));
+        assert_eq!(cfg(&["observer", "run", "--listen", "none"]).unwrap(), None);
+        let err = Cli::try_parse_from(["observer", "run", "--listen", "localhost"]).unwrap_err().to_string();
+        assert!(err.contains("not an address to listen on"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("observer.toml");
+        std::fs::write(&file, "listen = \"[::1]:0\"\n").unwrap();
+        let from_file = cfg(&["observer", "run", "--config", file.to_str().unwrap()]).unwrap();
+        assert_eq!(from_file, Some("[::1]:0".parse().unwrap()));
     }
 
     #[test]

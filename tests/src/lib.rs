@@ -17,6 +17,7 @@ pub mod nstat;
 pub mod observer;
 pub mod otlp;
 pub mod rawtcp;
+pub mod scrape;
 pub mod require;
 pub mod resetgen;
 pub mod tls;

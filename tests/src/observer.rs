@@ -79,6 +79,8 @@ impl Observer {
             .arg(&dir)
             .arg("--quiet")
             .args(extra)
+            // Any free port: tests (and agents of other runs) never share one.
+            .args(if extra.contains(&"--listen") { &[][..] } else { &["--listen", "127.0.0.1:0"][..] })
             // A backstop: the agent ends by itself should this test process die.
             .args(["--duration", "10m"])
             .stdin(Stdio::null())
@@ -119,6 +121,14 @@ impl Observer {
     /// The agent's pid (to look at its descriptors).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Where it serves `/metrics`, `/healthz` and `/readyz` (from its ready line).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let ready = self.seen.iter().find(|l| l.contains(READY)).expect("the ready line");
+        let at = ready.split("/readyz on http://").nth(1).unwrap_or_else(|| panic!("no endpoint address in {ready}"));
+        let addr = at.split([';', ' ']).next().unwrap_or_default();
+        addr.parse().unwrap_or_else(|e| panic!("{addr:?} in {ready}: {e}"))
     }
 
     /// Its `--output-dir`.

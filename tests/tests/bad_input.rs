@@ -16,6 +16,7 @@ use rstest::rstest;
 #[case::run_unknown_flag(&["run", "--no-such-flag"], "--no-such-flag")]
 #[case::check_unknown_flag(&["check", "--bogus"], "--bogus")]
 #[case::duration_banana(&["run", "--output-dir", "/tmp", "--duration", "banana"], "banana")]
+#[case::listen_not_an_address(&["run", "--output-dir", "/tmp", "--listen", "localhost"], "localhost")]
 fn bad_usage_exits_2_naming_it(#[case] args: &[&str], #[case] named: &str) {
     let Some(bin) = require_bin() else { return };
     let out = observer(Command::new(&bin).args(args));
@@ -23,6 +24,22 @@ fn bad_usage_exits_2_naming_it(#[case] args: &[&str], #[case] named: &str) {
     assert_eq!(out.status.code(), Some(2), "{args:?}: {}\nstderr:\n{err}", out.status);
     let naming: Vec<_> = err.lines().filter(|l| l.contains(named)).collect();
     assert_eq!(naming.len(), 1, "{args:?}: want one error line naming {named:?}; stderr:\n{err}");
+    assert_sane(&err);
+}
+
+/// `--listen` on an address another process holds: one line naming it,
+/// exit 1, nothing attached.
+#[test]
+fn busy_listen_address_exits_1_before_attaching() {
+    let Some(bin) = require_root_and_bin() else { return };
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback listener");
+    let addr = holder.local_addr().unwrap().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = observer(Command::new(&bin).arg("run").arg("--output-dir").arg(tmp.path()).args(["--listen", &addr]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{}\nstderr:\n{err}", out.status);
+    assert_eq!(err.lines().filter(|l| l.contains(&addr)).count(), 1, "one line names {addr}; stderr:\n{err}");
+    assert!(!err.contains("observer: ready"), "attached despite the busy address; stderr:\n{err}");
     assert_sane(&err);
 }
 

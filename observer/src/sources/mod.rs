@@ -69,6 +69,11 @@ pub trait Source {
         None
     }
 
+    /// Its gauges and counters for `/metrics`, if any.
+    fn metrics(&self) -> Vec<crate::export::metrics::SourceMetric> {
+        Vec::new()
+    }
+
     /// Its part of the stopped line (` key=value …`).
     fn stopped(&self) -> String {
         String::new()

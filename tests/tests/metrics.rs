@@ -1,0 +1,136 @@
+//! The agent's endpoints, scraped from a running agent: the per-workload
+//! counters of `/metrics` against independent truths — resets sent in the
+//! test's own namespace against `nstat` `TcpOutRsts`, resets received
+//! against the errors the generator's sockets saw, GC cycles of a Go
+//! fixture against its `GODEBUG=gctrace=1` lines — the exposition linted
+//! by a real `promtool check metrics`, and `/healthz` and `/readyz`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use observer_e2e::episodes::{NetnsHolder, closed_port, closed_port_burst, unique_service};
+use observer_e2e::gofixture::{self, GoFixture, Toolchain, Variant, gctrace_cycles};
+use observer_e2e::netns::Netns;
+use observer_e2e::nstat::nstat;
+use observer_e2e::observer::Observer;
+use observer_e2e::require::{require_file_env, require_root_and_bin};
+use observer_e2e::scrape::{Sample, get, samples, sum};
+
+const N: usize = 10;
+/// From the events to the counters: the pipeline publishes once a second.
+const COUNTED_WITHIN: Duration = Duration::from_secs(20);
+const ATTACH_WITHIN: Duration = Duration::from_secs(10);
+const RUN_WITHIN: Duration = Duration::from_secs(60);
+const WORK: &[&str] = &["-wait-stdin", "-allocs", "10000", "-alloc-size", "65536", "-forced-gcs", "2"];
+
+fn resetgen() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_resetgen"))
+}
+
+fn scrape(agent: &Observer) -> (String, Vec<Sample>) {
+    let (status, body) = get(agent.metrics_addr(), "/metrics");
+    assert_eq!(status, 200, "/metrics: {body}");
+    let parsed = samples(&body);
+    (body, parsed)
+}
+
+/// Scrapes until `value` of a scrape reaches `want` (or the time is up),
+/// then once more a second later: a counter that goes past its truth fails.
+fn settled(agent: &Observer, want: f64, value: impl Fn(&[Sample]) -> f64) -> f64 {
+    let deadline = Instant::now() + COUNTED_WITHIN;
+    while value(&scrape(agent).1) < want && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    value(&scrape(agent).1)
+}
+
+#[test]
+fn reset_and_gc_counters_equal_their_truths() {
+    let Some(bin) = require_root_and_bin() else { return };
+    let ns = Netns::create();
+    let service = unique_service("metrics");
+    let _holder = NetnsHolder::start(&ns, &service);
+    let mut agent = Observer::start(&bin);
+    let (status, body) = get(agent.metrics_addr(), "/readyz");
+    assert_eq!((status, body.as_str()), (200, "ready\n"), "/readyz once the agent said it is ready");
+
+    let before = nstat(&ns, "TcpOutRsts");
+    let report = closed_port_burst(resetgen(), &ns, closed_port(0), N, &service);
+    let sent_truth = nstat(&ns, "TcpOutRsts") - before;
+    assert_eq!(sent_truth, N as u64, "TcpOutRsts delta in {}", ns.name());
+    let refused = report.sockets.iter().filter(|s| s.errno.as_deref() == Some("ECONNREFUSED")).count();
+    assert_eq!(refused, N, "sockets that received the reset (ECONNREFUSED)");
+    let of = [("service_name", service.as_str())];
+    let sent = settled(&agent, sent_truth as f64, |s| sum(s, "observer_tcp_resets_sent_total", &of));
+    assert_eq!(sent, sent_truth as f64, "observer_tcp_resets_sent_total{{service_name={service}}} vs TcpOutRsts");
+    let received = sum(&scrape(&agent).1, "observer_tcp_resets_received_total", &of);
+    assert_eq!(received, refused as f64, "observer_tcp_resets_received_total vs the sockets' ECONNREFUSED");
+
+    let fixture_service = unique_service("metrics-go");
+    let fixture_bin = gofixture::build(&cache_dir(), Toolchain::Release("go1.27.4"), Variant::Plain);
+    let mut fixture =
+        GoFixture::start(&fixture_bin, WORK, &[("GODEBUG", "gctrace=1"), ("OTEL_SERVICE_NAME", &fixture_service)]);
+    agent.wait_for_stderr(&format!("observer: go: attached pid={} ", fixture.pid), ATTACH_WITHIN);
+    fixture.go();
+    let finished = fixture.finish(RUN_WITHIN);
+    let cycles = gctrace_cycles(&finished.stderr).len() as f64;
+    assert!(cycles > 0.0, "the fixture ran no GC cycle; stderr:\n{}", finished.stderr);
+    let of = [("service_name", fixture_service.as_str())];
+    let counted = settled(&agent, cycles, |s| sum(s, "observer_go_gc_cycles_total", &of));
+    assert_eq!(counted, cycles, "observer_go_gc_cycles_total vs gctrace's `gc N` lines");
+
+    let (text, parsed) = scrape(&agent);
+    for family in ["observer_records_total", "observer_episodes_closed_total", "observer_ring_lost_total"] {
+        assert!(parsed.iter().any(|s| s.name == family), "no {family} in:\n{text}");
+    }
+    let lost = sum(&parsed, "observer_ring_lost_total", &[]);
+    let stopped = agent.stop();
+    assert_eq!(lost, stopped.lost as f64, "observer_ring_lost_total vs the stopped line's lost=");
+}
+
+/// `promtool check metrics` (Prometheus' own linter) on a real scrape.
+#[test]
+fn promtool_accepts_the_exposition() {
+    let Some(bin) = require_root_and_bin() else { return };
+    let Some(promtool) = require_file_env("OBSERVER_PROMTOOL", "`cargo xtask setup` builds promtool and `cargo xtask test` sets it")
+    else {
+        return;
+    };
+    let ns = Netns::create();
+    let service = unique_service("metrics-lint");
+    let _holder = NetnsHolder::start(&ns, &service);
+    let agent = Observer::start(&bin);
+    closed_port_burst(resetgen(), &ns, closed_port(1), N, &service);
+    let of = [("service_name", service.as_str())];
+    settled(&agent, N as f64, |s| sum(s, "observer_tcp_resets_sent_total", &of));
+    let (text, _) = scrape(&agent);
+    let (ok, output) = promtool_check(&promtool, &text);
+    assert!(ok, "promtool check metrics:\n{output}\nscrape:\n{text}");
+    let (status, _) = get(agent.metrics_addr(), "/healthz");
+    assert_eq!(status, 200, "/healthz");
+    let (status, _) = get(agent.metrics_addr(), "/no-such-path");
+    assert_eq!(status, 404);
+    agent.stop();
+}
+
+/// `promtool check metrics` reads the exposition on stdin: (passed, what it said).
+fn promtool_check(promtool: &Path, text: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {}: {e}", promtool.display()));
+    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("writing the scrape");
+    let out = child.wait_with_output().expect("promtool's output");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), said)
+}
+
+fn cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("gofixtures")
+}
