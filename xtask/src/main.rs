@@ -12,6 +12,7 @@ mod build;
 mod cmd;
 mod collector;
 mod gofixture;
+mod gotool;
 mod host;
 mod run;
 mod setup;

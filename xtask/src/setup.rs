@@ -60,6 +60,7 @@ pub fn run() -> Result<()> {
     cmd::step("setup: cargo-deny", cargo_deny)?;
     cmd::step("setup: tracefs", || tracefs(root))?;
     cmd::step("setup: OpenTelemetry Collector", collector::ensure)?;
+    cmd::step("setup: promtool", || crate::gotool::PROMTOOL.ensure())?;
     eprintln!("==> setup: done ({})", cmd::secs(start.elapsed()));
     Ok(())
 }

@@ -85,7 +85,8 @@ pub fn test_env(cmd: Cmd) -> Result<Cmd> {
         .env("RUSTC_BOOTSTRAP", "1")
         .env("OBSERVER_E2E_REQUIRED", "1")
         .env("OBSERVER_BIN", OsString::from(bin))
-        .env("OBSERVER_OTELCOL", OsString::from(crate::collector::bin())))
+        .env("OBSERVER_OTELCOL", OsString::from(crate::collector::bin()))
+        .env(crate::gotool::PROMTOOL.env, OsString::from(crate::gotool::PROMTOOL.bin())))
 }
 
 pub fn run() -> Result<()> {

@@ -123,6 +123,31 @@ impl Published {
     }
 }
 
+/// The same exposition in the Prometheus text format (0.0.4), for clients
+/// that do not ask for OpenMetrics (`curl`, `promtool check metrics`): a
+/// counter's family is named with its samples' `_total`, and there is no
+/// `# EOF`.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
 #[derive(Debug)]
 struct Exposition(Arc<Published>);
 
@@ -132,13 +157,11 @@ impl Collector for Exposition {
         let mut w = Writer(&mut e);
         w.info("build", "the agent's version", &[("version", env!("CARGO_PKG_VERSION"))])?;
         w.gauge("ready", "1 once every program is attached and the exporters started", self.0.is_ready() as u64)?;
-        for state in self.0.signals() {
-            w.info(
-                "signal",
-                "each signal's state and the mechanism in use (or why there is none)",
-                &[("signal", &state.signal), ("status", state.status.name()), ("mechanism", &state.detail)],
-            )?;
-        }
+        let signals = self.0.signals();
+        let states = signals.iter().map(|state| {
+            ([("signal", state.signal.as_str()), ("status", state.status.name()), ("mechanism", state.detail.as_str())], 1)
+        });
+        w.family("signal_info", "each signal's state and the mechanism in use (or why there is none)", false, states)?;
         w.family("records", "records that reached the pipeline, by kind", true, s.records.iter().map(|(k, n)| ([("kind", *k)], *n)))?;
         w.counter("ring_lost", "records the kernel programs could not queue (ring buffer full)", s.ring_lost)?;
         w.counter("ring_reader_dropped", "record batches the ring-buffer reader could not hand on", s.reader_dropped)?;
@@ -303,6 +326,15 @@ mod tests {
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
         assert!(!text.contains("observer_tcp_resets_received_total{"), "no series for a zero count:\n{text}");
+    }
+
+    #[test]
+    fn prometheus_text_names_counter_families_by_their_samples() {
+        let om = "# HELP a_x things\n# TYPE a_x counter\na_x_total 3\n# HELP g level\n# TYPE g gauge\ng 1\n# EOF\n";
+        assert_eq!(
+            prometheus_text(om),
+            "# HELP a_x_total things\n# TYPE a_x_total counter\na_x_total 3\n# HELP g level\n# TYPE g gauge\ng 1\n"
+        );
     }
 
     #[test]

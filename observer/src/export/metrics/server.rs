@@ -32,6 +32,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS: usize = 64;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The running endpoints.
 pub struct Endpoints {
@@ -88,8 +89,19 @@ fn respond(req: &Request<Incoming>, published: &Arc<Published>, heartbeat: &Atom
     }
     match req.uri().path() {
         "/metrics" => {
-            let mut r = Response::new(Full::new(Bytes::from(published.encode())));
-            r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(OPENMETRICS));
+            // Prometheus asks for OpenMetrics; anything else gets the classic text format.
+            let openmetrics = req
+                .headers()
+                .get_all(header::ACCEPT)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| v.contains("application/openmetrics-text")));
+            let text = published.encode();
+            let (body, kind) = match openmetrics {
+                true => (text, OPENMETRICS),
+                false => (super::prometheus_text(&text), PROMETHEUS_TEXT),
+            };
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(kind));
             r
         }
         "/healthz" => {
@@ -121,8 +133,13 @@ mod tests {
     use super::*;
 
     async fn get(addr: SocketAddr, path: &str) -> String {
+        get_with(addr, path, "").await
+    }
+
+    async fn get_with(addr: SocketAddr, path: &str, headers: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n");
+        s.write_all(request.as_bytes()).await.unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         out
@@ -138,7 +155,9 @@ mod tests {
         assert!(get(e.addr, "/healthz").await.starts_with("HTTP/1.1 200"));
         let metrics = get(e.addr, "/metrics").await;
         assert!(metrics.starts_with("HTTP/1.1 200") && metrics.contains("observer_ready 1"), "{metrics}");
-        assert!(metrics.contains("application/openmetrics-text"), "{metrics}");
+        assert!(metrics.contains("text/plain; version=0.0.4") && !metrics.contains("# EOF"), "{metrics}");
+        let om = get_with(e.addr, "/metrics", "Accept: application/openmetrics-text;version=1.0.0\r\n").await;
+        assert!(om.contains("application/openmetrics-text") && om.ends_with("# EOF\n"), "{om}");
         assert!(get(e.addr, "/nope").await.starts_with("HTTP/1.1 404"));
         e.heartbeat.store(0, Ordering::Relaxed);
         assert!(get(e.addr, "/healthz").await.starts_with("HTTP/1.1 503"));
