@@ -17,6 +17,7 @@ use aya::maps::{MapData, PerCpuArray};
 use observer_common::{EventHeader, EventKind, counter};
 use tokio::signal::unix::SignalKind;
 
+use crate::export::{metrics::signals::WorkloadSignals, otlp::attributes::record_kind};
 use crate::{
     cgroup::CgroupPaths,
     config::RunConfig,
@@ -49,7 +50,6 @@ use crate::{
     },
     workload::attributor::Attributor,
 };
-use crate::export::{metrics::signals::WorkloadSignals, otlp::attributes::record_kind};
 
 /// How often the engine is told the time (closes quiet episodes).
 const ADVANCE_EVERY: Duration = Duration::from_millis(250);

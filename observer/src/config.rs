@@ -447,7 +447,10 @@ mod tests {
     #[test]
     fn listen_takes_an_address_or_none_and_says_why_not() {
         let cfg = |argv: &[&str]| RunConfig::resolve(run_args(argv)).map(|c| c.listen);
-        assert_eq!(cfg(&["observer", "run", "--listen", "0.0.0.0:9999"]).unwrap(), Some("0.0.0.0:9999".parse().unwrap()));
+        assert_eq!(
+            cfg(&["observer", "run", "--listen", "0.0.0.0:9999"]).unwrap(),
+            Some("0.0.0.0:9999".parse().unwrap())
+        );
         assert_eq!(cfg(&["observer", "run", "--listen", "none"]).unwrap(), None);
         let err = Cli::try_parse_from(["observer", "run", "--listen", "localhost"]).unwrap_err().to_string();
         assert!(err.contains("not an address to listen on"), "{err}");

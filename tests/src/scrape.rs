@@ -82,11 +82,7 @@ fn parse_line(line: &str) -> Sample {
 
 /// The sum of `name`'s samples whose labels include every pair of `with`.
 pub fn sum(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> f64 {
-    samples
-        .iter()
-        .filter(|s| s.name == name && with.iter().all(|(k, v)| s.label(k) == Some(v)))
-        .map(|s| s.value)
-        .sum()
+    samples.iter().filter(|s| s.name == name && with.iter().all(|(k, v)| s.label(k) == Some(v))).map(|s| s.value).sum()
 }
 
 #[cfg(test)]

@@ -94,7 +94,8 @@ fn reset_and_gc_counters_equal_their_truths() {
 #[test]
 fn promtool_accepts_the_exposition() {
     let Some(bin) = require_root_and_bin() else { return };
-    let Some(promtool) = require_file_env("OBSERVER_PROMTOOL", "`cargo xtask setup` builds promtool and `cargo xtask test` sets it")
+    let Some(promtool) =
+        require_file_env("OBSERVER_PROMTOOL", "`cargo xtask setup` builds promtool and `cargo xtask test` sets it")
     else {
         return;
     };
@@ -133,4 +134,40 @@ fn promtool_check(promtool: &Path, text: &str) -> (bool, String) {
 
 fn cache_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("gofixtures")
+}
+
+fn deploy_prometheus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus")
+}
+
+/// The shipped alert rules: valid (`promtool check rules`), and firing on
+/// the series their unit tests give, with the labels and text they expect
+/// (`promtool test rules`).
+#[test]
+fn alert_rules_pass_their_promtool_unit_tests() {
+    let Some(promtool) =
+        require_file_env("OBSERVER_PROMTOOL", "`cargo xtask setup` builds promtool and `cargo xtask test` sets it")
+    else {
+        return;
+    };
+    let dir = deploy_prometheus();
+    for args in [&["check", "rules", "observer-rules.yaml"][..], &["test", "rules", "observer-rules.test.yaml"][..]] {
+        let out = Command::new(&promtool).args(args).current_dir(&dir).output().expect("running promtool");
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "promtool {}:\n{said}", args.join(" "));
+    }
+}
+
+/// The PrometheusRule carries exactly the plain rules file's groups.
+#[test]
+fn prometheus_rule_has_the_rules_files_groups() {
+    let dir = deploy_prometheus();
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let plain = read("observer-rules.yaml");
+    let groups = plain.split_once("groups:\n").expect("a groups key").1;
+    let cr = read("observer-prometheusrule.yaml");
+    let spec = cr.split_once("spec:\n  groups:\n").expect("spec.groups").1;
+    let unindented: String =
+        spec.lines().map(|l| l.strip_prefix("  ").unwrap_or(l)).map(|l| format!("{l}\n")).collect();
+    assert_eq!(unindented, groups, "observer-prometheusrule.yaml spec.groups vs observer-rules.yaml groups");
 }

@@ -128,10 +128,8 @@ impl Published {
 /// counter's family is named with its samples' `_total`, and there is no
 /// `# EOF`.
 pub fn prometheus_text(openmetrics: &str) -> String {
-    let counters: std::collections::HashSet<&str> = openmetrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
-        .collect();
+    let counters: std::collections::HashSet<&str> =
+        openmetrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
     let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
     for line in openmetrics.lines() {
         if line == "# EOF" || line.starts_with("# UNIT ") {
@@ -159,10 +157,22 @@ impl Collector for Exposition {
         w.gauge("ready", "1 once every program is attached and the exporters started", self.0.is_ready() as u64)?;
         let signals = self.0.signals();
         let states = signals.iter().map(|state| {
-            ([("signal", state.signal.as_str()), ("status", state.status.name()), ("mechanism", state.detail.as_str())], 1)
+            (
+                [
+                    ("signal", state.signal.as_str()),
+                    ("status", state.status.name()),
+                    ("mechanism", state.detail.as_str()),
+                ],
+                1,
+            )
         });
         w.family("signal_info", "each signal's state and the mechanism in use (or why there is none)", false, states)?;
-        w.family("records", "records that reached the pipeline, by kind", true, s.records.iter().map(|(k, n)| ([("kind", *k)], *n)))?;
+        w.family(
+            "records",
+            "records that reached the pipeline, by kind",
+            true,
+            s.records.iter().map(|(k, n)| ([("kind", *k)], *n)),
+        )?;
         w.counter("ring_lost", "records the kernel programs could not queue (ring buffer full)", s.ring_lost)?;
         w.counter("ring_reader_dropped", "record batches the ring-buffer reader could not hand on", s.reader_dropped)?;
         w.counter("program_misses", "runs of the agent's programs the kernel skipped", s.program_misses)?;
@@ -170,7 +180,11 @@ impl Collector for Exposition {
         w.gauge("episodes_open", "episodes open now", ep.open)?;
         w.counter("episodes_opened", "episodes opened", ep.opened)?;
         w.counter("episodes_closed", "episodes closed", ep.closed)?;
-        w.counter("episodes_late_records", "records older than an episode of their workload already handed out", ep.late)?;
+        w.counter(
+            "episodes_late_records",
+            "records older than an episode of their workload already handed out",
+            ep.late,
+        )?;
         w.counter("episodes_capped", "episodes not opened because too many were open", ep.capped)?;
         let x = &s.export;
         w.gauge("export_queue_depth", "closed episodes queued for export or being exported", x.queued)?;
@@ -183,7 +197,11 @@ impl Collector for Exposition {
         w.gauge("disk_used_bytes", "bytes the output directory's files take", d.used)?;
         w.gauge("disk_budget_bytes", "bytes they may take", d.budget)?;
         w.counter("disk_files_removed", "rotated files removed to stay within the budget", d.removed)?;
-        w.gauge("disk_writing_stopped", "1 while writing is stopped (disk full or read-only)", d.writing_stopped as u64)?;
+        w.gauge(
+            "disk_writing_stopped",
+            "1 while writing is stopped (disk full or read-only)",
+            d.writing_stopped as u64,
+        )?;
         w.counter("clock_steps", "wall-clock steps followed", s.clock_steps)?;
         w.counter("clock_slews", "wall-clock slews followed", s.clock_slews)?;
         for m in &s.sources {
@@ -276,9 +294,15 @@ impl Writer<'_, '_> {
 /// The agent process's own CPU time and memory (the usual `process_` names).
 fn process(w: &mut Writer) -> Result<(), std::fmt::Error> {
     let Some((cpu_s, rss)) = self_usage() else { return Ok(()) };
-    let m = w.0.encode_descriptor("process_cpu_seconds", "the agent's user and system CPU time", None, MetricType::Counter)?;
+    let m = w.0.encode_descriptor(
+        "process_cpu_seconds",
+        "the agent's user and system CPU time",
+        None,
+        MetricType::Counter,
+    )?;
     ConstCounter::new(cpu_s).encode(m)?;
-    let m = w.0.encode_descriptor("process_resident_memory_bytes", "the agent's resident memory", None, MetricType::Gauge)?;
+    let m =
+        w.0.encode_descriptor("process_resident_memory_bytes", "the agent's resident memory", None, MetricType::Gauge)?;
     ConstGauge::new(rss as i64).encode(m)
 }
 
