@@ -44,8 +44,8 @@ fn parse_line(line: &str) -> Sample {
     };
     let mut labels = Vec::new();
     let mut tail = line[name.len()..].trim_start();
-    if rest.starts_with('{') {
-        let mut chars = rest[1..].char_indices().peekable();
+    if let Some(inner) = rest.strip_prefix('{') {
+        let mut chars = inner.char_indices().peekable();
         let mut key = String::new();
         let mut end = None;
         while let Some((i, c)) = chars.next() {

@@ -73,6 +73,10 @@ fn reset_and_gc_counters_equal_their_truths() {
     let mut fixture =
         GoFixture::start(&fixture_bin, WORK, &[("GODEBUG", "gctrace=1"), ("OTEL_SERVICE_NAME", &fixture_service)]);
     agent.wait_for_stderr(&format!("observer: go: attached pid={} ", fixture.pid), ATTACH_WITHIN);
+    // Waiting on stdin, watched: the source's own gauges say so.
+    let watched = settled(&agent, 1.0, |s| sum(s, "observer_go_processes_watched", &[]));
+    assert!(watched >= 1.0, "observer_go_processes_watched with the fixture attached: {watched}");
+    assert_eq!(sum(&scrape(&agent).1, "observer_go_probe_attach_errors_total", &[]), 0.0, "probe attach errors");
     fixture.go();
     let finished = fixture.finish(RUN_WITHIN);
     let cycles = gctrace_cycles(&finished.stderr).len() as f64;

@@ -51,6 +51,7 @@ use crate::cgroup::CgroupPaths;
 use crate::event::{
     Attribution, CgroupSource, Event, GoAssist, GoAttach, GoGc, GoHeapChange, GoOwner, GoScavengeSummary, Record,
 };
+use crate::export::metrics::SourceMetric;
 use crate::kernel::{clock::monotonic_ns, closer::Closer};
 use crate::process::{
     discovery::{BinaryId, Change, first_mapping},
@@ -176,6 +177,8 @@ pub struct GoRuntimeSource {
     /// are not told apart).
     scavenge_unsummarized: u64,
     attached: Vec<Attached>,
+    /// Probes that failed to attach (the binary's probes then all go).
+    attach_errors: u64,
     /// The cgroup2 mount, to read a process's cgroup at attach.
     cgroup2: Option<PathBuf>,
 }
@@ -214,6 +217,7 @@ impl GoRuntimeSource {
             scavenge_seen: HashMap::new(),
             scavenge_unsummarized: 0,
             attached: Vec::new(),
+            attach_errors: 0,
             cgroup2: std::fs::read_to_string("/proc/self/mountinfo")
                 .ok()
                 .and_then(|m| crate::cgroup::cgroup2_mount(&m)),
@@ -497,6 +501,7 @@ impl GoRuntimeSource {
             match attached {
                 Ok(link) => links.push((prog, link)),
                 Err(()) => {
+                    self.attach_errors += 1;
                     if !links.is_empty() {
                         self.close(ebpf, binary, links);
                     }
@@ -661,6 +666,21 @@ impl crate::sources::Source for GoRuntimeSource {
             0 => String::new(),
             n => format!(" go_scavenge_unsummarized={n}"),
         }
+    }
+
+    fn metrics(&self) -> Vec<SourceMetric> {
+        let m = |name, help, counter, value: usize| SourceMetric { name, help, counter, value: value as u64 };
+        vec![
+            m("go_processes_watched", "Go processes with probes live", false, self.watched.len()),
+            m("go_binaries_probed", "Go binaries with probes attached", false, self.probed.len()),
+            m(
+                "go_binaries_warned",
+                "Go binaries some figure cannot be read from (see the warning)",
+                false,
+                self.warned.len(),
+            ),
+            m("go_probe_attach_errors", "Go probes that failed to attach", true, self.attach_errors as usize),
+        ]
     }
 
     fn ready(&self) -> String {
