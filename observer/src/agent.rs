@@ -301,7 +301,7 @@ struct Pipeline {
     exported: Arc<ExportCounters>,
     /// Reused between batches.
     decoded: Vec<Record>,
-    /// Records by kind, for `/metrics` (index: `EventKind`-independent, by name).
+    /// Records by kind name, for `/metrics`.
     records: std::collections::BTreeMap<&'static str, u64>,
     workload_signals: WorkloadSignals,
 }
