@@ -153,7 +153,8 @@ impl Collector for Exposition {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = self.0.latest();
         let mut w = Writer(&mut e);
-        w.info("build", "the agent's version", &[("version", env!("CARGO_PKG_VERSION"))])?;
+        let version = std::iter::once(([("version", env!("CARGO_PKG_VERSION"))], 1));
+        w.family("build_info", "the agent's version", false, version)?;
         w.gauge("ready", "1 once every program is attached and the exporters started", self.0.is_ready() as u64)?;
         let signals = self.0.signals();
         let states = signals.iter().map(|state| {
@@ -227,12 +228,6 @@ impl Writer<'_, '_> {
     fn gauge(&mut self, name: &str, help: &str, value: u64) -> Result<(), std::fmt::Error> {
         let name = format!("observer_{name}");
         ConstGauge::new(value as i64).encode(self.0.encode_descriptor(&name, help, None, MetricType::Gauge)?)
-    }
-
-    fn info(&mut self, name: &str, help: &str, labels: &[(&str, &str)]) -> Result<(), std::fmt::Error> {
-        let name = format!("observer_{name}_info");
-        let mut m = self.0.encode_descriptor(&name, help, None, MetricType::Gauge)?;
-        ConstGauge::new(1i64).encode(m.encode_family(&labels)?)
     }
 
     /// One metric, one series per label set.
