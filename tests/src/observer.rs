@@ -205,6 +205,8 @@ impl Observer {
             parse_summary(summary).unwrap_or_else(|| panic!("cannot read events=/lost= in {summary:?}"));
         let events = read_events(&self.dir.join("events.jsonl"));
         let summary = summary.clone();
+        // In the log of every run (the VM harness keeps them): where a slow stop shows.
+        eprintln!("observer exited {exited_after:.1?} after {signal}: {summary}");
         let traces = crate::otlp::read_json_lines(&self.dir.join("traces.jsonl"));
         Stopped { events, summary_events, lost, stderr, summary, exited_after, traces }
     }

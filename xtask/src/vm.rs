@@ -386,6 +386,8 @@ fn boot_and_test(kernel: &Kernel, vmlinuz: &Path, dir: &str, tests: &[TestBinary
         report_unfinished(&rw);
         return Ok(Guest::Unfinished(format!("the guest did not finish its tests (see {})", rw.display())));
     }
+    let progress = fs::read_to_string(rw.join("progress")).unwrap_or_default();
+    println!("vm-test {dir}: guest seconds per step: {}", step_durations(&progress));
     let mut results = Vec::new();
     let check_rc = fs::read_to_string(rw.join("check.rc")).unwrap_or_default();
     let check_log = fs::read_to_string(rw.join("check.log")).unwrap_or_default();
@@ -415,7 +417,9 @@ fn boot_and_test(kernel: &Kernel, vmlinuz: &Path, dir: &str, tests: &[TestBinary
 /// writes to stderr itself (figures, `SKIPPED:`) splits its line: the text
 /// lands after `test NAME ... ` and the verdict comes alone on a later line.
 fn parse_libtest(log: &str) -> Vec<TestResult> {
-    let verdict = |v: &str| matches!(v, "ok" | "FAILED" | "ignored");
+    // `--report-time` appends the test's duration: `ok <12.345s>`.
+    let verdict = |v: &str| matches!(v.split(" <").next().unwrap_or(v), "ok" | "FAILED" | "ignored");
+    let passed = |v: &str| v.split(" <").next() == Some("ok");
     let result = |name: &str, ok: bool| TestResult {
         name: name.to_string(),
         ok,
@@ -427,7 +431,7 @@ fn parse_libtest(log: &str) -> Vec<TestResult> {
     for line in log.lines() {
         if let Some((name, rest)) = line.strip_prefix("test ").and_then(|l| l.split_once(" ... ")) {
             if verdict(rest.trim()) {
-                results.push(result(name, rest.trim() == "ok"));
+                results.push(result(name, passed(rest.trim())));
                 open = None;
             } else {
                 open = Some(name.to_string());
@@ -435,7 +439,7 @@ fn parse_libtest(log: &str) -> Vec<TestResult> {
         } else if verdict(line.trim())
             && let Some(name) = open.take()
         {
-            results.push(result(&name, line.trim() == "ok"));
+            results.push(result(&name, passed(line.trim())));
         }
     }
     results
@@ -496,7 +500,8 @@ fn guest_script(rw: &Path, tests: &[TestBinary], fixture: &Path, otelcol: &Path)
         let _ = writeln!(
             s,
             "{}; echo '== {name}'; \
-             timeout -k 10 {BINARY_TIMEOUT_SECS} '{exe}'{filters} --test-threads=1 --nocapture > $RW/{name}.log 2>&1; \
+             RUSTC_BOOTSTRAP=1 timeout -k 10 {BINARY_TIMEOUT_SECS} '{exe}'{filters} --test-threads=1 --nocapture \
+             -Z unstable-options --report-time > $RW/{name}.log 2>&1; \
              echo $? > $RW/{name}.rc; tail -n 3 $RW/{name}.log",
             progress(&t.name),
             name = t.name,
@@ -506,6 +511,19 @@ fn guest_script(rw: &Path, tests: &[TestBinary], fixture: &Path, otelcol: &Path)
     }
     let _ = write!(s, "{}\ndmesg > $RW/dmesg.log 2>&1\ntouch $RW/done\n", progress("done"));
     s
+}
+
+/// `check 31.2, tcp_resets 180.4, ...` from the `progress` lines (each
+/// step's start on the guest's uptime): where a boot's time went, so a
+/// binary nearing its bound shows before it reaches it.
+fn step_durations(progress: &str) -> String {
+    let steps: Vec<(&str, f64)> = progress
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter_map(|(step, up)| Some((step, up.trim().parse().ok()?)))
+        .collect();
+    let timed: Vec<String> = steps.windows(2).map(|w| format!("{} {:.1}", w[0].0, w[1].1 - w[0].1)).collect();
+    timed.join(", ")
 }
 
 /// The guest's line appending `step` and the uptime to `$RW/progress`.
@@ -575,6 +593,13 @@ mod tests {
     }
 
     #[test]
+    fn report_time_verdicts_are_parsed() {
+        let log = "test a ... ok <12.345s>\ntest b ... figures\nFAILED <3.000s>\ntest c ... ignored";
+        let got: Vec<(String, bool)> = parse_libtest(log).into_iter().map(|t| (t.name, t.ok)).collect();
+        assert_eq!(got, [("a".into(), true), ("b".into(), false), ("c".into(), false)]);
+    }
+
+    #[test]
     fn a_retry_runs_exactly_the_failed_tests() {
         let bin = |name: &str| TestBinary { name: name.into(), path: PathBuf::from(format!("/t/{name}")), exact: None };
         let tests = [bin("episodes"), bin("memcg"), bin("net_drops")];
@@ -605,6 +630,12 @@ mod tests {
     }
 
     #[test]
+    fn step_durations_are_the_gaps_between_progress_lines() {
+        assert_eq!(step_durations("check 10.0\nmemcg 12.5\ndone 40.3\n"), "check 2.5, memcg 27.8");
+        assert_eq!(step_durations("check 10.0\n"), "");
+    }
+
+    #[test]
     fn guest_script_is_valid_shell_with_bounds_and_progress() {
         let tests = [
             TestBinary { name: "memcg".into(), path: PathBuf::from("/t/memcg-1"), exact: None },
@@ -614,6 +645,7 @@ mod tests {
         assert!(script.contains("OBSERVER_GOFIXTURE='/f/gofixture'"), "{script}");
         assert!(script.contains("OBSERVER_OTELCOL='/c/otelcol'"), "{script}");
         assert!(script.contains("timeout -k 10 400 '/t/memcg-1' --test-threads=1 --nocapture"), "{script}");
+        assert!(script.contains("--report-time"), "{script}");
         let episodes =
             "'/t/episodes-2' 'reset_burst_is_one_trace::case_2_grpc' 'reset_burst_is_one_trace::case_3_http_protobuf'";
         assert!(script.contains(episodes), "{script}");
