@@ -172,7 +172,7 @@ impl Collector {
     /// Until the receiver's port accepts a connection, or panics with the
     /// collector's stderr when it exits first or takes too long.
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + READY_WITHIN;
+        let deadline = Instant::now() + crate::bound(READY_WITHIN);
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
         loop {
             let child = self.child.as_mut().expect("started");
@@ -191,7 +191,8 @@ impl Collector {
                 let _ = wait_within(child, Duration::ZERO);
                 self.child = None;
                 panic!(
-                    "collector's receiver not listening on {addr} within {READY_WITHIN:?}; stderr:\n{}",
+                    "collector's receiver not listening on {addr} within {:?}; stderr:\n{}",
+                    crate::bound(READY_WITHIN),
                     self.stderr()
                 );
             }
@@ -257,7 +258,11 @@ impl Collector {
         let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
         let status = wait_within(&mut child, STOP_WITHIN);
         if status.is_none() {
-            panic!("collector still running {STOP_WITHIN:?} after SIGTERM; killed it. stderr:\n{}", self.stderr());
+            panic!(
+                "collector still running {:?} after SIGTERM; killed it. stderr:\n{}",
+                crate::bound(STOP_WITHIN),
+                self.stderr()
+            );
         }
         status
     }

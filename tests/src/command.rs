@@ -38,7 +38,7 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
 /// Waits for `child` at most `limit`; on timeout kills it (SIGKILL to its pid),
 /// reaps it and returns `None`.
 pub fn wait_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
+    let deadline = Instant::now() + crate::bound(limit);
     loop {
         match child.try_wait() {
             Ok(Some(status)) => return Some(status),

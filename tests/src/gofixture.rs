@@ -195,11 +195,11 @@ impl GoFixture {
             buf
         });
         let stdin = child.stdin.take();
-        let line = stdout.recv_timeout(READY_WITHIN);
+        let line = stdout.recv_timeout(crate::bound(READY_WITHIN));
         let pid = line.as_deref().ok().and_then(|l| l.strip_prefix("ready pid=")).and_then(|p| p.parse().ok());
         let Some(pid) = pid else {
             let _ = wait_within(&mut child, Duration::ZERO);
-            panic!("fixture did not say `ready pid=N` within {READY_WITHIN:?}: {line:?}");
+            panic!("fixture did not say `ready pid=N` within {:?}: {line:?}", crate::bound(READY_WITHIN));
         };
         GoFixture { child, pid, stdin, stdout, stderr: Some(stderr) }
     }

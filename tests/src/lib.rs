@@ -4,6 +4,8 @@
 //! make traffic only on loopback or between network namespaces they create,
 //! and compare what the agent reports with the kernel's own counters.
 
+use std::time::Duration;
+
 pub mod cgroup;
 pub mod collector;
 pub mod command;
@@ -23,3 +25,11 @@ pub mod scrape;
 pub mod tls;
 pub mod tmux;
 pub mod tracefs;
+
+/// A bound on waiting for something (never an assertion on speed),
+/// stretched by `OBSERVER_TEST_TIME_SCALE`: the VM harness sets it, as
+/// emulation makes an agent's start, say, tens of times slower.
+pub fn bound(d: Duration) -> Duration {
+    let scale = std::env::var("OBSERVER_TEST_TIME_SCALE").ok().and_then(|s| s.parse::<u32>().ok());
+    d * scale.unwrap_or(1).max(1)
+}

@@ -95,7 +95,7 @@ impl Observer {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + READY_WITHIN;
+        let deadline = Instant::now() + crate::bound(READY_WITHIN);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.stderr.recv_timeout(left) {
@@ -108,7 +108,7 @@ impl Observer {
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let _ = wait_within(&mut self.child, Duration::ZERO);
-                    panic!("no {READY:?} within {READY_WITHIN:?}; stderr:\n{}", self.seen.join("\n"));
+                    panic!("no {READY:?} within {:?}; stderr:\n{}", crate::bound(READY_WITHIN), self.seen.join("\n"));
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     let status = wait_within(&mut self.child, EXIT_WITHIN);
@@ -189,7 +189,11 @@ impl Observer {
         let exited_after = signalled.elapsed();
         let stderr = self.rest_of_stderr();
         let status: ExitStatus = status.unwrap_or_else(|| {
-            panic!("observer still running {EXIT_WITHIN:?} after {signal}; killed it. stderr:\n{}", stderr.join("\n"))
+            panic!(
+                "observer still running {:?} after {signal}; killed it. stderr:\n{}",
+                crate::bound(EXIT_WITHIN),
+                stderr.join("\n")
+            )
         });
         assert_eq!(
             status.code(),

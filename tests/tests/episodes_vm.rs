@@ -268,7 +268,7 @@ fn read_limit_seen(events: &Path, rel: &str, memory_high: u64) -> bool {
 
 /// Polls `done` every 100 ms until it holds (true) or `within` has passed (false).
 fn wait_within_for(within: Duration, done: impl Fn() -> bool) -> bool {
-    let deadline = Instant::now() + within;
+    let deadline = Instant::now() + observer_e2e::bound(within);
     while Instant::now() < deadline {
         if done() {
             return true;

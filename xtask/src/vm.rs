@@ -57,22 +57,19 @@ const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static"];
 /// HTTP, TLS, mutual TLS) and its fault tests (the Go-fixture episode is a
 /// uprobe matter: the host covers it).
 const VM_TESTS: &[&str] = &["check_run", "tcp_resets", "net_drops", "memcg", "episodes_vm", "episodes"];
-/// Test name filters for a binary that runs only some of its tests in the VMs.
-/// Emulation makes each case of `episodes` about 25 s, so the VMs run one
-/// of each transport and security, and one of each fault (the host runs all).
-const VM_FILTERS: &[(&str, &[&str])] = &[(
-    "episodes",
-    &[
-        "reset_burst_is_one_trace::case_2_grpc",
-        "reset_burst_is_one_trace::case_3_http_protobuf",
-        "reset_burst_is_one_trace::case_4_grpc_tls",
-        "reset_burst_is_one_trace::case_7_http_mtls",
-        "collector_started_late::case_1_grpc",
-        "collector_killed_mid_run::case_2_http_protobuf",
-        "unreachable_endpoint_counts_failures::case_1_refused_grpc",
-        "bad_otel_value",
-    ],
-)];
+/// Test name filters for a binary that runs only some of its tests in the
+/// VMs. Emulation makes each agent start there take 10-25 s of CPU (5.10:
+/// 33-84 s a `tcp_resets` case), so the VMs run what differs by kernel and
+/// leave to the host what does not: resets on veth only (both families,
+/// every kind: each its own kernel path), and one burst per transport
+/// (the OTLP transports, TLS and collector faults are userspace).
+const VM_FILTERS: &[(&str, &[&str])] = &[
+    ("tcp_resets", &["_veth"]),
+    ("episodes", &["reset_burst_is_one_trace::case_2_grpc", "reset_burst_is_one_trace::case_3_http_protobuf"]),
+];
+/// Wait bounds in the tests (never speed assertions) stretched this many
+/// times in the guest: `OBSERVER_TEST_TIME_SCALE`, read by the tests' `bound`.
+const TIME_SCALE: u32 = 4;
 const VIRTME_NG_VERSION: &str = "1.42";
 /// A boot with at most this many failed tests boots once more to run just
 /// those: one that passes then is reported FLAKY (with why it failed first)
@@ -81,11 +78,11 @@ const VIRTME_NG_VERSION: &str = "1.42";
 const MAX_RETRIED: usize = 4;
 /// Bound on one boot with all its tests (emulation is slow, about 650 s for
 /// all of them on 6.1 here; a hang must end).
-const BOOT_TIMEOUT_SECS: u32 = 1500;
+const BOOT_TIMEOUT_SECS: u32 = 2400;
 /// Bound on one test binary inside the guest (the longest, tcp_resets and
 /// the chosen episodes cases, take about 150-200 s on 6.1); `-k` kills one
 /// that ignores the TERM.
-const BINARY_TIMEOUT_SECS: u32 = 400;
+const BINARY_TIMEOUT_SECS: u32 = 600;
 
 pub fn run(only: Option<&str>) -> Result<()> {
     let start = Instant::now();
@@ -486,6 +483,7 @@ fn guest_script(rw: &Path, tests: &[TestBinary], fixture: &Path, otelcol: &Path)
     let mut s = format!(
         "set -u\nRW={rw}\nexport PATH='{}'\n\
          export OBSERVER_BIN='{}' OBSERVER_GOFIXTURE='{}' OBSERVER_OTELCOL='{}' OBSERVER_E2E_REQUIRED=1\n\
+         export OBSERVER_TEST_TIME_SCALE={TIME_SCALE}\n\
          export TMPDIR=$RW/tmp HOME=$RW/home GOCACHE=$RW/gocache GOPATH=$RW/gopath GOTOOLCHAIN=local\n\
          mkdir -p $TMPDIR $HOME\ncd '{}'\nuname -r > $RW/uname\n{WATCHER}{MODULES}{}\n\
          $OBSERVER_BIN check > $RW/check.log 2>&1; echo $? > $RW/check.rc\n",
@@ -644,7 +642,7 @@ mod tests {
         let script = guest_script(Path::new("/rw"), &tests, Path::new("/f/gofixture"), Path::new("/c/otelcol"));
         assert!(script.contains("OBSERVER_GOFIXTURE='/f/gofixture'"), "{script}");
         assert!(script.contains("OBSERVER_OTELCOL='/c/otelcol'"), "{script}");
-        assert!(script.contains("timeout -k 10 400 '/t/memcg-1' --test-threads=1 --nocapture"), "{script}");
+        assert!(script.contains("timeout -k 10 600 '/t/memcg-1' --test-threads=1 --nocapture"), "{script}");
         assert!(script.contains("--report-time"), "{script}");
         let episodes =
             "'/t/episodes-2' 'reset_burst_is_one_trace::case_2_grpc' 'reset_burst_is_one_trace::case_3_http_protobuf'";
