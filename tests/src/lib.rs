@@ -7,6 +7,7 @@
 pub mod cgroup;
 pub mod collector;
 pub mod command;
+pub mod dashboard;
 pub mod episodes;
 pub mod gofixture;
 pub mod held;
