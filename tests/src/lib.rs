@@ -9,6 +9,7 @@ use std::time::Duration;
 pub mod cgroup;
 pub mod collector;
 pub mod command;
+pub mod dashboard;
 pub mod episodes;
 pub mod gofixture;
 pub mod held;
@@ -18,6 +19,7 @@ pub mod nft;
 pub mod nstat;
 pub mod observer;
 pub mod otlp;
+pub mod promql;
 pub mod rawtcp;
 pub mod require;
 pub mod resetgen;
@@ -25,6 +27,7 @@ pub mod scrape;
 pub mod tls;
 pub mod tmux;
 pub mod tracefs;
+pub mod traceql;
 
 /// A bound on waiting for something (never an assertion on speed),
 /// stretched by `OBSERVER_TEST_TIME_SCALE`: the VM harness sets it, as

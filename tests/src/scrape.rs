@@ -85,6 +85,32 @@ pub fn sum(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> f64 {
     samples.iter().filter(|s| s.name == name && with.iter().all(|(k, v)| s.label(k) == Some(v))).map(|s| s.value).sum()
 }
 
+/// Whether the exposition offers `name` to a query: a sample of that name,
+/// or a family declared by `# TYPE` whose samples carry that name (a
+/// counter `x` is read as `x_total`, a histogram as `x_bucket`, `x_sum`,
+/// `x_count`). A declared family counts even before its first sample: the
+/// per-workload counters have series only once a workload has had such a
+/// record, but their names are fixed.
+pub fn exposes(text: &str, name: &str) -> bool {
+    if samples(text).iter().any(|s| s.name == name) {
+        return true;
+    }
+    text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).any(|l| {
+        let mut w = l.split_whitespace();
+        let (Some(family), Some(kind)) = (w.next(), w.next()) else { return false };
+        let suffixes: &[&str] = match kind {
+            // The 0.0.4 text format declares a counter by its sample name.
+            "counter" if family.ends_with("_total") => &[""],
+            "counter" => &["_total", "_created"],
+            "histogram" | "gaugehistogram" => &["_bucket", "_sum", "_count", "_created"],
+            "summary" => &["", "_sum", "_count", "_created"],
+            "info" => &["_info"],
+            _ => &[""],
+        };
+        suffixes.iter().any(|s| format!("{family}{s}") == name)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,5 +124,16 @@ mod tests {
         assert_eq!(s[0].value, 3.0);
         assert_eq!((s[1].name.as_str(), s[1].value), ("b", 1.5));
         assert_eq!(sum(&s, "a_total", &[("x", "1")]), 3.0);
+    }
+
+    #[test]
+    fn exposes_families_by_their_sample_names() {
+        let text = "# TYPE a counter\n# TYPE c_total counter\n# TYPE h histogram\n# TYPE g gauge\ng 1\n# EOF\n";
+        for yes in ["a_total", "c_total", "h_bucket", "h_count", "g"] {
+            assert!(exposes(text, yes), "{yes}");
+        }
+        for no in ["a", "c_total_total", "h", "g_total", "a_bucket", "b"] {
+            assert!(!exposes(text, no), "{no}");
+        }
     }
 }

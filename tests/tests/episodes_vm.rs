@@ -14,7 +14,9 @@
 //!   namespace; then (`memory.high` lifted) connections of processes of that
 //!   container reset in that namespace; then a second fixture OOM-killed
 //!   under `memory.max`. One `memory.pressure` trace, closed by the kill,
-//!   whose counts equal `memory.events`, tracefs and `nstat`.
+//!   whose counts equal `memory.events`, tracefs and `nstat`; and the
+//!   episodes dashboard's VM queries (`deploy/grafana/`) find what they
+//!   ask for in its traces.
 //! - `sibling_under_memory_low_counts_low_events`: two containers of one pod
 //!   whose `memory.max` a `dd` in one of them exceeds; the other, under its
 //!   `memory.low`, is reclaimed anyway: its episode's `low` count equals its
@@ -33,6 +35,7 @@ use std::time::{Duration, Instant};
 use observer_e2e::cgroup::require_memory_root;
 use observer_e2e::collector::{self, Collector, Receiver};
 use observer_e2e::command::wait_within;
+use observer_e2e::dashboard::{self, Env};
 use observer_e2e::episodes::{CGROUP_PATH, CLOSE_REASON, MEMORY_PRESSURE, TCP_RESET_BURST, count_with_folded, show};
 use observer_e2e::gofixture::{self, GoFixture};
 use observer_e2e::netns::Netns;
@@ -661,6 +664,12 @@ fn container_under_memory_high_then_oom_killed() {
     assert_eq!(resource.str("k8s.pod.uid"), Some(ids.uid.as_str()), "k8s.pod.uid");
     assert_eq!(resource.str("host.name"), Some(hostname().as_str()), "host.name");
     assert!(resource.str("service.name").is_some_and(|s| !s.is_empty()), "service.name");
+    // The episodes dashboard's queries that need this VM (memory.high,
+    // OOM kills, a pod's cgroup) against the same traces.
+    let unavailable: &[&str] = if ready.contains("throttle: unavailable") { &["memcg.throttle"] } else { &[] };
+    let checked = dashboard::unmet_episode_queries(Env::Vm, &traces(&requests), unavailable);
+    report!("dashboard queries met: {:?}; skipped (signal unavailable): {:?}", checked.met, checked.skipped);
+    assert!(checked.unmet.is_empty(), "dashboard queries the traces do not satisfy:\n{}", checked.unmet.join("\n"));
     report!("container test took {:.1}s", started.elapsed().as_secs_f64());
 }
 
