@@ -268,6 +268,11 @@ fn go_memory_pressure_episodes_hold_the_gctrace_cycles() {
             "process.executable.name; {shown}"
         );
         assert_eq!(ep.root().attributes.str(CGROUP_PATH), Some(cgroup_path.as_str()), "{CGROUP_PATH}; {shown}");
+        // What it was started with, from its environment (read at attach).
+        let env = |k: &str| ep.root().attributes.str(&format!("observer.go.env.{k}")).map(str::to_string);
+        assert_eq!(env("environ").as_deref(), Some("read"), "observer.go.env.environ; {shown}");
+        assert_eq!(env("gomemlimit").as_deref(), Some(TIGHT_LIMIT), "observer.go.env.gomemlimit; {shown}");
+        assert_eq!(env("gogc").as_deref(), Some("100"), "observer.go.env.gogc; {shown}");
         let in_trace = count_with_folded(ep, "go.gc");
         assert_eq!(
             ep.root().attributes.u64(COUNT_GO_GC),

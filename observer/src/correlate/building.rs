@@ -113,6 +113,11 @@ impl Building {
     }
 
     /// What it holds so far, for a view (counts cloned, children not).
+    /// The workload's newest identity (records are attributed as they come).
+    pub(crate) fn set_workload(&mut self, workload: Arc<Identity>) {
+        self.workload = workload;
+    }
+
     pub(crate) fn open_view(&self, key: crate::workload::WorkloadKey) -> OpenEpisode {
         OpenEpisode {
             kind: self.kind,

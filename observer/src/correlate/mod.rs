@@ -45,10 +45,12 @@ pub mod episode;
 
 use std::{
     collections::{BTreeSet, HashMap},
+    sync::Arc,
     time::Duration,
 };
 
-use crate::workload::{Attributed, WorkloadKey};
+use crate::event::Record;
+use crate::workload::{Attributed, Identity, WorkloadKey};
 use building::{Building, Timing};
 pub use episode::{CloseReason, Episode, EpisodeKind, OpenEpisode, Signal};
 use handed::Handed;
@@ -236,7 +238,7 @@ impl Engine {
             Role::Ignored => {}
             Role::Pressure | Role::Extends | Role::MemoryCount => match memory_open {
                 // Open, or taking in its kill's aftermath (not kept open by it).
-                Some(open) => self.add(memory, class, record, open && role != Role::MemoryCount),
+                Some(open) => self.add(memory, identity, class, record, open && role != Role::MemoryCount),
                 None if role == Role::Pressure => self.open_new(memory, identity, class, record),
                 None => {}
             },
@@ -244,7 +246,7 @@ impl Engine {
                 if memory_open.is_none() {
                     self.open_new(memory, identity, class, record);
                 } else {
-                    self.add(memory, class, record, false);
+                    self.add(memory, identity, class, record, false);
                 }
                 if let Some(b) = self.open.get_mut(&memory) {
                     b.killed = Some(b.killed.map_or(t, |k| k.max(t)));
@@ -254,10 +256,10 @@ impl Engine {
             Role::Network | Role::NetworkCount => {
                 let burst = (EpisodeKind::TcpResetBurst, key);
                 if memory_open == Some(true) {
-                    self.add(memory, class, record, false);
+                    self.add(memory, identity, class, record, false);
                 } else if self.open.contains_key(&burst) {
                     let extend = !class.summary && role == Role::Network;
-                    self.add(burst, class, record, extend);
+                    self.add(burst, identity, class, record, extend);
                 } else if role == Role::Network {
                     self.open_new(burst, identity, class, record);
                 }
@@ -265,9 +267,13 @@ impl Engine {
         }
     }
 
-    fn add(&mut self, slot: Slot, class: rules::Class, record: crate::event::Record, extend: bool) {
+    fn add(&mut self, slot: Slot, identity: Arc<Identity>, class: rules::Class, record: Record, extend: bool) {
         let Some(b) = self.open.get_mut(&slot) else { return };
         let t = record.time_unix_nano;
+        // The workload as last known: a Go process's settings (`GoAttach`,
+        // read at the next tick) can reach its identity after the record
+        // that opened the episode was attributed.
+        b.set_workload(identity);
         b.add(class, record, self.rules.span_budget, &mut self.ids);
         if extend {
             b.extend(t);

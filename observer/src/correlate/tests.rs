@@ -243,6 +243,23 @@ fn opens_at_pressure_and_closes_after_quiet() {
     assert_eq!((s.records, s.opened, s.closed, s.open, s.late), (3, 1, 1, 0, 0));
 }
 
+/// A Go process's settings reach its identity at the tick after its
+/// attach, after its first records were attributed: the episode names
+/// the workload as last known.
+#[test]
+fn the_episode_takes_the_workloads_newest_identity() {
+    let mut e = engine(Rules::default());
+    e.push(at(A, T0, high(1)));
+    let mut later = at(A, T0 + S, plain_gc(T0 + S));
+    let env = crate::process::environ::GoEnv { env_gomemlimit: Some("40MiB".into()), ..Default::default() };
+    later.identity = Arc::new(Identity { go_env: Some(env.clone()), ..Identity::clone(&later.identity) });
+    e.push(later);
+    let out = e.finish(T0 + 2 * S);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].workload.go_env, Some(env));
+    assert_eq!(out[0].workload.service_name, format!("{A:?}"));
+}
+
 #[test]
 fn limits_at_open_and_at_close_are_the_first_and_last() {
     let mut e = engine(Rules::default());
