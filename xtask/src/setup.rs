@@ -4,8 +4,9 @@
 //! another version, so a second run only checks. Steps: apt packages (LLVM 22
 //! for bpf-linker, and the tools the tests use), rust-src (aya-build builds
 //! `core` for the bpf target), bpf-linker and cargo-deny at pinned versions,
-//! a mounted tracefs (tracepoints attach through it), and the OpenTelemetry
-//! Collector the end-to-end tests export to (`collector.rs`).
+//! a mounted tracefs (tracepoints attach through it), the OpenTelemetry
+//! Collector the end-to-end tests export to (`collector.rs`), and the pinned Go
+//! programs the tests run (`gotool.rs`: promtool, helm, Jaeger, kube-apiserver).
 
 use std::{
     path::{Path, PathBuf},
@@ -35,6 +36,10 @@ const APT_PACKAGES: &[&str] = &[
     "tmux",
     // The oldest Go Debian offers: the Go tests' unsupported-release case.
     "golang-1.19-go",
+    // The store under the tests' real kube-apiserver (gotool.rs).
+    "etcd-server",
+    // `cargo xtask image` builds the container image with it.
+    "podman",
 ];
 
 /// bpf-linker release that matches rustc 1.95's LLVM 22.
@@ -60,7 +65,9 @@ pub fn run() -> Result<()> {
     cmd::step("setup: cargo-deny", cargo_deny)?;
     cmd::step("setup: tracefs", || tracefs(root))?;
     cmd::step("setup: OpenTelemetry Collector", collector::ensure)?;
-    cmd::step("setup: promtool", || crate::gotool::PROMTOOL.ensure())?;
+    for tool in crate::gotool::ALL {
+        cmd::step(&format!("setup: {}", tool.name), || tool.ensure())?;
+    }
     eprintln!("==> setup: done ({})", cmd::secs(start.elapsed()));
     Ok(())
 }

@@ -81,12 +81,15 @@ pub fn test_env(cmd: Cmd) -> Result<Cmd> {
     }
     // Where set-up builds the collector; a test that needs it and finds no
     // binary there fails with a message naming `cargo xtask setup`.
-    Ok(cmd
+    let mut cmd = cmd
         .env("RUSTC_BOOTSTRAP", "1")
         .env("OBSERVER_E2E_REQUIRED", "1")
         .env("OBSERVER_BIN", OsString::from(bin))
-        .env("OBSERVER_OTELCOL", OsString::from(crate::collector::bin()))
-        .env(crate::gotool::PROMTOOL.env, OsString::from(crate::gotool::PROMTOOL.bin())))
+        .env("OBSERVER_OTELCOL", OsString::from(crate::collector::bin()));
+    for tool in crate::gotool::ALL {
+        cmd = cmd.env(tool.env, OsString::from(tool.bin()));
+    }
+    Ok(cmd)
 }
 
 pub fn run() -> Result<()> {
