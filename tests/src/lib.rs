@@ -14,6 +14,8 @@ pub mod episodes;
 pub mod gofixture;
 pub mod held;
 pub mod inns;
+pub mod jaeger;
+pub mod kubeapi;
 pub mod netns;
 pub mod nft;
 pub mod nstat;

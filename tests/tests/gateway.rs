@@ -74,7 +74,11 @@ impl Gateway {
             if let Ok(Some(exit)) = gateway.child.try_wait() {
                 panic!("the gateway collector exited with {exit}:\n{}", gateway.log());
             }
-            assert!(Instant::now() < deadline, "the gateway is not listening within {READY_WITHIN:?}:\n{}", gateway.log());
+            assert!(
+                Instant::now() < deadline,
+                "the gateway is not listening within {READY_WITHIN:?}:\n{}",
+                gateway.log()
+            );
             sleep(Duration::from_millis(100));
         }
         gateway

@@ -104,7 +104,8 @@ impl GoTool {
             return Ok(format!("{} {} already installed at {}", self.name, self.version, bin.display()));
         }
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        self.build(&dir).with_context(|| format!("building {} {} (is the Go toolchain installed?)", self.name, self.version))?;
+        self.build(&dir)
+            .with_context(|| format!("building {} {} (is the Go toolchain installed?)", self.name, self.version))?;
         if !bin.is_file() {
             bail!("building {} finished but {} is missing", self.name, bin.display());
         }
