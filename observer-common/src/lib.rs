@@ -67,7 +67,34 @@ pub mod counter {
     pub const RESET_RECEIVED_SEEN: u32 = 2;
     /// GC cycle ends (`runtime.freeStackSpans` hits) in watched Go processes.
     pub const GO_GC_SEEN: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// Of `LOST`, by the signal whose program found the ring buffer full.
+    pub const LOST_TCP_RESET_SENT: u32 = 4;
+    pub const LOST_TCP_RESET_RECEIVED: u32 = 5;
+    pub const LOST_NET_DROP: u32 = 6;
+    pub const LOST_TCP_RETRANSMIT: u32 = 7;
+    pub const LOST_MEMCG_OOM_KILL: u32 = 8;
+    pub const LOST_MEMCG_THROTTLE: u32 = 9;
+    pub const LOST_MEMCG_RECLAIM: u32 = 10;
+    pub const LOST_GO_GC: u32 = 11;
+    pub const LOST_GO_ASSIST: u32 = 12;
+    pub const LOST_GO_HEAP: u32 = 13;
+    pub const LOST_PROCESS: u32 = 14;
+    pub const COUNT: u32 = 15;
+    /// Each `LOST_*` counter and the signal it counts for (the names of
+    /// the agent's signal list; `process.lifecycle` is exec and exit).
+    pub const LOST_BY_SIGNAL: [(u32, &str); 11] = [
+        (LOST_TCP_RESET_SENT, "tcp.reset.sent"),
+        (LOST_TCP_RESET_RECEIVED, "tcp.reset.received"),
+        (LOST_NET_DROP, "net.drop"),
+        (LOST_TCP_RETRANSMIT, "tcp.retransmit"),
+        (LOST_MEMCG_OOM_KILL, "memcg.oom_kill"),
+        (LOST_MEMCG_THROTTLE, "memcg.throttle"),
+        (LOST_MEMCG_RECLAIM, "memcg.reclaim"),
+        (LOST_GO_GC, "go.gc"),
+        (LOST_GO_ASSIST, "go.assist"),
+        (LOST_GO_HEAP, "go.heap"),
+        (LOST_PROCESS, "process.lifecycle"),
+    ];
 }
 
 /// Common head of every ring buffer record.

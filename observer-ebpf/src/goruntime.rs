@@ -24,7 +24,7 @@ use observer_common::{
     },
 };
 
-use crate::maps::{EVENTS, count};
+use crate::maps::{EVENTS, count, count_lost};
 
 /// Watched Go processes by tgid; the agent adds and removes entries.
 #[map]
@@ -116,7 +116,7 @@ fn try_gc_end(ctx: &ProbeContext) -> Result<(), ()> {
     let Some((pid_tgid, proc_)) = watched(ctx) else { return Ok(()) };
     count(counter::GO_GC_SEEN);
     let Some(mut entry) = EVENTS.reserve::<GoGcEvent>(0) else {
-        count(counter::LOST);
+        count_lost(counter::LOST_GO_GC);
         return Err(());
     };
     let event = entry.as_mut_ptr();
@@ -249,7 +249,7 @@ fn try_assist_end(ctx: &ProbeContext) -> Result<(), ()> {
 #[inline(always)]
 fn send_assist(pid_tgid: u64, g: u64, duration: Option<u64>) -> Result<(), ()> {
     let Some(mut entry) = EVENTS.reserve::<GoAssistEvent>(0) else {
-        count(counter::LOST);
+        count_lost(counter::LOST_GO_ASSIST);
         return Err(());
     };
     let event = entry.as_mut_ptr();
@@ -348,7 +348,7 @@ fn within_budget(now: u64) -> bool {
 #[inline(always)]
 fn send_heap(pid_tgid: u64, kind: EventKind, amount: u64) -> Result<(), ()> {
     let Some(mut entry) = EVENTS.reserve::<GoHeapEvent>(0) else {
-        count(counter::LOST);
+        count_lost(counter::LOST_GO_HEAP);
         return Err(());
     };
     let event = entry.as_mut_ptr();

@@ -22,6 +22,14 @@ pub fn count(index: u32) {
     }
 }
 
+/// A record `signal`'s program could not queue: counted in `LOST` and in
+/// that signal's own `LOST_*` counter.
+#[inline(always)]
+pub fn count_lost(signal: u32) {
+    count(counter::LOST);
+    count(signal);
+}
+
 /// The head of an event of `kind` seen now on this CPU.
 #[inline(always)]
 pub fn header(kind: EventKind) -> EventHeader {

@@ -29,7 +29,7 @@ use observer_common::{
 
 use crate::{
     kernel::read,
-    maps::{EVENTS, count, header, submit_flags},
+    maps::{EVENTS, count_lost, header, submit_flags},
 };
 
 /// Fixed part of every kernel's record: common header and `int pid`.
@@ -38,7 +38,7 @@ const OOM_RECORD_MIN: usize = 12;
 #[tracepoint]
 pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
     let Some(mut entry) = EVENTS.reserve::<OomVictimEvent>(0) else {
-        count(counter::LOST);
+        count_lost(counter::LOST_MEMCG_OOM_KILL);
         return 1;
     };
     let event = entry.as_mut_ptr();
@@ -160,7 +160,7 @@ fn over_high_exit(mechanism: u32) {
     let Some(start) = (unsafe { THROTTLE_START.get(pid_tgid) }).copied() else { return };
     let _ = THROTTLE_START.remove(pid_tgid);
     let Some(mut entry) = EVENTS.reserve::<MemcgThrottleEvent>(0) else {
-        count(counter::LOST);
+        count_lost(counter::LOST_MEMCG_THROTTLE);
         return;
     };
     let event = entry.as_mut_ptr();
@@ -199,7 +199,7 @@ pub fn memcg_reclaim_end(ctx: TracePointContext) -> u32 {
     let record = ctx.as_ptr() as *const u8;
     let nr_reclaimed = read::<u64>(record, config().reclaim_end_nr_reclaimed).unwrap_or(0);
     let Some(mut entry) = EVENTS.reserve::<MemcgReclaimEvent>(0) else {
-        count(counter::LOST);
+        count_lost(counter::LOST_MEMCG_RECLAIM);
         return 1;
     };
     let event = entry.as_mut_ptr();

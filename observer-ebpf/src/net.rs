@@ -24,7 +24,7 @@ use observer_common::{
 
 use crate::{
     kernel::{self, read},
-    maps::{EVENTS, count},
+    maps::{EVENTS, count_lost},
 };
 
 /// Set by the agent: `skb:kfree_skb` field offsets and reason values.
@@ -136,7 +136,7 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Result<(), ()> {
         return Ok(());
     }
     let Some(mut entry) = EVENTS.reserve::<NetDropEvent>(0) else {
-        count(common_counter::LOST);
+        count_lost(common_counter::LOST_NET_DROP);
         return Err(());
     };
     let sk_full = !sk.is_null() && kernel::is_full_socket(kernel::socket_state(&off, sk));
@@ -288,7 +288,7 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
 fn try_retransmit(ctx: &TracePointContext) -> Result<(), ()> {
     let cfg = config(&RETRANSMIT_CONFIG);
     let Some(mut entry) = EVENTS.reserve::<TcpRetransmitEvent>(0) else {
-        count(common_counter::LOST);
+        count_lost(common_counter::LOST_TCP_RETRANSMIT);
         return Err(());
     };
     let event = entry.as_mut_ptr();

@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use observer_common::{EventKind, counter, process::ProcessEvent};
 
-use crate::maps::{EVENTS, count, header, submit_flags};
+use crate::maps::{EVENTS, count_lost, header, submit_flags};
 
 /// Exec and exit events that found the ring buffer full (also in `LOST`):
 /// the agent rescans `/proc` when this grows.
@@ -47,7 +47,7 @@ pub fn process_exit(_ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn send(kind: EventKind, pid_tgid: u64, flags: u64) -> Result<(), ()> {
     let Some(mut entry) = EVENTS.reserve::<ProcessEvent>(0) else {
-        count(counter::LOST);
+        count_lost(counter::LOST_PROCESS);
         if let Some(slot) = PROCESS_LOST.get_ptr_mut(0) {
             // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
             unsafe { *slot += 1 };

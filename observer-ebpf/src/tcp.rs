@@ -22,7 +22,7 @@ use observer_common::{
 
 use crate::{
     kernel::{self, read},
-    maps::{EVENTS, count},
+    maps::{EVENTS, count, count_lost},
     net::{self, ETH_P_IP, ETH_P_IPV6},
 };
 
@@ -101,7 +101,7 @@ fn no_socket_reset(sk: *const u8, skb: *const u8, protocol: u16) -> i32 {
     }
     count(counter::RESET_SENT_SEEN);
     let Some(mut entry) = EVENTS.reserve::<TcpResetEvent>(0) else {
-        count(counter::LOST);
+        count_lost(counter::LOST_TCP_RESET_SENT);
         return 1;
     };
     let event = entry.as_mut_ptr();
@@ -145,7 +145,11 @@ fn no_socket_reset(sk: *const u8, skb: *const u8, protocol: u16) -> i32 {
 #[inline(always)]
 fn try_reset(ctx: &TracePointContext, layout: &ResetTracepointLayout, direction: u8) -> Result<(), ()> {
     let Some(mut entry) = EVENTS.reserve::<TcpResetEvent>(0) else {
-        count(counter::LOST);
+        count_lost(if direction == DIRECTION_SENT {
+            counter::LOST_TCP_RESET_SENT
+        } else {
+            counter::LOST_TCP_RESET_RECEIVED
+        });
         return Err(());
     };
     let event = entry.as_mut_ptr();

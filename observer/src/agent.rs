@@ -147,7 +147,7 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
                 pipeline.tick(false);
                 let (lost, dropped, missed, disk) = (lost(&counters), reader.dropped(), misses.total(), disk.status());
                 pipeline.status(lost + dropped, missed, &disk);
-                published.publish(pipeline.snapshot(lost, dropped, missed, &disk));
+                published.publish(pipeline.snapshot(lost_by_signal(&counters), dropped, missed, &disk));
                 if let Some(e) = &endpoints {
                     e.beat();
                 }
@@ -271,7 +271,17 @@ async fn recv_memcg(watch: Option<&mut MemcgWatcher>) -> Option<crate::sources::
 }
 
 fn lost(counters: &PerCpuArray<MapData, u64>) -> u64 {
-    counters.get(&counter::LOST, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0)
+    counted(counters, counter::LOST)
+}
+
+/// `lost` by the signal whose program found the ring buffer full.
+fn lost_by_signal(counters: &PerCpuArray<MapData, u64>) -> Vec<(&'static str, u64)> {
+    counter::LOST_BY_SIGNAL.iter().map(|&(index, signal)| (signal, counted(counters, index))).collect()
+}
+
+/// One counter, summed over the CPUs.
+fn counted(counters: &PerCpuArray<MapData, u64>, index: u32) -> u64 {
+    counters.get(&index, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0)
 }
 
 /// The live view's model and where its snapshots go.
@@ -457,7 +467,13 @@ impl Pipeline {
     }
 
     /// What `/metrics` shows, now.
-    fn snapshot(&self, ring_lost: u64, reader_dropped: u64, program_misses: u64, disk: &DiskStatus) -> Snapshot {
+    fn snapshot(
+        &self,
+        ring_lost: Vec<(&'static str, u64)>,
+        reader_dropped: u64,
+        program_misses: u64,
+        disk: &DiskStatus,
+    ) -> Snapshot {
         let c = &self.exported;
         let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
         let (clock_steps, clock_slews) = self.clock.changes();

@@ -89,6 +89,15 @@ fn reset_and_gc_counters_equal_their_truths() {
     for family in ["observer_records_total", "observer_episodes_closed_total", "observer_ring_lost_total"] {
         assert!(parsed.iter().any(|s| s.name == family), "no {family} in:\n{text}");
     }
+    // One series per signal whose program queues records, summing to the total.
+    let lost_signals: Vec<&str> = parsed
+        .iter()
+        .filter(|s| s.name == "observer_ring_lost_total")
+        .filter_map(|s| s.labels.iter().find(|(k, _)| k == "signal").map(|(_, v)| v.as_str()))
+        .collect();
+    for signal in ["tcp.reset.sent", "tcp.reset.received", "net.drop", "memcg.oom_kill", "go.gc", "process.lifecycle"] {
+        assert!(lost_signals.contains(&signal), "no observer_ring_lost_total{{signal=\"{signal}\"}} in:\n{text}");
+    }
     let lost = sum(&parsed, "observer_ring_lost_total", &[]);
     let stopped = agent.stop();
     assert_eq!(lost, stopped.lost as f64, "observer_ring_lost_total vs the stopped line's lost=");

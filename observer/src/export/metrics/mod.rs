@@ -39,8 +39,9 @@ pub struct SourceMetric {
 pub struct Snapshot {
     /// Records that reached the pipeline, by kind.
     pub records: Vec<(&'static str, u64)>,
-    /// Records the kernel programs could not queue (ring buffer full).
-    pub ring_lost: u64,
+    /// Records the kernel programs could not queue (ring buffer full), by
+    /// the signal whose program it was.
+    pub ring_lost: Vec<(&'static str, u64)>,
     /// Batches the ring-buffer reader could not hand on.
     pub reader_dropped: u64,
     /// Runs of our programs the kernel skipped (`kernel::misses`).
@@ -174,7 +175,12 @@ impl Collector for Exposition {
             true,
             s.records.iter().map(|(k, n)| ([("kind", *k)], *n)),
         )?;
-        w.counter("ring_lost", "records the kernel programs could not queue (ring buffer full)", s.ring_lost)?;
+        w.family(
+            "ring_lost",
+            "records the kernel programs could not queue (ring buffer full), by signal",
+            true,
+            s.ring_lost.iter().map(|(signal, n)| ([("signal", *signal)], *n)),
+        )?;
         w.counter("ring_reader_dropped", "record batches the ring-buffer reader could not hand on", s.reader_dropped)?;
         w.counter("program_misses", "runs of the agent's programs the kernel skipped", s.program_misses)?;
         let ep = &s.episodes;
