@@ -69,6 +69,9 @@ const DETACH_LEFT: Duration = Duration::from_millis(500);
 /// `live_view`: draw the live view on the terminal (else line mode).
 pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
     privileges::check()?;
+    for line in privileges::missing_lines() {
+        tracing::warn!("{line}");
+    }
     // Before anything is attached: a bad output directory or exporter costs nothing.
     let disk = Disk::create(&config.output_dir, config.disk_budget)?;
     let jsonl = match config.events_file {

@@ -22,6 +22,8 @@ use crate::{
 struct Report<'a> {
     features: &'a Features,
     signals: &'a [SignalState],
+    /// One line per capability the agent uses and lacks (`privileges::NEEDED`).
+    missing_capabilities: Vec<String>,
     ok: bool,
 }
 
@@ -29,7 +31,11 @@ struct Report<'a> {
 pub fn run(config: &RunConfig, json: bool) -> ExitCode {
     if let Err(err) = privileges::check() {
         eprintln!("observer: error: {err}");
+        print!("{}", privileges::table());
         return ExitCode::FAILURE;
+    }
+    for line in privileges::missing_lines() {
+        eprintln!("observer: warning: {line}");
     }
     let features = features::detect();
     privileges::raise_memlock();
@@ -43,7 +49,12 @@ pub fn run(config: &RunConfig, json: bool) -> ExitCode {
     };
     let ok = signals.iter().any(|s| s.status == Status::Active);
     if json {
-        match serde_json::to_string_pretty(&Report { features: &features, signals: &signals, ok }) {
+        match serde_json::to_string_pretty(&Report {
+            features: &features,
+            signals: &signals,
+            missing_capabilities: privileges::missing_lines(),
+            ok,
+        }) {
             Ok(text) => println!("{text}"),
             Err(e) => {
                 eprintln!("observer: error: encoding the report: {e}");
@@ -51,7 +62,7 @@ pub fn run(config: &RunConfig, json: bool) -> ExitCode {
             }
         }
     } else {
-        print!("{}", table(&features, &signals));
+        print!("{}{}", table(&features, &signals), privileges::table());
     }
     if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

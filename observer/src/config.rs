@@ -156,6 +156,10 @@ pub struct CheckArgs {
     /// Print the result as JSON.
     #[arg(long, env = "OBSERVER_CHECK_JSON")]
     pub json: bool,
+    /// Only list the capabilities the agent uses, one `CAP_NAME signals`
+    /// line each, and exit (what the Helm chart grants is tested against it).
+    #[arg(long)]
+    pub capabilities: bool,
     /// The settings `run` would be given: check tells what they would use.
     #[command(flatten)]
     pub run: RunArgs,

@@ -33,6 +33,10 @@ fn main() -> ExitCode {
             println!("observer {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Command::Check(args) if args.capabilities => {
+            print!("{}", kernel::privileges::list());
+            ExitCode::SUCCESS
+        }
         Command::Check(args) => match RunConfig::resolve(args.run) {
             Ok(config) => check::run(&config, args.json),
             Err(err) => {

@@ -93,7 +93,14 @@ pub fn all(config: &RunConfig, purpose: Purpose) -> Result<Attached> {
     net.attach(&mut ebpf);
     net.verdicts(&mut signals);
     sources.push(Box::new(net));
-    match GoRuntimeSource::new(&mut ebpf, &tracefs, config.go_processes.clone(), cookies) {
+    // Linux lets only CAP_SYS_ADMIN create uprobes (kernel/privileges.rs).
+    let go = match crate::kernel::privileges::uprobes_allowed() {
+        Ok(()) => {
+            GoRuntimeSource::new(&mut ebpf, &tracefs, config.go_processes.clone(), cookies).map_err(|e| e.to_string())
+        }
+        Err(why) => Err(why),
+    };
+    match go {
         Ok(mut go) => {
             if purpose == Purpose::Run {
                 go.attach_changes(&mut ebpf);
@@ -101,7 +108,7 @@ pub fn all(config: &RunConfig, purpose: Purpose) -> Result<Attached> {
             go_verdicts(&mut signals, Ok(&go));
             sources.push(Box::new(go));
         }
-        Err(err) => go_verdicts(&mut signals, Err(err.to_string())),
+        Err(err) => go_verdicts(&mut signals, Err(err)),
     }
     let oom = OomSource::prepare(&tracefs).and_then(|o| o.attach(&mut ebpf).map(|()| o));
     let (memcg_kernel, memcg_watch, memcg_text) = memcg_sources(&mut ebpf, config, &mut signals);
