@@ -52,7 +52,18 @@ pub fn identity() -> Identity {
         container_runtime: Some(Runtime::Containerd),
         k8s_pod_uid: Some("0f5e6a4c-1b2d-4c3e-9f80-a1b2c3d4e5f6".into()),
         k8s_pod_qos: Some(Qos::Burstable),
-        k8s: None,
+        k8s: Some(crate::workload::K8sMetadata {
+            pod_name: Some("checkout-7d4b9c8f6-x2x4z".into()),
+            namespace: Some("shop".into()),
+            node_name: Some("node-a".into()),
+            container_name: Some("server".into()),
+            owners: ["deployment:checkout", "replicaset:checkout-7d4b9c8f6"]
+                .map(|o| {
+                    let (kind, name) = o.split_once(':').unwrap();
+                    crate::kube::meta::Owner { kind: kind.into(), name: name.into() }
+                })
+                .to_vec(),
+        }),
         pid: Some(4242),
         executable_name: Some("server".into()),
         go_version: Some("go1.26.8".into()),
