@@ -116,8 +116,9 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
         ready.push(format!("watching the pods of node {node} at {url}"));
     }
     if let Some(e) = &endpoints {
-        let pods = if pods.is_some() { ", /pods" } else { "" };
-        ready.push(format!("serving /metrics, /healthz, /readyz{pods} on http://{}", e.addr));
+        // `/readyz on http://` ends the list: the tests read the address after it.
+        let pods = if pods.is_some() { "/pods, " } else { "" };
+        ready.push(format!("serving /metrics, {pods}/healthz, /readyz on http://{}", e.addr));
     }
     published.set_ready(signals.list().to_vec());
     console::line(&format!("observer: ready: {}", ready.join("; ")));

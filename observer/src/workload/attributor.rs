@@ -471,6 +471,58 @@ mod tests {
         assert_eq!(after.identity.go_env.as_ref().and_then(|e| e.env_gogc.as_deref()), Some("50"));
     }
 
+    /// A container's records attributed before its pod is listed get the
+    /// pod's metadata once it is; a change of the pod renames it; its
+    /// deletion takes the metadata away again.
+    #[test]
+    fn a_pod_workload_follows_its_pod() {
+        use crate::event::{GoOwner, GoScavengeSummary};
+        use crate::kube::meta::{PodMeta, owners};
+        let id = "8b3f".repeat(16);
+        let path = format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0f5e6a4c_1b2d_4c3e_9f80_a1b2c3d4e5f6.slice/cri-containerd-{id}.scope"
+        );
+        let owner = GoOwner {
+            go_version: None,
+            go_module: None,
+            who: Attribution { cgroup_id: Some(77), cgroup_path: Some(path), ..Default::default() },
+        };
+        let event =
+            Event::GoScavengeSummary(GoScavengeSummary { calls: 1, bytes: 1, total_calls: 1, total_bytes: 1, owner });
+        let record = || Record { time: String::new(), time_unix_nano: 1, event: event.clone() };
+        let store = crate::kube::PodStore::new();
+        let mut attributor = Attributor::new().with_pods(Some(store.clone()));
+        let mut netns = NetnsOwners::new();
+        let mut identity = || attributor.attribute(record(), &mut netns).expect("a cgroup workload").identity;
+        let before = identity();
+        assert_eq!((before.k8s.as_ref(), before.service_name.as_str()), (None, "container-8b3f8b3f8b3f"));
+        let hash = [("pod-template-hash".to_string(), "7d4b9c8f6".to_string())].into();
+        let mut pod = PodMeta {
+            uid: "0f5e6a4c-1b2d-4c3e-9f80-a1b2c3d4e5f6".into(),
+            namespace: "shop".into(),
+            name: "web-7d4b9c8f6-x2x4z".into(),
+            node: Some("node-a".into()),
+            owners: owners("ReplicaSet", "web-7d4b9c8f6", &hash),
+            labels: hash,
+            ..PodMeta::default()
+        };
+        store.apply(pod.clone());
+        let listed = identity();
+        let k8s = listed.k8s.clone().expect("the pod's metadata");
+        assert_eq!((k8s.pod_name.as_deref(), k8s.namespace.as_deref()), (Some("web-7d4b9c8f6-x2x4z"), Some("shop")));
+        assert_eq!(k8s.container_name, None, "matched by the pod uid: the container id is not in the status yet");
+        assert_eq!(listed.service_name, "web", "the deployment");
+        pod.containers.insert(id.clone(), "server".into());
+        pod.labels.insert("app.kubernetes.io/instance".into(), "web-prod".into());
+        store.apply(pod);
+        let changed = identity();
+        assert_eq!(changed.k8s.as_ref().and_then(|k| k.container_name.as_deref()), Some("server"));
+        assert_eq!(changed.service_name, "web-prod");
+        store.delete("0f5e6a4c-1b2d-4c3e-9f80-a1b2c3d4e5f6");
+        let gone = identity();
+        assert_eq!((gone.k8s.as_ref(), gone.service_name.as_str()), (None, "container-8b3f8b3f8b3f"));
+    }
+
     #[test]
     fn shared_cgroups_are_split_by_process() {
         for path in [

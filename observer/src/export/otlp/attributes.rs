@@ -755,7 +755,7 @@ mod tests {
         episode.limits_at_open = episode.limits_at_close;
         names.extend(root_attributes(&episode).iter().map(|kv| kv.key.to_string()));
         let node = crate::export::otlp::config::NodeResource { attributes: vec![], host_name: Some("h".into()) };
-        let resource = crate::export::otlp::resource::workload_resource(&testdata::identity(), &node);
+        let resource = crate::export::otlp::resource::workload_resource(&testdata::pod_identity(), &node);
         names.extend(resource.iter().map(|(k, _)| k.to_string()));
         for record in testdata::one_record_of_every_kind() {
             names.extend(record_attributes(&record).iter().map(|kv| kv.key.to_string()));
@@ -770,6 +770,23 @@ mod tests {
             };
             assert!(hit, "TABLE row never emitted: {}", row.name);
         }
+    }
+
+    #[test]
+    fn a_pods_metadata_is_on_the_resource() {
+        let attrs = workload_attributes(&testdata::pod_identity());
+        let get = |k: &str| attrs.iter().find(|kv| kv.key.as_str() == k).map(|kv| kv.value.to_string());
+        assert_eq!(get("k8s.pod.name").as_deref(), Some("checkout-7d4b9c8f6-x2x4z"));
+        assert_eq!(get("k8s.namespace.name").as_deref(), Some("shop"));
+        assert_eq!(get("k8s.container.name").as_deref(), Some("server"));
+        assert_eq!(get("k8s.node.name").as_deref(), Some("node-a"));
+        assert_eq!(get("k8s.deployment.name").as_deref(), Some("checkout"));
+        assert_eq!(get("k8s.replicaset.name").as_deref(), Some("checkout-7d4b9c8f6"));
+        assert!(
+            workload_attributes(&testdata::identity())
+                .iter()
+                .all(|kv| !kv.key.as_str().ends_with(".name") || !kv.key.as_str().starts_with("k8s."))
+        );
     }
 
     #[test]

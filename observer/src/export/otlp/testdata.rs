@@ -52,6 +52,18 @@ pub fn identity() -> Identity {
         container_runtime: Some(Runtime::Containerd),
         k8s_pod_uid: Some("0f5e6a4c-1b2d-4c3e-9f80-a1b2c3d4e5f6".into()),
         k8s_pod_qos: Some(Qos::Burstable),
+        k8s: None,
+        pid: Some(4242),
+        executable_name: Some("server".into()),
+        go_version: Some("go1.26.8".into()),
+        go_env: Some(go_env()),
+        netns: None,
+    }
+}
+
+/// [`identity`] with its pod's metadata from the Kubernetes API.
+pub fn pod_identity() -> Identity {
+    Identity {
         k8s: Some(crate::workload::K8sMetadata {
             pod_name: Some("checkout-7d4b9c8f6-x2x4z".into()),
             namespace: Some("shop".into()),
@@ -64,11 +76,7 @@ pub fn identity() -> Identity {
                 })
                 .to_vec(),
         }),
-        pid: Some(4242),
-        executable_name: Some("server".into()),
-        go_version: Some("go1.26.8".into()),
-        go_env: Some(go_env()),
-        netns: None,
+        ..identity()
     }
 }
 
