@@ -133,7 +133,11 @@ pub fn kubeconfig_via(api: &KubeApi, token: &str, server: &str) -> PathBuf {
     let original = api.kubeconfig(token);
     let text = std::fs::read_to_string(&original).expect("the fixture's kubeconfig");
     let text = text.replace(&api.url(), server);
-    let path = original.with_file_name(format!("{}-via-{}", original.file_name().unwrap().to_string_lossy(), server.rsplit(':').next().unwrap()));
+    let path = original.with_file_name(format!(
+        "{}-via-{}",
+        original.file_name().unwrap().to_string_lossy(),
+        server.rsplit(':').next().unwrap()
+    ));
     std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     path
 }

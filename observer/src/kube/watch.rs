@@ -139,12 +139,12 @@ impl Watch {
             return;
         }
         let why = match status(error) {
-            Some(403) => format!(
-                "forbidden (HTTP 403: the agent's identity may not list and watch pods; grant it get, list and watch on pods): {}",
-                chain(error)
+            Some((403, message)) => format!(
+                "forbidden (HTTP 403: the agent's identity may not list and watch pods; grant it get, list and watch on pods): {message}"
             ),
-            Some(401) => format!("unauthorized (HTTP 401: the token is not accepted): {}", chain(error)),
-            _ => chain(error),
+            Some((401, message)) => format!("unauthorized (HTTP 401: the token is not accepted): {message}"),
+            Some((code, message)) => format!("HTTP {code}: {message}"),
+            None => chain(error),
         };
         tracing::warn!(
             "kubernetes: cannot watch the pods of node {} at {}: {why}; pods are known by their cgroup paths only until it answers (retrying with backoff)",
@@ -154,18 +154,19 @@ impl Watch {
     }
 }
 
-/// The HTTP status an API error carries.
-fn status(error: &watcher::Error) -> Option<u16> {
-    match error {
+/// The HTTP status and message an API error carries.
+fn status(error: &watcher::Error) -> Option<(u16, String)> {
+    let status = match error {
         watcher::Error::InitialListFailed(e) | watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => {
             match e {
-                ::kube::Error::Api(s) => Some(s.code),
-                _ => None,
+                ::kube::Error::Api(s) => s,
+                _ => return None,
             }
         }
-        watcher::Error::WatchError(s) => Some(s.code),
-        watcher::Error::NoResourceVersion => None,
-    }
+        watcher::Error::WatchError(s) => s,
+        watcher::Error::NoResourceVersion => return None,
+    };
+    Some((status.code, status.message.clone()))
 }
 
 /// The error and its causes, on one line.
