@@ -11,7 +11,9 @@
 //! system, so the binaries are there, and the test needs no network between
 //! guest and host (vng's `--network user` would need the harness to start
 //! and stop a server per boot). Its start under emulation is measured and
-//! printed (`kube-apiserver ready in`). The cgroup tree only exists where the
+//! printed (`kube-apiserver ready in`). etcd cannot map its database on the
+//! guest's shared directories (9p: `invalid argument`), so the fixture's
+//! directory is on a tmpfs the test mounts (and unmounts). The cgroup tree only exists where the
 //! cgroup2 root has the memory controller: elsewhere (this build machine)
 //! the test prints `SKIPPED:` and passes. What it creates is removed at the
 //! end, also when it fails.
@@ -88,6 +90,30 @@ impl Drop for Tree {
     }
 }
 
+/// A tmpfs for the fixture's temporary directory (`TMPDIR` points there
+/// while it lives), unmounted on drop.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount() -> Tmpfs {
+        let dir = tempfile::tempdir().expect("a mount point");
+        observer_e2e::command::run_ok(
+            Command::new("mount").args(["-t", "tmpfs", "-o", "size=512m", "tmpfs"]).arg(dir.path()),
+        );
+        // SAFETY: set before the fixture starts its threads; this test has no others.
+        unsafe { std::env::set_var("TMPDIR", dir.path()) };
+        Tmpfs { dir }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
 #[test]
 fn an_oom_killed_containers_trace_names_its_pod() {
     let Some(bin) = require_root_and_bin() else { return };
@@ -96,6 +122,7 @@ fn an_oom_killed_containers_trace_names_its_pod() {
         return;
     }
     let started = Instant::now();
+    let _tmpfs = Tmpfs::mount();
     let api = KubeApi::start();
     report!("kube-apiserver ready in {:.1}s", started.elapsed().as_secs_f64());
     create_namespace(&api, "shop");
