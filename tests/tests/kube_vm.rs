@@ -11,7 +11,8 @@
 //! system, so the binaries are there, and the test needs no network between
 //! guest and host (vng's `--network user` would need the harness to start
 //! and stop a server per boot). Its start under emulation is measured and
-//! printed (`kube-apiserver ready in`). etcd cannot map its database on the
+//! printed (`kube-apiserver ready in`): 183 s on 6.1 here (the agent's
+//! start 100 s, its first list 0.5 s; the whole test 290 s of a 354 s boot). etcd cannot map its database on the
 //! guest's shared directories (9p: `invalid argument`), so the fixture's
 //! directory is on a tmpfs the test mounts (and unmounts). The cgroup tree only exists where the
 //! cgroup2 root has the memory controller: elsewhere (this build machine)
