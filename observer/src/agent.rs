@@ -80,7 +80,19 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
     };
     let export = EpisodeExport::start(&disk, config.otlp.clone(), config.node.clone(), EXPORT_QUEUE)
         .context("starting the exporters")?;
+    // Before anything is attached too: a bad kubeconfig is a start-up error;
+    // an API server that does not answer is not (the watch retries).
+    let pods = match &config.kubernetes {
+        Some(settings) => {
+            let (store, url) = crate::kube::start(settings).await.context("Kubernetes metadata (--kubernetes)")?;
+            Some((store, url, settings.node_name.clone()))
+        }
+        None => None,
+    };
     let published = Published::new();
+    if let Some((store, ..)) = &pods {
+        published.set_pods(store.clone());
+    }
     let endpoints = match config.listen {
         Some(addr) => Some(
             Endpoints::start(addr, published.clone())
@@ -98,12 +110,18 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
     }
     let misses = ProgramMisses::of(&ebpf);
     let mut reader = RingReader::start(ring).context("starting the ring buffer reader")?;
-    let mut pipeline = Pipeline::new(sources, &config, jsonl, export, live_view);
+    let pod_store = pods.as_ref().map(|(store, ..)| store.clone());
+    let mut pipeline = Pipeline::new(sources, &config, jsonl, export, live_view, pod_store);
     let mut ready: Vec<String> = pipeline.sources.iter().map(|s| s.ready()).filter(|s| !s.is_empty()).collect();
     ready.push(memcg_text);
     ready.push(pipeline.writing());
+    if let Some((_, url, node)) = &pods {
+        ready.push(format!("watching the pods of node {node} at {url}"));
+    }
     if let Some(e) = &endpoints {
-        ready.push(format!("serving /metrics, /healthz, /readyz on http://{}", e.addr));
+        // `/readyz on http://` ends the list: the tests read the address after it.
+        let pods = if pods.is_some() { "/pods, " } else { "" };
+        ready.push(format!("serving /metrics, {pods}/healthz, /readyz on http://{}", e.addr));
     }
     published.set_ready(signals.list().to_vec());
     console::line(&format!("observer: ready: {}", ready.join("; ")));
@@ -317,6 +335,8 @@ struct Pipeline {
     /// Records by kind name, for `/metrics`.
     records: std::collections::BTreeMap<&'static str, u64>,
     workload_signals: WorkloadSignals,
+    /// This node's pods (the attributor has them too), for `/metrics`.
+    pods: Option<Arc<crate::kube::PodStore>>,
 }
 
 impl Pipeline {
@@ -326,6 +346,7 @@ impl Pipeline {
         jsonl: Option<JsonlWriter>,
         export: EpisodeExport,
         live_view: bool,
+        pods: Option<Arc<crate::kube::PodStore>>,
     ) -> Self {
         let mut dispatch = Vec::new();
         for (i, source) in sources.iter().enumerate() {
@@ -343,7 +364,7 @@ impl Pipeline {
             cgroups: CgroupPaths::new(),
             netns: NetnsOwners::new(),
             clock: Clock::now(),
-            attributor: Attributor::new(),
+            attributor: Attributor::new().with_pods(pods.clone()),
             engine: Engine::new(config.episodes.clone(), seed()),
             live: match live_view {
                 true => LiveView::silent(),
@@ -356,6 +377,7 @@ impl Pipeline {
             decoded: Vec::new(),
             records: Default::default(),
             workload_signals: WorkloadSignals::new(),
+            pods,
         }
     }
 
@@ -502,7 +524,12 @@ impl Pipeline {
             },
             clock_steps,
             clock_slews,
-            sources: self.sources.iter().flat_map(|s| s.metrics()).collect(),
+            sources: self
+                .sources
+                .iter()
+                .flat_map(|s| s.metrics())
+                .chain(self.pods.iter().flat_map(|p| p.metrics()))
+                .collect(),
             workloads: self.workload_signals.snapshot(),
         }
     }

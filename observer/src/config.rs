@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::{
     correlate::Rules,
     export::otlp::{NodeResource, OtlpConfig, OtlpConfigError},
+    kube::KubeSettings,
     process::selector::{GoProcessSelection, GoProcessSelector},
     sources::memcg::{Mechanism, Pressure, Reclaim, Throttle},
 };
@@ -83,7 +84,7 @@ pub enum Output {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// TOML file with the same settings as the flags (`duration`, `output_dir`, `output`, `quiet`, `events`, `event_lines_per_sec`, `events_file`, `disk_budget`, `listen`, `episode_quiet`, `episode_max_length`, `episode_span_budget`, `drop_events_per_sec`, `memcg_mechanism`, `memcg_throttle`, `memcg_pressure`, `memcg_reclaim`, `go_process`).
+    /// TOML file with the same settings as the flags (`duration`, `output_dir`, `output`, `quiet`, `events`, `event_lines_per_sec`, `events_file`, `disk_budget`, `listen`, `episode_quiet`, `episode_max_length`, `episode_span_budget`, `drop_events_per_sec`, `memcg_mechanism`, `memcg_throttle`, `memcg_pressure`, `memcg_reclaim`, `go_process`, `kubernetes`, `kubeconfig`, `node_name`, `cluster_name`).
     #[arg(long, env = "OBSERVER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Stop after this long (e.g. `10s`, `5m`); runs until stopped when absent.
@@ -149,7 +150,36 @@ pub struct RunArgs {
     /// several, or comma-separate them in the environment [default: all Go processes].
     #[arg(long = "go-process", env = "OBSERVER_GO_PROCESS", value_name = "PID|COMM|MODULE", value_delimiter = ',')]
     pub go_processes: Vec<GoProcessSelector>,
+    /// Pod metadata from the Kubernetes API: `auto` (on in a cluster, or with
+    /// a kubeconfig), `on` (an error when no API server can be reached), `off`
+    /// [default: auto]. Needs the `kubernetes` cargo feature (built in by default).
+    #[arg(long, env = "OBSERVER_KUBERNETES", value_name = "MODE", value_enum)]
+    pub kubernetes: Option<KubernetesMode>,
+    /// The kubeconfig to reach the API server with [default: `KUBECONFIG`, else in-cluster].
+    #[arg(long, env = "OBSERVER_KUBECONFIG", value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The Kubernetes node whose pods are watched [default: this machine's host name].
+    #[arg(long, env = "OBSERVER_NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// `k8s.cluster.name` on every workload's resource (unless `OTEL_RESOURCE_ATTRIBUTES` sets it).
+    #[arg(long, env = "OBSERVER_CLUSTER_NAME", value_name = "NAME")]
+    pub cluster_name: Option<String>,
 }
+
+/// `--kubernetes`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum KubernetesMode {
+    /// On when running in a cluster (`KUBERNETES_SERVICE_HOST` and a
+    /// service-account token) or given a kubeconfig.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+/// The service-account token a pod of a cluster has.
+pub const IN_CLUSTER_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -240,6 +270,8 @@ pub struct RunConfig {
     pub memcg_pressure: Pressure,
     pub memcg_reclaim: Reclaim,
     pub go_processes: GoProcessSelection,
+    /// `None`: no Kubernetes metadata (off, or nothing to reach).
+    pub kubernetes: Option<KubeSettings>,
 }
 
 pub const DEFAULT_DROP_EVENTS_PER_SEC: u32 = 200;
@@ -278,6 +310,10 @@ struct FileConfig {
     memcg_pressure: Option<Pressure>,
     memcg_reclaim: Option<Reclaim>,
     go_process: Option<Vec<String>>,
+    kubernetes: Option<KubernetesMode>,
+    kubeconfig: Option<PathBuf>,
+    node_name: Option<String>,
+    cluster_name: Option<String>,
 }
 
 impl RunConfig {
@@ -341,6 +377,19 @@ impl RunConfig {
         if event_lines_per_sec == 0 {
             return Err(ConfigError::Value("--event-lines-per-sec 0: must be at least 1".into()));
         }
+        let mut node = NodeResource::from_env()?;
+        if let Some(cluster) = args.cluster_name.clone().or(file.cluster_name.clone()).filter(|c| !c.is_empty())
+            && !node.attributes.iter().any(|(k, _)| k == "k8s.cluster.name")
+        {
+            node.attributes.push(("k8s.cluster.name".into(), cluster));
+        }
+        let kubernetes = kube_settings(
+            args.kubernetes.or(file.kubernetes).unwrap_or_default(),
+            args.kubeconfig.clone().or(file.kubeconfig.clone()),
+            args.node_name.clone().or(file.node_name.clone()),
+            &|name| std::env::var_os(name).filter(|v| !v.is_empty()),
+            Path::new(IN_CLUSTER_TOKEN).exists(),
+        )?;
         Ok(Self {
             duration: args.duration.or(file_duration),
             output_dir: args.output_dir.or(file.output_dir).unwrap_or_else(|| DEFAULT_OUTPUT_DIR.into()),
@@ -353,7 +402,7 @@ impl RunConfig {
             listen,
             episodes,
             otlp: OtlpConfig::from_env()?,
-            node: NodeResource::from_env()?,
+            node,
             drop_events_per_sec: args
                 .drop_events_per_sec
                 .or(file.drop_events_per_sec)
@@ -367,8 +416,56 @@ impl RunConfig {
             } else {
                 args.go_processes
             }),
+            kubernetes,
         })
     }
+}
+
+/// `--kubernetes` resolved: where the API server is and whose pods, or
+/// `None` for no metadata. `env` reads `KUBECONFIG` and
+/// `KUBERNETES_SERVICE_HOST`; `token`: the service-account token is there.
+/// An explicit kubeconfig, then `KUBECONFIG`, then in-cluster (client-go's order).
+fn kube_settings(
+    mode: KubernetesMode,
+    kubeconfig: Option<PathBuf>,
+    node_name: Option<String>,
+    env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+    token: bool,
+) -> Result<Option<KubeSettings>, ConfigError> {
+    use crate::kube::ApiSource;
+    if mode == KubernetesMode::Off {
+        return Ok(None);
+    }
+    let asked = mode == KubernetesMode::On || kubeconfig.is_some();
+    if !crate::kube::BUILT_IN {
+        return match asked {
+            true => Err(ConfigError::Value(
+                "--kubernetes on / --kubeconfig: this observer was built without the `kubernetes` cargo feature; rebuild with it (the default) or use --kubernetes off".into(),
+            )),
+            false => Ok(None),
+        };
+    }
+    let in_cluster = env("KUBERNETES_SERVICE_HOST").is_some() && token;
+    let source = match kubeconfig.or_else(|| env("KUBECONFIG").map(PathBuf::from)) {
+        Some(path) => ApiSource::Kubeconfig(path),
+        None if in_cluster => ApiSource::InCluster,
+        None if mode == KubernetesMode::On => {
+            return Err(ConfigError::Value(format!(
+                "--kubernetes on: no Kubernetes API server to reach: no --kubeconfig, no KUBECONFIG, and not in a cluster (KUBERNETES_SERVICE_HOST unset or no token at {IN_CLUSTER_TOKEN})"
+            )));
+        }
+        None => return Ok(None),
+    };
+    let node_name = match node_name {
+        Some(name) if name.trim().is_empty() => return Err(ConfigError::Value("--node-name: empty".into())),
+        Some(name) => name,
+        None => crate::export::otlp::resource::host_name().ok_or_else(|| {
+            ConfigError::Value(
+                "--kubernetes: this machine has no host name to watch the pods of; give --node-name".into(),
+            )
+        })?,
+    };
+    Ok(Some(KubeSettings { source, node_name }))
 }
 
 impl RunConfig {
@@ -444,6 +541,7 @@ mod tests {
                 memcg_pressure: Pressure::Trigger,
                 memcg_reclaim: Reclaim::Auto,
                 go_processes: GoProcessSelection::default(),
+                kubernetes: cfg.kubernetes.clone(),
             }
         );
     }
@@ -595,5 +693,53 @@ mod tests {
         std::fs::write(&file, "duration = \"soon\"\n").unwrap();
         let err = RunConfig::resolve(run_args(&["observer", "run", "--config", file.to_str().unwrap()])).unwrap_err();
         assert!(err.to_string().contains("soon"), "{err}");
+    }
+
+    #[cfg(feature = "kubernetes")]
+    #[test]
+    fn kubernetes_is_on_with_a_kubeconfig_or_in_a_cluster() {
+        use crate::kube::{ApiSource, KubeSettings};
+        use KubernetesMode::*;
+        let none = |_: &str| None;
+        let cluster = |name: &str| (name == "KUBERNETES_SERVICE_HOST").then(|| "10.96.0.1".into());
+        let env_kubeconfig = |name: &str| (name == "KUBECONFIG").then(|| "/env/kc".into());
+        let node = Some("node-a".to_string());
+        let settings = |source| Ok(Some(KubeSettings { source, node_name: "node-a".into() }));
+        let resolve = |mode, kc: Option<&str>, env: &dyn Fn(&str) -> Option<std::ffi::OsString>, token| {
+            kube_settings(mode, kc.map(PathBuf::from), node.clone(), env, token).map_err(|e| e.to_string())
+        };
+        assert_eq!(resolve(Auto, None, &none, true), Ok(None), "no service host: not in a cluster");
+        assert_eq!(resolve(Auto, None, &cluster, false), Ok(None), "no token: not in a cluster");
+        assert_eq!(resolve(Auto, None, &cluster, true), settings(ApiSource::InCluster));
+        assert_eq!(resolve(Auto, Some("/kc"), &cluster, true), settings(ApiSource::Kubeconfig("/kc".into())));
+        assert_eq!(resolve(Auto, None, &env_kubeconfig, false), settings(ApiSource::Kubeconfig("/env/kc".into())));
+        assert_eq!(resolve(On, Some("/kc"), &none, false), settings(ApiSource::Kubeconfig("/kc".into())));
+        assert_eq!(resolve(Off, Some("/kc"), &cluster, true), Ok(None));
+        let err = resolve(On, None, &none, false).unwrap_err();
+        assert!(err.contains("--kubernetes on") && err.contains("KUBECONFIG"), "{err}");
+        let err = kube_settings(On, Some("/kc".into()), Some(" ".into()), &none, false).unwrap_err();
+        assert!(err.to_string().contains("--node-name"), "{err}");
+    }
+
+    #[cfg(feature = "kubernetes")]
+    #[test]
+    fn kubernetes_settings_come_from_flags_or_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("observer.toml");
+        std::fs::write(
+            &file,
+            "kubernetes = \"on\"\nkubeconfig = \"/f/kc\"\nnode_name = \"n1\"\ncluster_name = \"prod\"\n",
+        )
+        .unwrap();
+        let cfg = RunConfig::resolve(run_args(&["observer", "run", "--config", file.to_str().unwrap()])).unwrap();
+        let kube = cfg.kubernetes.expect("on");
+        assert_eq!(kube.source, crate::kube::ApiSource::Kubeconfig("/f/kc".into()));
+        assert_eq!(kube.node_name, "n1");
+        assert!(cfg.node.attributes.contains(&("k8s.cluster.name".into(), "prod".into())), "{:?}", cfg.node);
+        let args = run_args(&["observer", "run", "--config", file.to_str().unwrap(), "--kubernetes", "off"]);
+        assert_eq!(RunConfig::resolve(args).unwrap().kubernetes, None, "the flag wins");
+        let err = Cli::try_parse_from(["observer", "run", "--kubernetes", "maybe"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("maybe"), "{err}");
     }
 }

@@ -9,6 +9,7 @@ mod correlate;
 mod event;
 mod export;
 mod kernel;
+mod kube;
 mod netns;
 mod process;
 mod sources;

@@ -16,6 +16,7 @@ pub mod held;
 pub mod inns;
 pub mod jaeger;
 pub mod kubeapi;
+pub mod kubepods;
 pub mod netns;
 pub mod nft;
 pub mod nstat;

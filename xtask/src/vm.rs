@@ -56,7 +56,9 @@ const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static"];
 /// `episodes` runs its reset-burst traces through the collector (gRPC,
 /// HTTP, TLS, mutual TLS) and its fault tests (the Go-fixture episode is a
 /// uprobe matter: the host covers it).
-const VM_TESTS: &[&str] = &["check_run", "tcp_resets", "net_drops", "memcg", "episodes_vm", "episodes"];
+/// `kube_vm` runs a kube-apiserver in the guest (see its header) for pod
+/// metadata on a kubepods-style cgroup's episode.
+const VM_TESTS: &[&str] = &["check_run", "tcp_resets", "net_drops", "memcg", "episodes_vm", "episodes", "kube_vm"];
 /// Test name filters for a binary that runs only some of its tests in the
 /// VMs. Emulation makes each agent start there take 10-25 s of CPU (5.10:
 /// 33-84 s a `tcp_resets` case), so the VMs run what differs by kernel and
@@ -483,6 +485,7 @@ fn guest_script(rw: &Path, tests: &[TestBinary], fixture: &Path, otelcol: &Path)
     let mut s = format!(
         "set -u\nRW={rw}\nexport PATH='{}'\n\
          export OBSERVER_BIN='{}' OBSERVER_GOFIXTURE='{}' OBSERVER_OTELCOL='{}' OBSERVER_E2E_REQUIRED=1\n\
+         export OBSERVER_KUBE_APISERVER='{}'\n\
          export OBSERVER_TEST_TIME_SCALE={TIME_SCALE}\n\
          export TMPDIR=$RW/tmp HOME=$RW/home GOCACHE=$RW/gocache GOPATH=$RW/gopath GOTOOLCHAIN=local\n\
          mkdir -p $TMPDIR $HOME\ncd '{}'\nuname -r > $RW/uname\n{WATCHER}{MODULES}{}\n\
@@ -491,6 +494,7 @@ fn guest_script(rw: &Path, tests: &[TestBinary], fixture: &Path, otelcol: &Path)
         host::observer_bin().display(),
         fixture.display(),
         otelcol.display(),
+        crate::gotool::KUBE_APISERVER.bin().display(),
         host::workspace_root().display(),
         progress("check"),
     );

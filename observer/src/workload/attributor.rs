@@ -9,9 +9,10 @@ use std::{
     sync::Arc,
 };
 
-use super::{Attributed, Identity, WorkloadKey};
+use super::{Attributed, Identity, K8sMetadata, WorkloadKey};
 use crate::{
     event::{Attribution, Event, Record, Workload},
+    kube::{PodStore, store::PodIndex},
     netns::NetnsOwners,
 };
 
@@ -30,6 +31,22 @@ pub struct Attributor {
     by_netns: HashMap<u32, WorkloadKey>,
     host_netns: Option<u32>,
     cgroup_root: Option<PathBuf>,
+    /// This node's pods, when Kubernetes metadata is on.
+    pods: Option<Arc<PodStore>>,
+    /// The store's generation the identities were last matched against.
+    pods_generation: u64,
+    /// How each pod workload's `service.name` falls back (to match it
+    /// again when its pod arrives, changes or goes).
+    naming: HashMap<WorkloadKey, Naming>,
+}
+
+/// A pod workload's names apart from Kubernetes.
+struct Naming {
+    /// Its process's own `OTEL_SERVICE_NAME` (or `service.name` in
+    /// `OTEL_RESOURCE_ATTRIBUTES`): wins over the pod's.
+    own: Option<String>,
+    /// When no pod is known: the container's, executable's or cgroup's name.
+    fallback: String,
 }
 
 impl Attributor {
@@ -43,7 +60,16 @@ impl Attributor {
             by_netns: HashMap::new(),
             host_netns,
             cgroup_root,
+            pods: None,
+            pods_generation: 0,
+            naming: HashMap::new(),
         }
+    }
+
+    /// Matches pod workloads to this node's pods as they are known.
+    pub fn with_pods(mut self, pods: Option<Arc<PodStore>>) -> Self {
+        self.pods = pods;
+        self
     }
 
     /// `netns`: who uses each network namespace (the sources' own table).
@@ -51,6 +77,7 @@ impl Attributor {
     /// counters, such as a `.slice`'s `memory.events`, which sum those of
     /// its children; a record with no cgroup, process or namespace).
     pub fn attribute(&mut self, record: Record, netns: &mut NetnsOwners) -> Option<Attributed> {
+        self.follow_pods();
         let key = self.key(&record.event, netns)?;
         let identity = self.identity(key, &record.event, netns);
         Some(Attributed { key, identity, record })
@@ -139,8 +166,43 @@ impl Attributor {
         let identity = Arc::new(identity);
         if self.identities.len() >= MAX_IDENTITIES {
             self.identities.clear();
+            self.naming.retain(|k, _| *k == key);
         }
         self.identities.insert(key, identity.clone());
+        identity
+    }
+
+    /// When the pods changed (rarely: one atomic load per record
+    /// otherwise), every pod workload's identity is matched again: a
+    /// workload seen before its pod was listed gets its metadata, a changed
+    /// pod its new `service.name`, a deleted one loses them.
+    fn follow_pods(&mut self) {
+        let Some(store) = &self.pods else { return };
+        let generation = store.generation();
+        if generation == self.pods_generation {
+            return;
+        }
+        self.pods_generation = generation;
+        let index = store.snapshot();
+        for (key, naming) in &self.naming {
+            let Some(known) = self.identities.get(key) else { continue };
+            let matched = with_pod(&index, Identity::clone(known), naming);
+            if matched != **known {
+                self.identities.insert(*key, Arc::new(matched));
+            }
+        }
+    }
+
+    /// A pod workload's identity with its pod's metadata, when it is known.
+    fn pod_identity(&mut self, key: WorkloadKey, identity: Identity, naming: Naming) -> Identity {
+        if identity.k8s_pod_uid.is_none() && identity.container_id.is_none() {
+            return identity;
+        }
+        let identity = match &self.pods {
+            Some(store) => with_pod(&store.snapshot(), identity, &naming),
+            None => identity,
+        };
+        self.naming.insert(key, naming);
         identity
     }
 
@@ -152,18 +214,18 @@ impl Attributor {
                 let process = procs.first().map(|&pid| ProcessFacts::read(pid));
                 let workload = Workload::from_cgroup_path(path.as_deref());
                 // A container's name does not depend on which of its
-                // processes was read first; its own OTEL_SERVICE_NAME wins.
-                let service_name = process
+                // processes was read first; its own OTEL_SERVICE_NAME wins,
+                // then its pod's (`with_pod`).
+                let own = process.as_ref().and_then(|p| p.service_name.clone());
+                let fallback = workload
+                    .container_id
                     .as_ref()
-                    .and_then(|p| p.service_name.clone())
-                    .or_else(|| {
-                        workload.container_id.as_ref().map(|id| format!("container-{}", &id[..id.len().min(12)]))
-                    })
+                    .map(|id| format!("container-{}", &id[..id.len().min(12)]))
                     .or_else(|| process.as_ref().and_then(|p| p.executable.clone()))
                     .unwrap_or_else(|| cgroup_name(path.as_deref()));
                 // Processes come and go in a cgroup: its identity names none.
-                Identity {
-                    service_name,
+                let identity = Identity {
+                    service_name: own.clone().unwrap_or_else(|| fallback.clone()),
                     cgroup_id: Some(cgroup_id),
                     cgroup_path: path,
                     container_id: workload.container_id,
@@ -171,7 +233,8 @@ impl Attributor {
                     k8s_pod_uid: workload.k8s_pod_uid,
                     k8s_pod_qos: workload.k8s_pod_qos,
                     ..Identity::default()
-                }
+                };
+                self.pod_identity(key, identity, Naming { own, fallback })
             }
             WorkloadKey::Process { cgroup_id, pid } => {
                 let process = ProcessFacts::read(pid);
@@ -235,6 +298,27 @@ impl Attributor {
         }
         lines.iter().filter_map(|l| l.trim().parse().ok()).collect()
     }
+}
+
+/// `identity` with the metadata of its pod in `index` (matched by container
+/// id, else pod uid) and the `service.name` that follows: its process's
+/// own, else the pod's (OpenTelemetry's order, `PodMeta::service_name`),
+/// else the fallback. Without a pod: no metadata, the fallback.
+fn with_pod(index: &PodIndex, mut identity: Identity, naming: &Naming) -> Identity {
+    let found = index.lookup(identity.k8s_pod_uid.as_deref(), identity.container_id.as_deref());
+    identity.service_name = naming
+        .own
+        .clone()
+        .or_else(|| found.as_ref().and_then(|(pod, container)| pod.service_name(container.as_deref())))
+        .unwrap_or_else(|| naming.fallback.clone());
+    identity.k8s = found.map(|(pod, container_name)| K8sMetadata {
+        pod_name: Some(pod.name.clone()),
+        namespace: Some(pod.namespace.clone()),
+        node_name: pod.node.clone(),
+        container_name,
+        owners: pod.owners.clone(),
+    });
+    identity
 }
 
 /// A cgroup that holds unrelated processes: each process is its own workload.
@@ -385,6 +469,58 @@ mod tests {
         assert_eq!(attached.identity.go_env.as_ref(), Some(&env));
         let after = attributor.attribute(record(summary), &mut netns).expect("a process workload");
         assert_eq!(after.identity.go_env.as_ref().and_then(|e| e.env_gogc.as_deref()), Some("50"));
+    }
+
+    /// A container's records attributed before its pod is listed get the
+    /// pod's metadata once it is; a change of the pod renames it; its
+    /// deletion takes the metadata away again.
+    #[test]
+    fn a_pod_workload_follows_its_pod() {
+        use crate::event::{GoOwner, GoScavengeSummary};
+        use crate::kube::meta::{PodMeta, owners};
+        let id = "8b3f".repeat(16);
+        let path = format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0f5e6a4c_1b2d_4c3e_9f80_a1b2c3d4e5f6.slice/cri-containerd-{id}.scope"
+        );
+        let owner = GoOwner {
+            go_version: None,
+            go_module: None,
+            who: Attribution { cgroup_id: Some(77), cgroup_path: Some(path), ..Default::default() },
+        };
+        let event =
+            Event::GoScavengeSummary(GoScavengeSummary { calls: 1, bytes: 1, total_calls: 1, total_bytes: 1, owner });
+        let record = || Record { time: String::new(), time_unix_nano: 1, event: event.clone() };
+        let store = crate::kube::PodStore::new();
+        let mut attributor = Attributor::new().with_pods(Some(store.clone()));
+        let mut netns = NetnsOwners::new();
+        let mut identity = || attributor.attribute(record(), &mut netns).expect("a cgroup workload").identity;
+        let before = identity();
+        assert_eq!((before.k8s.as_ref(), before.service_name.as_str()), (None, "container-8b3f8b3f8b3f"));
+        let hash = [("pod-template-hash".to_string(), "7d4b9c8f6".to_string())].into();
+        let mut pod = PodMeta {
+            uid: "0f5e6a4c-1b2d-4c3e-9f80-a1b2c3d4e5f6".into(),
+            namespace: "shop".into(),
+            name: "web-7d4b9c8f6-x2x4z".into(),
+            node: Some("node-a".into()),
+            owners: owners("ReplicaSet", "web-7d4b9c8f6", &hash),
+            labels: hash,
+            ..PodMeta::default()
+        };
+        store.apply(pod.clone());
+        let listed = identity();
+        let k8s = listed.k8s.clone().expect("the pod's metadata");
+        assert_eq!((k8s.pod_name.as_deref(), k8s.namespace.as_deref()), (Some("web-7d4b9c8f6-x2x4z"), Some("shop")));
+        assert_eq!(k8s.container_name, None, "matched by the pod uid: the container id is not in the status yet");
+        assert_eq!(listed.service_name, "web", "the deployment");
+        pod.containers.insert(id.clone(), "server".into());
+        pod.labels.insert("app.kubernetes.io/instance".into(), "web-prod".into());
+        store.apply(pod);
+        let changed = identity();
+        assert_eq!(changed.k8s.as_ref().and_then(|k| k.container_name.as_deref()), Some("server"));
+        assert_eq!(changed.service_name, "web-prod");
+        store.delete("0f5e6a4c-1b2d-4c3e-9f80-a1b2c3d4e5f6");
+        let gone = identity();
+        assert_eq!((gone.k8s.as_ref(), gone.service_name.as_str()), (None, "container-8b3f8b3f8b3f"));
     }
 
     #[test]

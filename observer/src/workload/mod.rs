@@ -47,7 +47,8 @@ pub struct Identity {
     pub container_runtime: Option<Runtime>,
     pub k8s_pod_uid: Option<String>,
     pub k8s_pod_qos: Option<Qos>,
-    /// Kubernetes metadata (pod name, namespace, owner): a later stage fills it.
+    /// The pod's metadata from the Kubernetes API (`crate::kube`), matched
+    /// by the pod uid or container id; `None` until the pod is known.
     pub k8s: Option<K8sMetadata>,
     /// Set for a single-process workload only.
     pub pid: Option<u32>,
@@ -63,11 +64,16 @@ pub struct Identity {
     pub netns: Option<u32>,
 }
 
-/// Reserved for the Kubernetes metadata issue.
+/// What the Kubernetes API says of a workload's pod.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct K8sMetadata {
     pub pod_name: Option<String>,
     pub namespace: Option<String>,
+    pub node_name: Option<String>,
+    /// By the container id (a pod's own cgroup has none).
+    pub container_name: Option<String>,
+    /// As `k8s.<kind>.name`, the reported owner first (a Deployment, then its ReplicaSet).
+    pub owners: Vec<crate::kube::meta::Owner>,
 }
 
 /// A record keyed to its workload: what the episode engine is fed.

@@ -80,6 +80,8 @@ pub struct Published {
     snapshot: Mutex<Arc<Snapshot>>,
     signals: Mutex<Vec<SignalState>>,
     ready: AtomicBool,
+    /// This node's pods, for `/pods` (Kubernetes metadata on).
+    pods: Mutex<Option<Arc<crate::kube::PodStore>>>,
 }
 
 impl Published {
@@ -99,6 +101,17 @@ impl Published {
             *s = signals;
         }
         self.ready.store(true, Ordering::Release);
+    }
+
+    pub fn set_pods(&self, pods: Arc<crate::kube::PodStore>) {
+        if let Ok(mut p) = self.pods.lock() {
+            *p = Some(pods);
+        }
+    }
+
+    /// `/pods`' JSON; `None` with Kubernetes metadata off.
+    pub fn pods_json(&self) -> Option<String> {
+        self.pods.lock().ok()?.as_ref().map(|p| p.json())
     }
 
     pub fn is_ready(&self) -> bool {

@@ -115,7 +115,15 @@ fn respond(req: &Request<Incoming>, published: &Arc<Published>, heartbeat: &Atom
             true => text(StatusCode::OK, "ready\n".into()),
             false => text(StatusCode::SERVICE_UNAVAILABLE, "attaching\n".into()),
         },
-        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz or /readyz\n".into()),
+        "/pods" => match published.pods_json() {
+            Some(json) => {
+                let mut r = Response::new(Full::new(Bytes::from(json)));
+                r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+                r
+            }
+            None => text(StatusCode::NOT_FOUND, "no Kubernetes metadata: --kubernetes is off\n".into()),
+        },
+        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz, /readyz or /pods\n".into()),
     }
 }
 
@@ -159,6 +167,15 @@ mod tests {
         let om = get_with(e.addr, "/metrics", "Accept: application/openmetrics-text;version=1.0.0\r\n").await;
         assert!(om.contains("application/openmetrics-text") && om.ends_with("# EOF\n"), "{om}");
         assert!(get(e.addr, "/nope").await.starts_with("HTTP/1.1 404"));
+        assert!(get(e.addr, "/pods").await.starts_with("HTTP/1.1 404"), "no pods without Kubernetes");
+        let pods = crate::kube::PodStore::new();
+        pods.replace(vec![crate::kube::meta::PodMeta { uid: "u1".into(), name: "web-0".into(), ..Default::default() }]);
+        published.set_pods(pods);
+        let body = get(e.addr, "/pods").await;
+        assert!(body.starts_with("HTTP/1.1 200") && body.contains("application/json"), "{body}");
+        let json: serde_json::Value = serde_json::from_str(body.split_once("\r\n\r\n").unwrap().1).unwrap();
+        assert_eq!(json["pods"][0]["uid"], "u1");
+        assert_eq!(json["pods"][0]["service_name"], "web-0");
         e.heartbeat.store(0, Ordering::Relaxed);
         assert!(get(e.addr, "/healthz").await.starts_with("HTTP/1.1 503"));
     }

@@ -51,7 +51,7 @@ pub const TABLE: &[AttrDoc] = &[
         "service.name",
         "resource",
         "string",
-        "the workload's service: its process's `OTEL_SERVICE_NAME`, else `service.name` in its `OTEL_RESOURCE_ATTRIBUTES`, else the container's or executable's name (`unknown_service` when none)",
+        "the workload's service: its process's `OTEL_SERVICE_NAME`, else `service.name` in its `OTEL_RESOURCE_ATTRIBUTES`, else (a pod's) the annotation `resource.opentelemetry.io/service.name`, the label `app.kubernetes.io/instance`, the label `app.kubernetes.io/name`, the owner's name, the pod's name, else the container's or executable's name (`unknown_service` when none)",
     ),
     doc(
         "host.name",
@@ -69,6 +69,20 @@ pub const TABLE: &[AttrDoc] = &[
     doc("k8s.pod.uid", "resource", "string", "the pod's uid (from the cgroup path)"),
     doc("k8s.pod.name", "resource", "string", "the pod's name (when Kubernetes metadata is known)"),
     doc("k8s.namespace.name", "resource", "string", "the pod's namespace (when Kubernetes metadata is known)"),
+    doc(
+        "k8s.container.name",
+        "resource",
+        "string",
+        "the container's name in its pod (by the container id in `status.containerStatuses`)",
+    ),
+    doc("k8s.node.name", "resource", "string", "the pod's node (`spec.nodeName`)"),
+    doc(
+        "k8s.<owner kind>.name",
+        "resource",
+        "string",
+        "the pod's owner: `k8s.deployment.name` (from a ReplicaSet's name less its `pod-template-hash`) with `k8s.replicaset.name`, `k8s.statefulset.name`, `k8s.daemonset.name`, `k8s.job.name`, …",
+    ),
+    doc("k8s.cluster.name", "resource", "string", "`--cluster-name` (unless `OTEL_RESOURCE_ATTRIBUTES` sets it)"),
     doc("process.pid", "resource", "int", "single-process workload: its pid"),
     doc("process.executable.name", "resource", "string", "single-process workload: its executable's file name"),
     doc("process.runtime.name", "resource", "string", "single-process Go workload: `go`"),
@@ -404,6 +418,11 @@ pub fn workload_attributes(identity: &Identity) -> Vec<KeyValue> {
     if let Some(k8s) = &identity.k8s {
         a.opt_str("k8s.pod.name", k8s.pod_name.as_deref());
         a.opt_str("k8s.namespace.name", k8s.namespace.as_deref());
+        a.opt_str("k8s.container.name", k8s.container_name.as_deref());
+        a.opt_str("k8s.node.name", k8s.node_name.as_deref());
+        for owner in &k8s.owners {
+            a.str(format!("k8s.{}.name", owner.kind), owner.name.clone());
+        }
     }
     // Process attributes only when the workload is one process: on a
     // container's resource they would claim every process is that one.
@@ -736,14 +755,14 @@ mod tests {
         episode.limits_at_open = episode.limits_at_close;
         names.extend(root_attributes(&episode).iter().map(|kv| kv.key.to_string()));
         let node = crate::export::otlp::config::NodeResource { attributes: vec![], host_name: Some("h".into()) };
-        let resource = crate::export::otlp::resource::workload_resource(&testdata::identity(), &node);
+        let resource = crate::export::otlp::resource::workload_resource(&testdata::pod_identity(), &node);
         names.extend(resource.iter().map(|(k, _)| k.to_string()));
         for record in testdata::one_record_of_every_kind() {
             names.extend(record_attributes(&record).iter().map(|kv| kv.key.to_string()));
         }
         names.extend(episode.folded.iter().flat_map(folded_attributes).map(|kv| kv.key.to_string()));
         // Rows that are not attributes, or need data the fixtures lack.
-        let special = ["(link)", "(status)", "<OTEL_RESOURCE_ATTRIBUTES key>", "k8s.pod.name", "k8s.namespace.name"];
+        let special = ["(link)", "(status)", "<OTEL_RESOURCE_ATTRIBUTES key>", "k8s.cluster.name"];
         for row in TABLE.iter().filter(|r| !special.contains(&r.name)) {
             let hit = match row.name.split_once('<') {
                 Some((prefix, _)) => names.iter().any(|n| n.starts_with(prefix)),
@@ -751,6 +770,23 @@ mod tests {
             };
             assert!(hit, "TABLE row never emitted: {}", row.name);
         }
+    }
+
+    #[test]
+    fn a_pods_metadata_is_on_the_resource() {
+        let attrs = workload_attributes(&testdata::pod_identity());
+        let get = |k: &str| attrs.iter().find(|kv| kv.key.as_str() == k).map(|kv| kv.value.to_string());
+        assert_eq!(get("k8s.pod.name").as_deref(), Some("checkout-7d4b9c8f6-x2x4z"));
+        assert_eq!(get("k8s.namespace.name").as_deref(), Some("shop"));
+        assert_eq!(get("k8s.container.name").as_deref(), Some("server"));
+        assert_eq!(get("k8s.node.name").as_deref(), Some("node-a"));
+        assert_eq!(get("k8s.deployment.name").as_deref(), Some("checkout"));
+        assert_eq!(get("k8s.replicaset.name").as_deref(), Some("checkout-7d4b9c8f6"));
+        assert!(
+            workload_attributes(&testdata::identity())
+                .iter()
+                .all(|kv| !kv.key.as_str().ends_with(".name") || !kv.key.as_str().starts_with("k8s."))
+        );
     }
 
     #[test]

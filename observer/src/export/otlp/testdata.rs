@@ -61,6 +61,25 @@ pub fn identity() -> Identity {
     }
 }
 
+/// [`identity`] with its pod's metadata from the Kubernetes API.
+pub fn pod_identity() -> Identity {
+    Identity {
+        k8s: Some(crate::workload::K8sMetadata {
+            pod_name: Some("checkout-7d4b9c8f6-x2x4z".into()),
+            namespace: Some("shop".into()),
+            node_name: Some("node-a".into()),
+            container_name: Some("server".into()),
+            owners: ["deployment:checkout", "replicaset:checkout-7d4b9c8f6"]
+                .map(|o| {
+                    let (kind, name) = o.split_once(':').unwrap();
+                    crate::kube::meta::Owner { kind: kind.into(), name: name.into() }
+                })
+                .to_vec(),
+        }),
+        ..identity()
+    }
+}
+
 fn go_env() -> GoEnv {
     GoEnv {
         environ: EnvironRead::Read,
