@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 pub mod cgroup;
+pub mod chart;
 pub mod collector;
 pub mod command;
 pub mod dashboard;

@@ -5,6 +5,8 @@
 //! - `build`: build the agent with its eBPF programs embedded;
 //! - `run`:   setup, build, then run the agent (`observer run ARGS...`);
 //! - `test`:  setup, build, and the whole test suite against the real kernel;
+//! - `manifests`: rewrite deploy/manifests/observer.yaml from the chart;
+//! - `image`: build the agent's image (podman) from the binary built here;
 //! - `bench`: benchmarks that print figures (`__resetgen`, hidden, is theirs).
 
 mod bench;
@@ -14,6 +16,8 @@ mod collector;
 mod gofixture;
 mod gotool;
 mod host;
+mod image;
+mod manifests;
 mod run;
 mod setup;
 mod suite_kernel;
@@ -54,6 +58,10 @@ enum Task {
         #[arg(long)]
         kernel: Option<String>,
     },
+    /// Rewrite deploy/manifests/observer.yaml: `helm template` of the chart's defaults.
+    Manifests,
+    /// Build the agent, then its image (deploy/Dockerfile's final stage) with podman.
+    Image(image::Args),
     /// Benchmarks: print figures, assert nothing.
     Bench {
         #[command(subcommand)]
@@ -72,6 +80,8 @@ fn main() -> ExitCode {
         Task::Run { args } => run::run(&args),
         Task::Test => test::run().map(|()| ExitCode::SUCCESS),
         Task::VmTest { kernel } => vm::run(kernel.as_deref()).map(|()| ExitCode::SUCCESS),
+        Task::Manifests => manifests::run().map(|()| ExitCode::SUCCESS),
+        Task::Image(args) => image::run(&args).map(|()| ExitCode::SUCCESS),
         Task::Bench { bench } => bench::run(bench),
         Task::ResetGen(args) => bench::resetgen::main(&args),
     };
