@@ -6,6 +6,8 @@
 //! - every object each set renders is accepted by the server with
 //!   `dryRun=All&fieldValidation=Strict` (unknown fields, wrong types and
 //!   invalid specs are refused: shown with broken copies of the DaemonSet);
+//! - the capabilities the DaemonSet adds are exactly those the agent lists
+//!   (`observer check --capabilities`, measured by tests/tests/least_privilege.rs);
 //! - the ClusterRole, applied for real, lets the agent's ServiceAccount get,
 //!   list and watch pods (by `spec.nodeName`) and do nothing else;
 //! - `deploy/manifests/observer.yaml` is the defaults' render as it is now.
@@ -16,6 +18,7 @@ use observer_e2e::chart::{
     KUBE_VERSION, Manifest, NAMESPACE, RELEASE, helm, manifests_file, post, render, require_helm, split, values_sets,
 };
 use observer_e2e::kubeapi::{KubeApi, require_kube_apiserver};
+use observer_e2e::require::require_bin;
 use serde_json::{Value, json};
 
 const DRY_RUN: &str = "dryRun=All&fieldValidation=Strict";
@@ -161,6 +164,34 @@ fn every_rendered_object_passes_strict_server_side_validation() {
     // A dry run stores nothing.
     let (status, _) = api.request("GET", &format!("/apis/apps/v1/namespaces/{NAMESPACE}/daemonsets/{RELEASE}"), None);
     assert_eq!(status, 404);
+}
+
+/// `BPF`, `PERFMON` ...: the agent's own list, as the container runtime spells them.
+fn capabilities_the_agent_lists(bin: &Path) -> Vec<String> {
+    let out = std::process::Command::new(bin).args(["check", "--capabilities"]).output().expect("observer check");
+    assert!(out.status.success(), "observer check --capabilities: {out:?}");
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    text.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|cap| cap.strip_prefix("CAP_").unwrap_or_else(|| panic!("{cap}: no CAP_ prefix")).to_string())
+        .collect()
+}
+
+#[test]
+fn the_daemonset_adds_exactly_the_capabilities_the_agent_lists() {
+    let Some(helm_bin) = tools() else { return };
+    let Some(bin) = require_bin() else { return };
+    let api = KubeApi::start();
+    create_namespace(&api);
+    let ds = split(&render(&helm_bin, &[], &[])).into_iter().find(|m| m.kind == "DaemonSet").expect("DaemonSet");
+    // The server's decoding of the chart's YAML: what a kubelet would get.
+    let (status, body) = post(&api, &ds, NAMESPACE, DRY_RUN);
+    assert_eq!(status, 201, "{body}");
+    let capabilities = &body["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"];
+    let added: Vec<&str> =
+        capabilities["add"].as_array().expect("capabilities.add").iter().filter_map(Value::as_str).collect();
+    assert_eq!(added, capabilities_the_agent_lists(&bin));
+    assert_eq!(capabilities["drop"], json!(["ALL"]));
 }
 
 /// The defaults' DaemonSet with `from` replaced by `to` (which must occur).
