@@ -9,16 +9,21 @@
 //! - the capabilities the DaemonSet adds are exactly those the agent lists
 //!   (`observer check --capabilities`, measured by tests/tests/least_privilege.rs);
 //! - the ClusterRole, applied for real, lets the agent's ServiceAccount get,
-//!   list and watch pods (by `spec.nodeName`) and do nothing else;
+//!   list and watch pods (by `spec.nodeName`) and do nothing else, and the
+//!   agent itself, with that account's token, knows exactly its node's pods;
 //! - `deploy/manifests/observer.yaml` is the defaults' render as it is now.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use observer_e2e::chart::{
     KUBE_VERSION, Manifest, NAMESPACE, RELEASE, helm, manifests_file, post, render, require_helm, split, values_sets,
 };
 use observer_e2e::kubeapi::{KubeApi, require_kube_apiserver};
-use observer_e2e::require::require_bin;
+use observer_e2e::kubepods::{agent_pod_keys, pods_of_node, wait_for_pods};
+use observer_e2e::observer::Observer;
+use observer_e2e::require::{require_bin, require_root_and_bin};
+use observer_e2e::scrape::{get, samples, sum};
 use serde_json::{Value, json};
 
 const DRY_RUN: &str = "dryRun=All&fieldValidation=Strict";
@@ -98,15 +103,15 @@ fn install_monitoring_crds(api: &KubeApi) {
     for crd in &crds {
         api.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd);
     }
-    let deadline = std::time::Instant::now() + observer_e2e::bound(std::time::Duration::from_secs(30));
+    let deadline = Instant::now() + observer_e2e::bound(Duration::from_secs(30));
     loop {
         let (status, list) = api.request("GET", "/apis/monitoring.coreos.com/v1", None);
         let served = list["resources"].as_array().map_or(0, |r| r.len());
         if status == 200 && served >= crds.len() {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "the monitoring CRDs are not served: {status} {list}");
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(Instant::now() < deadline, "the monitoring CRDs are not served: {status} {list}");
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -238,17 +243,18 @@ fn broken_objects_are_refused() {
     }
 }
 
-#[test]
-fn the_service_account_may_read_pods_and_nothing_else() {
-    let Some(helm_bin) = tools() else { return };
-    let api = KubeApi::start();
-    create_namespace(&api);
-    let manifests = split(&render(&helm_bin, &[], &[]));
+/// Applies for real the defaults' ServiceAccount, ClusterRole and
+/// ClusterRoleBinding (everything but the DaemonSet, which no kubelet would
+/// run), with a pod on the agent's node and one elsewhere (no kubelet:
+/// nodeName set here); the ServiceAccount's token.
+fn apply_rbac_and_pods(helm_bin: &Path, api: &KubeApi) -> String {
+    create_namespace(api);
+    let manifests = split(&render(helm_bin, &[], &[]));
+    assert_eq!(kinds(&manifests), ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet"]);
     for m in manifests.iter().filter(|m| m.kind != "DaemonSet") {
-        let (status, body) = post(&api, m, NAMESPACE, "fieldValidation=Strict");
+        let (status, body) = post(api, m, NAMESPACE, "fieldValidation=Strict");
         assert_eq!(status, 201, "applying {}: {body}", m.kind);
     }
-    // A pod on the agent's node and one elsewhere (no kubelet: nodeName set here).
     for (pod, node) in [("on-node", NODE), ("elsewhere", "node-b")] {
         api.create(
             &format!("/api/v1/namespaces/{NAMESPACE}/pods"),
@@ -256,7 +262,14 @@ fn the_service_account_may_read_pods_and_nothing_else() {
                     "spec": {"nodeName": node, "containers": [{"name": "c", "image": "example.invalid/c"}]}}),
         );
     }
-    let token = api.service_account_token(NAMESPACE, RELEASE);
+    api.service_account_token(NAMESPACE, RELEASE)
+}
+
+#[test]
+fn the_service_account_may_read_pods_and_nothing_else() {
+    let Some(helm_bin) = tools() else { return };
+    let api = KubeApi::start();
+    let token = apply_rbac_and_pods(&helm_bin, &api);
     let as_agent = |method: &str, path: &str, body: Option<&Value>| api.request_as(&token, method, path, body);
 
     let (status, list) = as_agent("GET", &format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{NODE}"), None);
@@ -299,4 +312,38 @@ fn the_service_account_may_read_pods_and_nothing_else() {
         all["items"].as_array().unwrap().iter().filter_map(|p| p["metadata"]["name"].as_str()).collect();
     names.sort();
     assert_eq!(names, ["elsewhere", "on-node"]);
+}
+
+/// What the agent needs, shown by the agent: with only the chart's rights
+/// it lists and watches its node's pods, exactly, and warns of nothing.
+#[test]
+fn the_agent_knows_its_nodes_pods_with_the_charts_rights() {
+    let Some(helm_bin) = tools() else { return };
+    let Some(bin) = require_root_and_bin() else { return };
+    let api = KubeApi::start();
+    let token = apply_rbac_and_pods(&helm_bin, &api);
+    let kubeconfig = api.kubeconfig(&token);
+    let args = ["--kubernetes", "on", "--kubeconfig", kubeconfig.to_str().unwrap(), "--node-name", NODE];
+    let agent = Observer::start_with(&bin, &args);
+    let truth = pods_of_node(&api, NODE);
+    assert_eq!(truth.iter().map(|(_, name, _)| name.as_str()).collect::<Vec<_>>(), ["on-node"]);
+    wait_for_pods(agent.metrics_addr(), Duration::from_secs(30), "the node's pods", |p| agent_pod_keys(p) == truth);
+    // Published with the other metrics, once a second.
+    let deadline = Instant::now() + observer_e2e::bound(Duration::from_secs(30));
+    loop {
+        let (status, metrics) = get(agent.metrics_addr(), "/metrics");
+        assert_eq!(status, 200, "{metrics}");
+        let samples = samples(&metrics);
+        let (up, pods) = (sum(&samples, "observer_kube_api_up", &[]), sum(&samples, "observer_kube_pods", &[]));
+        if (up, pods) == (1.0, 1.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "observer_kube_api_up {up}, observer_kube_pods {pods}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stopped = agent.stop();
+    let kube: Vec<&String> = stopped.stderr.iter().filter(|l| l.contains("kubernetes: ")).collect();
+    assert!(kube.iter().any(|l| l.contains(&format!("1 pods of node {NODE} listed"))), "{kube:#?}");
+    // A refused request is a `cannot ...` warning (tests/tests/kube.rs).
+    assert!(!kube.iter().any(|l| l.contains("cannot") || l.contains("forbidden")), "the agent warned: {kube:#?}");
 }
