@@ -177,8 +177,8 @@ mod tests {
 
 /// The image built for real: podman builds it (storage in a temporary
 /// directory), its file system is exported without running a container,
-/// and the binary runs from that tree under `chroot`, attaching to this
-/// kernel as it would in a pod.
+/// and the binary runs from that tree under `chroot` (`check`, then `run`
+/// for two seconds), attaching to this kernel as it would in a pod.
 #[cfg(test)]
 mod built {
     use std::process::Command;
@@ -295,6 +295,14 @@ mod built {
         let inside = signals(&in_tree(&tree, "check --json").stdout);
         let outside = signals(&output(Command::new(&bin).args(["check", "--json"])).stdout);
         assert_eq!(inside, outside);
+        // And runs: attached, then stopped cleanly, its files in the image's
+        // data directory (a volume in a pod).
+        let run = in_tree(&tree, "run --duration 2s --output plain --listen none --kubernetes off");
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(stderr.contains("observer: ready: ") && stderr.contains("observer: stopped events="), "{stderr}");
+        for file in ["events.jsonl", "traces.jsonl", "signals.json"] {
+            assert!(tree.join(DATA_DIR).join(file).is_file(), "no /{DATA_DIR}/{file} after the run: {stderr}");
+        }
 
         fs::remove_dir_all(&work).ok();
     }
