@@ -257,7 +257,8 @@ mod built {
     #[test]
     fn the_image_holds_a_working_agent() {
         let Some(bin) = requirements() else { return };
-        let work = tempfile_dir();
+        let work_dir = WorkDir::new();
+        let work = &work_dir.0;
         let context = work.join("context");
         let files = assemble(&bin, &context.join("rootfs")).unwrap();
         let store = work.join("store");
@@ -303,18 +304,27 @@ mod built {
         for file in ["events.jsonl", "traces.jsonl", "signals.json"] {
             assert!(tree.join(DATA_DIR).join(file).is_file(), "no /{DATA_DIR}/{file} after the run: {stderr}");
         }
-
-        fs::remove_dir_all(&work).ok();
     }
 
     /// A fresh directory under the system's temporary directory (vfs storage
-    /// is big: never under the workspace).
-    fn tempfile_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("observer-image-test-{}", std::process::id()));
-        if dir.exists() {
-            fs::remove_dir_all(&dir).unwrap();
+    /// is big: never under the workspace), removed when dropped, failed
+    /// test or not.
+    struct WorkDir(PathBuf);
+
+    impl WorkDir {
+        fn new() -> WorkDir {
+            let dir = std::env::temp_dir().join(format!("observer-image-test-{}", std::process::id()));
+            if dir.exists() {
+                fs::remove_dir_all(&dir).unwrap();
+            }
+            fs::create_dir_all(&dir).unwrap();
+            WorkDir(dir)
         }
-        fs::create_dir_all(&dir).unwrap();
-        dir
+    }
+
+    impl Drop for WorkDir {
+        fn drop(&mut self) {
+            fs::remove_dir_all(&self.0).ok();
+        }
     }
 }
