@@ -12,6 +12,10 @@
 //!   list and watch pods (by `spec.nodeName`) and do nothing else, and the
 //!   agent itself, with that account's token, knows exactly its node's pods;
 //! - `deploy/manifests/observer.yaml` is the defaults' render as it is now.
+//!
+//! The agent's own test loads eBPF programs (root; run this file under
+//! `flock /tmp/observer-kernel.lock`); the others need helm and the API
+//! server only.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
