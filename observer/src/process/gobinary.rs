@@ -74,6 +74,29 @@ pub struct GoBinary {
     pub dwarf_layout: Result<RuntimeLayout, DwarfError>,
 }
 
+/// The build info of the Go program at `path`, `Ok(None)` for an ELF file
+/// that is not one: the few pages that `--go-process` needs to decide, so
+/// that a large binary nobody selected is never read further.
+pub fn build_info(path: &Path) -> Result<Option<BuildInfo>, GoBinaryError> {
+    let file = File::open(path).map_err(|source| GoBinaryError::Open { path: path.display().to_string(), source })?;
+    let cache = ReadCache::new(file);
+    let elf = object::File::parse(&cache)
+        .map_err(|source| GoBinaryError::Elf { path: path.display().to_string(), source })?;
+    read_build_info(&elf, path)
+}
+
+fn read_build_info<'a, R: ReadRef<'a>>(
+    elf: &object::File<'a, R>,
+    path: &Path,
+) -> Result<Option<BuildInfo>, GoBinaryError> {
+    let name = || path.display().to_string();
+    let Some(section) = elf.section_by_name(".go.buildinfo") else { return Ok(None) };
+    let data = section.data().map_err(|source| GoBinaryError::Elf { path: name(), source })?;
+    buildinfo::parse(data, |addr, len| read_at(elf, addr, len))
+        .map(Some)
+        .map_err(|source| GoBinaryError::BuildInfo { path: name(), source })
+}
+
 impl GoBinary {
     /// `Ok(None)` for an ELF file that is not a Go program.
     pub fn open(path: &Path) -> Result<Option<Self>, GoBinaryError> {
@@ -82,10 +105,7 @@ impl GoBinary {
         // Reads only the parts asked for: Go binaries can be large.
         let cache = ReadCache::new(file);
         let elf = object::File::parse(&cache).map_err(|source| GoBinaryError::Elf { path: name(), source })?;
-        let Some(section) = elf.section_by_name(".go.buildinfo") else { return Ok(None) };
-        let data = section.data().map_err(|source| GoBinaryError::Elf { path: name(), source })?;
-        let build = buildinfo::parse(data, |addr, len| read_at(&elf, addr, len))
-            .map_err(|source| GoBinaryError::BuildInfo { path: name(), source })?;
+        let Some(build) = read_build_info(&elf, path)? else { return Ok(None) };
 
         let mut functions: HashMap<&'static str, Function> = HashMap::new();
         let mut globals = HashMap::new();

@@ -56,7 +56,7 @@ use crate::kernel::{clock::monotonic_ns, closer::Closer};
 use crate::process::{
     discovery::{BinaryId, Change, first_mapping},
     environ::GoEnv,
-    gobinary::{FREE_STACK_SPANS, GC_ASSIST_ALLOC, GC_ASSIST_ALLOC1, GoBinary, PAGE_ALLOC_GROW, SYS_UNUSED_OS},
+    gobinary::{self, FREE_STACK_SPANS, GC_ASSIST_ALLOC, GC_ASSIST_ALLOC1, GoBinary, PAGE_ALLOC_GROW, SYS_UNUSED_OS},
     layout::{self, Global, GoRelease, RuntimeLayout},
     lifecycle::ProcessWatch,
     selector::GoProcessSelection,
@@ -140,6 +140,42 @@ struct Waiting {
     exec_ns: Option<u64>,
 }
 
+/// What was read of a binary. A Go binary is read in full (symbols, DWARF)
+/// only once a process `--go-process` selects runs it: reading a 170 MB
+/// kube-apiserver nobody asked for would cost seconds and megabytes.
+enum Read {
+    /// Not a Go program, or unreadable.
+    NotGo,
+    /// Go; only its build info, what the selection needs.
+    BuildInfo { main_module: Option<String> },
+    /// Go; everything the probes need.
+    Full(Arc<GoBinary>),
+}
+
+impl Read {
+    fn build_info(exe: &Path, pid: u32) -> Read {
+        match gobinary::build_info(exe) {
+            Ok(Some(build)) => Read::BuildInfo { main_module: build.main_module },
+            Ok(None) => Read::NotGo,
+            Err(err) => {
+                tracing::debug!("pid {pid}: {err}");
+                Read::NotGo
+            }
+        }
+    }
+
+    fn full(exe: &Path, pid: u32) -> Read {
+        match GoBinary::open(exe) {
+            Ok(Some(go)) => Read::Full(Arc::new(go)),
+            Ok(None) => Read::NotGo,
+            Err(err) => {
+                tracing::debug!("pid {pid}: {err}");
+                Read::NotGo
+            }
+        }
+    }
+}
+
 pub struct GoRuntimeSource {
     /// New and ended processes (kernel events, `/proc` scans).
     processes: ProcessWatch,
@@ -160,9 +196,9 @@ pub struct GoRuntimeSource {
     cookies: bool,
     /// New processes of binaries in `closing`, in the order they came.
     waiting: Vec<Waiting>,
-    /// Per binary, read once and kept while processes run it (and a while
-    /// after): `None` for binaries that are not Go (or unreadable).
-    binaries: HashMap<BinaryId, Option<Arc<GoBinary>>>,
+    /// Per binary, what was read of it, kept while processes run it (and a
+    /// while after).
+    binaries: HashMap<BinaryId, Read>,
     watched: HashMap<u32, Watched>,
     ended: Vec<(Instant, u32, GoProcessInfo)>,
     /// Binaries already warned about, so each problem is said once.
@@ -329,11 +365,6 @@ impl GoRuntimeSource {
         self.forget(pid);
     }
 
-    /// Whether `--go-process` selects this Go process.
-    fn selected(&self, pid: u32, comm: &str, go: &GoBinary) -> bool {
-        self.selection.0.is_empty() || self.selection.matches(pid, comm, go.build.main_module.as_deref())
-    }
-
     /// Process info for an event of `pid`, also shortly after it ended.
     pub fn info(&self, pid: u32) -> Option<&GoProcessInfo> {
         self.watched
@@ -368,22 +399,21 @@ impl GoRuntimeSource {
             return;
         }
         let exe = PathBuf::from(format!("/proc/{pid}/exe"));
-        let go = self
-            .binaries
-            .entry(binary)
-            .or_insert_with(|| match GoBinary::open(&exe) {
-                Ok(go) => go.map(Arc::new),
-                Err(err) => {
-                    tracing::debug!("pid {pid}: {err}");
-                    None
-                }
-            })
-            .clone();
-        let Some(go) = go else { return };
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim_end().to_string();
-        if !self.selected(pid, &comm, &go) {
+        let read = self.binaries.entry(binary).or_insert_with(|| Read::build_info(&exe, pid));
+        let selected = match read {
+            Read::NotGo => return,
+            Read::BuildInfo { main_module } => self.selection.matches(pid, &comm, main_module.as_deref()),
+            Read::Full(go) => self.selection.matches(pid, &comm, go.build.main_module.as_deref()),
+        };
+        if !selected {
             return;
         }
+        if matches!(read, Read::BuildInfo { .. }) {
+            *read = Read::full(&exe, pid);
+        }
+        let Read::Full(go) = read else { return };
+        let go = Arc::clone(go);
         // Everything this binary lacks, said once in one warning.
         let mut problems = Vec::new();
         let (addrs, source) = match self.field_addresses(pid, binary, &go) {
