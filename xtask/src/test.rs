@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::{
     build,
@@ -61,7 +61,9 @@ impl Stage {
             Stage::Test => cmd::step("test: workspace (release)", || {
                 // observer-ebpf only builds for the bpf target (observer's build.rs
                 // builds it), never as a host test. End-to-end tests share the
-                // kernel (network namespaces, tracefs), so one test at a time.
+                // kernel (network namespaces, tracefs), so one test at a time,
+                // and one suite at a time on this machine.
+                let _lock = kernel_lock()?;
                 test_env(Cmd::cargo())?
                     .args(["test", "--release", "--workspace", "--exclude", "observer-ebpf"])
                     .args(["--no-fail-fast", "--", "--test-threads=1"])
@@ -70,6 +72,25 @@ impl Stage {
             }),
         }
     }
+}
+
+/// Held while the host's end-to-end tests run: two suites (or a suite and a
+/// hand-run test) on one kernel would count each other's probe hits and
+/// events. `flock /tmp/observer-kernel.lock cargo test ...` takes the same lock.
+const KERNEL_LOCK: &str = "/tmp/observer-kernel.lock";
+
+fn kernel_lock() -> Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(KERNEL_LOCK)
+        .with_context(|| format!("opening {KERNEL_LOCK}"))?;
+    if file.try_lock().is_err() {
+        eprintln!("==> test: waiting for {KERNEL_LOCK} (another test run on this kernel holds it)");
+        file.lock().with_context(|| format!("locking {KERNEL_LOCK}"))?;
+    }
+    Ok(file)
 }
 
 /// The environment of the test binaries (set on their build too, so that
