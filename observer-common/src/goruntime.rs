@@ -65,6 +65,26 @@ pub struct GoProcess {
 
 const _: () = assert!(core::mem::size_of::<GoProcess>() == 8 * field::SLOTS + 8);
 
+/// Value of the `GO_KNOWN` map, keyed by [`crate::process::BinaryKey`]: a
+/// binary whose probes are live, so that the exec program watches a new
+/// process of it from its first instruction (it writes the process's
+/// `GO_PROCS` entry before the process runs user code).
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct GoKnown {
+    /// The entry, with link-time addresses (0: unknown).
+    pub entry: GoProcess,
+    /// Position-independent: the program adds the load bias, `mm->start_code`
+    /// less [`GoKnown::exec_vaddr`], to every address.
+    pub pie: u32,
+    pub _pad: u32,
+    /// The lowest `p_vaddr` of the binary's executable `PT_LOAD` segments
+    /// (what the kernel's ELF loader sets `start_code` from).
+    pub exec_vaddr: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<GoKnown>() == core::mem::size_of::<GoProcess>() + 16);
+
 /// One finished GC cycle: sent at entry to `runtime.freeStackSpans`, which
 /// only `runtime.gcMarkTermination` calls, once per cycle, after it has set
 /// every figure read here and before it prints the gctrace line.
@@ -168,6 +188,10 @@ unsafe impl aya::Pod for GoProcess {}
 #[cfg(feature = "user")]
 // SAFETY: plain old data: integers and a byte array, no implicit padding.
 unsafe impl aya::Pod for GoGcEvent {}
+
+#[cfg(feature = "user")]
+// SAFETY: plain old data: integers only, padding is explicit.
+unsafe impl aya::Pod for GoKnown {}
 #[cfg(feature = "user")]
 // SAFETY: plain old data: integers and a byte array, no implicit padding.
 unsafe impl aya::Pod for GoAssistEvent {}

@@ -167,6 +167,10 @@ pub struct GoGc {
     /// GOMEMLIMIT in effect (`gcController.memoryLimit`), bytes;
     /// 9223372036854775807 (`math.MaxInt64`) when there is no limit.
     pub memory_limit_bytes: Option<i64>,
+    /// On the first cycle observed of a process: how many cycles it ran
+    /// before (its number less one; 0 for a process watched from its exec).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cycles_unseen: Option<u32>,
     #[serde(flatten)]
     pub owner: GoOwner,
 }
@@ -256,6 +260,13 @@ pub struct GoAttach {
     pub layout: &'static str,
     /// The uprobes its binary has (shared by every process running it).
     pub probes: usize,
+    /// `exec`: the kernel watched it from its exec (its binary was probed
+    /// already), no cycle missed; `attach`: from when the agent attached.
+    pub watched_from: &'static str,
+    /// For `attach`: the runtime's cycle counter as read right after the
+    /// probes went live (the cycles it ran before, or one more if a cycle
+    /// ended in between; the first `go.gc`'s `cycles_unseen` is exact).
+    pub cycles_at_attach: Option<u32>,
     #[serde(flatten)]
     pub env: GoEnv,
     #[serde(flatten)]

@@ -107,6 +107,7 @@ fn gc_with(start: u64, end: u64, marked: u64, goal: u64, gogc: i32, limit: Optio
         heap_goal_bytes: Some(goal),
         gogc: Some(gogc),
         memory_limit_bytes: Some(limit.unwrap_or(i64::MAX)),
+        cycles_unseen: None,
         owner: owner(),
     })
 }
@@ -294,6 +295,8 @@ fn scavenge_events_and_summaries_both_count() {
         executable: None,
         layout: "dwarf",
         probes: 6,
+        watched_from: "exec",
+        cycles_at_attach: None,
         env: Default::default(),
         owner: owner(),
     });

@@ -5,6 +5,7 @@ use observer_common::{
     kernel::KernelOffsets,
     memcg::MemcgConfig,
     net::{DropConfig, NetOffsets, RetransmitConfig},
+    process::ExecOffsets,
     tcp::ResetTracepointLayout,
 };
 
@@ -30,6 +31,7 @@ pub struct Globals {
     pub memcg: MemcgConfig,
     /// The kernel has `bpf_get_attach_cookie` (5.15+).
     pub attach_cookies: bool,
+    pub exec_offsets: ExecOffsets,
 }
 
 pub fn load(globals: &Globals) -> Result<Ebpf, EbpfError> {
@@ -42,5 +44,6 @@ pub fn load(globals: &Globals) -> Result<Ebpf, EbpfError> {
         .override_global("RETRANSMIT_CONFIG", &globals.retransmit, true)
         .override_global("MEMCG_CONFIG", &globals.memcg, true)
         .override_global("GO_ATTACH_COOKIES", &u32::from(globals.attach_cookies), true)
+        .override_global("EXEC_OFFSETS", &globals.exec_offsets, true)
         .load(OBSERVER_OBJECT)
 }

@@ -1,6 +1,6 @@
 //! Struct offsets for the programs, resolved from the running kernel's BTF.
 
-use observer_common::{OFFSET_UNKNOWN, kernel::KernelOffsets, net::NetOffsets};
+use observer_common::{OFFSET_UNKNOWN, kernel::KernelOffsets, net::NetOffsets, process::ExecOffsets};
 
 use super::btf::Btf;
 
@@ -49,6 +49,23 @@ pub fn resolve_net(btf: &Btf) -> (NetOffsets, Vec<String>) {
     (offsets, lookup.missing)
 }
 
+/// The offsets of the exec program (the new image's file and load address), like [`resolve`].
+pub fn resolve_exec(btf: &Btf) -> (ExecOffsets, Vec<String>) {
+    let mut lookup = Lookup { btf, missing: Vec::new() };
+    let mut get = |ty: &str, path: &[&str]| lookup.offset(ty, path);
+    let offsets = ExecOffsets {
+        task_mm: get("task_struct", &["mm"]),
+        mm_exe_file: get("mm_struct", &["exe_file"]),
+        mm_start_code: get("mm_struct", &["start_code"]),
+        file_inode: get("file", &["f_inode"]),
+        inode_ino: get("inode", &["i_ino"]),
+        inode_sb: get("inode", &["i_sb"]),
+        super_block_dev: get("super_block", &["s_dev"]),
+        _pad: 0,
+    };
+    (offsets, lookup.missing)
+}
+
 /// Member offsets from BTF, remembering which ones this kernel lacks.
 struct Lookup<'a> {
     btf: &'a Btf,
@@ -83,6 +100,9 @@ mod tests {
         // `skc_net` is a `possible_net_t`, a struct holding only the pointer.
         assert_ne!(offsets.sock_cgroup, OFFSET_UNKNOWN);
         assert_ne!(offsets.net_ns_inum, OFFSET_UNKNOWN);
+        let (exec, missing) = resolve_exec(&btf);
+        assert!(missing.is_empty(), "{missing:?}");
+        assert!(exec.task_mm != OFFSET_UNKNOWN && exec.super_block_dev != OFFSET_UNKNOWN);
         let (net, missing) = resolve_net(&btf);
         assert!(missing.is_empty(), "{missing:?}");
         // `tcp_skb_cb` lives in `sk_buff.cb`, which is 48 bytes.

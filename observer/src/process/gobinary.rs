@@ -67,6 +67,9 @@ pub struct GoBinary {
     pub globals: HashMap<Global, u64>,
     /// Loadable segments as (virtual address, file offset).
     pub segments: Vec<(u64, u64)>,
+    /// The lowest virtual address of an executable segment: where the
+    /// kernel's `mm->start_code` points, less the load bias.
+    pub exec_vaddr: Option<u64>,
     /// The binary has no `.symtab` (built with `-ldflags=-s`).
     pub stripped: bool,
     /// Runtime struct layout from the binary's DWARF, or why there is none
@@ -154,6 +157,12 @@ impl GoBinary {
             Some(func) => return_offsets(&cache, func),
         };
         let segments = elf.segments().map(|s| (s.address(), s.file_range().0)).collect();
+        const PF_X: u32 = 1;
+        let exec_vaddr = elf
+            .segments()
+            .filter(|s| matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & PF_X != 0))
+            .map(|s| s.address())
+            .min();
         let dwarf_layout = dwarf::runtime_layout(&elf);
         Ok(Some(Self {
             build,
@@ -162,6 +171,7 @@ impl GoBinary {
             assist_returns,
             globals,
             segments,
+            exec_vaddr,
             stripped: elf.section_by_name(".symtab").is_none(),
             dwarf_layout,
         }))

@@ -71,6 +71,14 @@ impl GoProcessSelection {
                 GoProcessSelector::Module(m) => module == Some(m.as_str()),
             })
     }
+
+    /// Whether every process of a binary with this main module is selected,
+    /// whatever its pid and comm: only then can the kernel watch a new one
+    /// at its exec, before the agent has looked at it.
+    pub fn selects_every_process_of(&self, module: Option<&str>) -> bool {
+        self.0.is_empty()
+            || self.0.iter().any(|s| matches!(s, GoProcessSelector::Module(m) if module == Some(m.as_str())))
+    }
 }
 
 impl fmt::Display for GoProcessSelection {
@@ -89,6 +97,18 @@ mod tests {
 
     fn parse(s: &str) -> Result<super::GoProcessSelector, String> {
         s.parse()
+    }
+
+    #[test]
+    fn only_no_selection_or_a_module_selects_every_process_of_a_binary() {
+        let shop = Some("example.com/shop");
+        assert!(GoProcessSelection(vec![]).selects_every_process_of(None));
+        assert!(
+            GoProcessSelection(vec![Comm("api".into()), Module("example.com/shop".into())])
+                .selects_every_process_of(shop)
+        );
+        assert!(!GoProcessSelection(vec![Module("example.com/other".into())]).selects_every_process_of(shop));
+        assert!(!GoProcessSelection(vec![Pid(7), Comm("shop".into())]).selects_every_process_of(shop));
     }
 
     #[test]

@@ -60,6 +60,11 @@ pub fn all(config: &RunConfig, purpose: Purpose) -> Result<Attached> {
     for m in &missing {
         tracing::warn!("{m}; the attribution that needs it is skipped");
     }
+    let (exec_offsets, missing) =
+        btf.as_ref().map(offsets::resolve_exec).unwrap_or((observer_common::process::ExecOffsets::UNKNOWN, Vec::new()));
+    for m in &missing {
+        tracing::warn!("{m}; new processes of probed Go binaries are watched once the agent gets to them");
+    }
     let mut signals = Signals::default();
     let resets = ResetSource::prepare(&tracefs, btf.as_ref());
     let mut net = NetSources::prepare(&tracefs, btf.as_ref(), config.drop_events_per_sec);
@@ -76,6 +81,7 @@ pub fn all(config: &RunConfig, purpose: Purpose) -> Result<Attached> {
         retransmit: net.retransmit_config(),
         memcg: memcg::kernel::config(btf.as_ref(), &tracefs),
         attach_cookies: cookies,
+        exec_offsets,
     })
     .context("loading the eBPF programs")?;
     let mut sources: Vec<Box<dyn Source>> = Vec::new();

@@ -41,10 +41,10 @@ use aya::{
 use observer_common::{
     EventKind,
     goruntime::{
-        GO_ASSIST_DURATION_KNOWN, GO_ASSIST_TIMED, GoAssistEvent, GoGcEvent, GoHeapEvent, GoProcess,
+        GO_ASSIST_DURATION_KNOWN, GO_ASSIST_TIMED, GoAssistEvent, GoGcEvent, GoHeapEvent, GoKnown, GoProcess,
         SCAVENGE_EVENT_MIN_BYTES, ScavengeCounts, field,
     },
-    process::ProcessEvent,
+    process::{BinaryKey, ProcessEvent},
 };
 
 use crate::cgroup::CgroupPaths;
@@ -77,6 +77,7 @@ const PROGRAMS: [&str; 6] =
     ["go_gc_end", "go_assist_start", "go_assist_work", "go_heap_grow", "go_scavenge", ASSIST_END];
 const MAP: &str = "GO_PROCS";
 const SCAVENGE_MAP: &str = "GO_SCAVENGE_COUNTS";
+const KNOWN_MAP: &str = "GO_KNOWN";
 /// Events of an ended process may still sit in the ring buffer: keep what
 /// decoding them needs this long.
 const KEEP_ENDED: Duration = Duration::from_secs(5);
@@ -92,7 +93,7 @@ pub enum GoRuntimeError {
     MissingMap(&'static str),
     #[error("loading the Go runtime programs: {0}")]
     Program(#[from] ProgramError),
-    #[error("map {MAP} or {SCAVENGE_MAP}: {0}")]
+    #[error("map {MAP}, {SCAVENGE_MAP} or {KNOWN_MAP}: {0}")]
     Map(#[from] aya::maps::MapError),
 }
 
@@ -116,6 +117,8 @@ struct Attached {
     layout: &'static str,
     probes: usize,
     env: GoEnv,
+    watched_from: &'static str,
+    cycles_at_attach: Option<u32>,
 }
 
 struct Watched {
@@ -204,6 +207,17 @@ pub struct GoRuntimeSource {
     /// Binaries already warned about, so each problem is said once.
     warned: HashSet<BinaryId>,
     procs: BpfHashMap<MapData, u32, GoProcess>,
+    /// Binaries whose new processes the exec program watches itself.
+    known: BpfHashMap<MapData, BinaryKey, GoKnown>,
+    /// Processes the exec program watched from their start (the agent found
+    /// the entry it would have written).
+    watched_from_exec: u64,
+    /// Entries the exec program wrote that differed from the agent's (then
+    /// replaced): a wrong load bias or file, never expected.
+    exec_mismatches: u64,
+    /// Processes whose first `go.gc` was decoded (it says how many cycles
+    /// ran before).
+    gc_seen: HashSet<u32>,
     /// Scavenger calls not sent as events, per process, counted in the kernel.
     scavenge_counts: PerCpuHashMap<MapData, u32, ScavengeCounts>,
     /// (calls, bytes) last reported per process.
@@ -229,6 +243,7 @@ impl GoRuntimeSource {
         cookies: bool,
     ) -> Result<Self, GoRuntimeError> {
         let procs = BpfHashMap::try_from(ebpf.take_map(MAP).ok_or(GoRuntimeError::MissingMap(MAP))?)?;
+        let known = BpfHashMap::try_from(ebpf.take_map(KNOWN_MAP).ok_or(GoRuntimeError::MissingMap(KNOWN_MAP))?)?;
         let scavenge_counts =
             PerCpuHashMap::try_from(ebpf.take_map(SCAVENGE_MAP).ok_or(GoRuntimeError::MissingMap(SCAVENGE_MAP))?)?;
         for name in PROGRAMS {
@@ -249,6 +264,10 @@ impl GoRuntimeSource {
             ended: Vec::new(),
             warned: HashSet::new(),
             procs,
+            known,
+            watched_from_exec: 0,
+            exec_mismatches: 0,
+            gc_seen: HashSet::new(),
             scavenge_counts,
             scavenge_seen: HashMap::new(),
             scavenge_unsummarized: 0,
@@ -320,6 +339,8 @@ impl GoRuntimeSource {
             }
         }
         drop(attaching);
+        let (watched, ended) = (&self.watched, &self.ended);
+        self.gc_seen.retain(|pid| watched.contains_key(pid) || ended.iter().any(|(_, p, _)| p == pid));
         let unused: Vec<BinaryId> = self
             .probed
             .iter()
@@ -337,6 +358,8 @@ impl GoRuntimeSource {
     /// waits for the kernel); until they are closed, new processes of the
     /// binary wait.
     fn close(&mut self, ebpf: &mut Ebpf, binary: BinaryId, links: Vec<(&'static str, UProbeLinkId)>) {
+        // Absent is fine: not every binary is registered.
+        let _ = self.known.remove(&BinaryKey::from_stat(binary.dev, binary.ino));
         let mut owned = Vec::with_capacity(links.len());
         for (name, id) in links {
             match program(ebpf, name).map(|p| p.take_link(id)) {
@@ -416,8 +439,11 @@ impl GoRuntimeSource {
         let go = Arc::clone(go);
         // Everything this binary lacks, said once in one warning.
         let mut problems = Vec::new();
-        let (addrs, source) = match self.field_addresses(pid, binary, &go) {
-            Ok((addrs, source, missing)) => {
+        let located = link_addresses(&go).and_then(|(link, source, missing)| {
+            Ok((link, process_addresses(&go, &link, pid, binary)?, source, missing))
+        });
+        let (link, addrs, source) = match located {
+            Ok((link, addrs, source, missing)) => {
                 if !missing.is_empty() {
                     problems.push(format!(
                         "no offset for {} (runtime layout from {}); its go.gc events go without {}",
@@ -426,11 +452,11 @@ impl GoRuntimeSource {
                         if missing.len() == 1 { "that figure" } else { "those figures" }
                     ));
                 }
-                (addrs, Some(source))
+                (link, addrs, Some(source))
             }
             Err(why) => {
                 problems.push(format!("{why}; its go.gc events carry no cycle number or heap figures"));
-                ([0; field::SLOTS], None)
+                ([0; field::SLOTS], [0; field::SLOTS], None)
             }
         };
         let mut probes: Vec<(&'static str, u64)> = Vec::new();
@@ -461,6 +487,15 @@ impl GoRuntimeSource {
         }
         let set = self.probed.get(&binary).map_or(self.last_set.wrapping_add(1).max(1), |p| p.set);
         let entry = GoProcess { addrs, flags, set };
+        let at_exec = self.procs.get(&pid, 0).ok();
+        let from_exec = at_exec == Some(entry);
+        if at_exec.is_some_and(|e| e.set == set && !from_exec) {
+            // Replaced below: the agent's own reading of the process wins.
+            self.exec_mismatches += 1;
+            tracing::warn!(
+                "Go process {pid} ({comm}): the entry written at its exec differs from the agent's: {at_exec:?}, not {entry:?}"
+            );
+        }
         // The entry first: the programs ignore hits of processes without one.
         if let Err(err) = self.procs.insert(pid, entry, 0) {
             tracing::warn!("Go process {pid} ({comm}): {MAP} full or unusable ({err}); not traced");
@@ -477,6 +512,13 @@ impl GoRuntimeSource {
             let _ = self.procs.remove(&pid);
             return;
         };
+        self.watched_from_exec += u64::from(from_exec);
+        self.register_at_exec(
+            binary,
+            &go,
+            GoKnown { entry: GoProcess { addrs: link, flags, set }, pie: 0, _pad: 0, exec_vaddr: 0 },
+        );
+        let cycles_at_attach = (!from_exec).then(|| read_u32(pid, addrs[field::CYCLES])).flatten();
         let layout = source.map_or("none", LayoutSource::as_str);
         crate::view::console::line(&format!(
             "observer: go: attached pid={pid} comm={comm} version={} module={} layout={layout} probes={links}",
@@ -490,6 +532,8 @@ impl GoRuntimeSource {
             layout,
             probes: links,
             env: GoEnv::of_process(pid),
+            watched_from: if from_exec { "exec" } else { "attach" },
+            cycles_at_attach,
         });
         let cgroup_id = self.cgroup2.as_deref().and_then(|root| crate::cgroup::process_cgroup_id(root, pid));
         let info = GoProcessInfo {
@@ -545,41 +589,78 @@ impl GoRuntimeSource {
         Some(count)
     }
 
-    /// Where each GC figure lives in `pid`, where the offsets came from and
-    /// the figures without one; `Err` says why none can be read.
-    fn field_addresses(
-        &self,
-        pid: u32,
-        binary: BinaryId,
-        go: &GoBinary,
-    ) -> Result<([u64; field::SLOTS], LayoutSource, Vec<String>), String> {
-        let work = Global::Work.symbol();
-        if !go.globals.contains_key(&Global::Work) {
-            return Err(if go.stripped {
-                format!("no symbol {work} (stripped binary: its .gopclntab lists functions only, not data)")
-            } else {
-                format!("no symbol {work}")
-            });
+    /// Lets the exec program watch new processes of `binary` itself, where
+    /// every process of it is selected and its load address can be found
+    /// from the kernel's `mm->start_code`.
+    fn register_at_exec(&mut self, binary: BinaryId, go: &GoBinary, mut known: GoKnown) {
+        if !self.selection.selects_every_process_of(go.build.main_module.as_deref()) {
+            return;
         }
-        let (layout, source) = runtime_layout(go)?;
-        let (start, off) = if go.pie { first_mapping(pid, binary) } else { Some((0, 0)) }
-            .ok_or_else(|| "cannot find its load address in /proc/PID/maps".to_string())?;
-        let mut addrs = [0; field::SLOTS];
-        let mut missing = Vec::new();
-        for (index, spec) in layout::FIELDS.iter().enumerate() {
-            let addr = go
-                .globals
-                .get(&spec.global)
-                .zip(layout.offsets[index])
-                .and_then(|(base, offset)| base.checked_add(offset))
-                .and_then(|addr| go.relocate(addr, start, off));
-            match addr {
-                Some(addr) => addrs[index] = addr,
-                None => missing.push(layout::field_name(index)),
-            }
+        let Some(exec_vaddr) = go.exec_vaddr else { return };
+        known.pie = u32::from(go.pie);
+        known.exec_vaddr = exec_vaddr;
+        if let Err(err) = self.known.insert(BinaryKey::from_stat(binary.dev, binary.ino), known, 0) {
+            tracing::debug!("{KNOWN_MAP}: {err}; new processes of {binary:?} are watched once the agent gets to them");
         }
-        Ok((addrs, source, missing))
     }
+}
+
+/// Link-time addresses of each GC figure (0: no offset), where the offsets
+/// came from and the figures without one; `Err` says why none can be read.
+fn link_addresses(go: &GoBinary) -> Result<([u64; field::SLOTS], LayoutSource, Vec<String>), String> {
+    let work = Global::Work.symbol();
+    if !go.globals.contains_key(&Global::Work) {
+        return Err(if go.stripped {
+            format!("no symbol {work} (stripped binary: its .gopclntab lists functions only, not data)")
+        } else {
+            format!("no symbol {work}")
+        });
+    }
+    let (layout, source) = runtime_layout(go)?;
+    let mut link = [0; field::SLOTS];
+    let mut missing = Vec::new();
+    for (index, spec) in layout::FIELDS.iter().enumerate() {
+        match go
+            .globals
+            .get(&spec.global)
+            .zip(layout.offsets[index])
+            .and_then(|(base, offset)| base.checked_add(offset))
+        {
+            Some(addr) => link[index] = addr,
+            None => missing.push(layout::field_name(index)),
+        }
+    }
+    Ok((link, source, missing))
+}
+
+/// The link-time addresses `link` where `pid` has `binary` loaded.
+fn process_addresses(
+    go: &GoBinary,
+    link: &[u64; field::SLOTS],
+    pid: u32,
+    binary: BinaryId,
+) -> Result<[u64; field::SLOTS], String> {
+    if !go.pie {
+        return Ok(*link);
+    }
+    let no_address = || "cannot find its load address in /proc/PID/maps".to_string();
+    let (start, off) = first_mapping(pid, binary).ok_or_else(no_address)?;
+    let mut addrs = [0; field::SLOTS];
+    for (addr, &at) in addrs.iter_mut().zip(link).filter(|(_, at)| **at != 0) {
+        *addr = go.relocate(at, start, off).ok_or_else(no_address)?;
+    }
+    Ok(addrs)
+}
+
+/// A 4-byte value of `pid`'s memory (0: not known).
+fn read_u32(pid: u32, addr: u64) -> Option<u32> {
+    use std::os::unix::fs::FileExt;
+    if addr == 0 {
+        return None;
+    }
+    let mut buf = [0; 4];
+    std::fs::File::open(format!("/proc/{pid}/mem")).and_then(|f| f.read_exact_at(&mut buf, addr)).ok()?;
+    Some(u32::from_ne_bytes(buf))
 }
 
 /// The event a program sends, for messages.
@@ -685,7 +766,15 @@ impl crate::sources::Source for GoRuntimeSource {
     fn tick(&mut self, cx: &mut crate::sources::Context<'_>, _last: bool, out: &mut Vec<Record>) {
         for a in std::mem::take(&mut self.attached) {
             let Some(owner) = self.userspace_owner(a.pid, cx) else { continue };
-            let attach = GoAttach { executable: a.executable, layout: a.layout, probes: a.probes, env: a.env, owner };
+            let attach = GoAttach {
+                executable: a.executable,
+                layout: a.layout,
+                probes: a.probes,
+                watched_from: a.watched_from,
+                cycles_at_attach: a.cycles_at_attach,
+                env: a.env,
+                owner,
+            };
             out.push(cx.record(a.ts_ns, Event::GoAttach(attach)));
         }
         self.scavenge_summaries(cx, out);
@@ -710,6 +799,18 @@ impl crate::sources::Source for GoRuntimeSource {
                 self.warned.len(),
             ),
             m("go_probe_attach_errors", "Go probes that failed to attach", true, self.attach_errors as usize),
+            m(
+                "go_watched_from_exec",
+                "Go processes the kernel watched from their exec (a binary already probed)",
+                true,
+                self.watched_from_exec as usize,
+            ),
+            m(
+                "go_exec_entry_mismatches",
+                "Go processes whose entry written at exec differed from the agent's (replaced)",
+                true,
+                self.exec_mismatches as usize,
+            ),
         ]
     }
 
@@ -775,13 +876,14 @@ pub type Wall<'c> = &'c dyn Fn(u64) -> (String, u64);
 impl GoRuntimeSource {
     /// The event of a ring buffer record of one of the Go programs.
     pub fn decode_event(
-        &self,
+        &mut self,
         kind: EventKind,
         bytes: &[u8],
         wall: Wall<'_>,
         cgroups: &mut CgroupPaths,
     ) -> Option<Event> {
         let header: GoHeader = read(bytes)?;
+        let first_gc = kind == EventKind::GoGc && self.gc_seen.insert(header.pid);
         let info = self.info(header.pid);
         let attribution = cgroups.attribute((header.cgroup_id != 0).then_some(header.cgroup_id), CgroupSource::Process);
         let owner = |raw_comm: &[u8]| GoOwner {
@@ -792,7 +894,10 @@ impl GoRuntimeSource {
         Some(match kind {
             EventKind::GoGc => {
                 let raw: GoGcEvent = read(bytes)?;
-                Event::GoGc(gc_event(&raw, wall, owner(&raw.comm)))
+                let mut gc = gc_event(&raw, wall, owner(&raw.comm));
+                // Cycles are numbered from 1 in each process.
+                gc.cycles_unseen = gc.cycle.filter(|_| first_gc).map(|c| c.saturating_sub(1));
+                Event::GoGc(gc)
             }
             EventKind::GoAssist => {
                 let raw: GoAssistEvent = read(bytes)?;
@@ -852,6 +957,7 @@ fn gc_event(raw: &GoGcEvent, wall: Wall<'_>, owner: GoOwner) -> GoGc {
         heap_goal_bytes: value(field::HEAP_GOAL),
         gogc: value(field::GC_PERCENT).map(|v| v as u32 as i32),
         memory_limit_bytes: value(field::MEMORY_LIMIT).map(|v| v as i64),
+        cycles_unseen: None,
         owner,
     }
 }

@@ -454,6 +454,8 @@ mod tests {
             executable: None,
             layout: "dwarf",
             probes: 6,
+            watched_from: "attach",
+            cycles_at_attach: Some(0),
             env: env.clone(),
             owner: owner.clone(),
         });

@@ -191,6 +191,12 @@ pub const TABLE: &[AttrDoc] = &[
         "the cycle's number (gctrace's `gc N`); the span runs from its first stop of the world to its end",
     ),
     doc(
+        "observer.go.gc.cycles_unseen",
+        "go.gc",
+        "int",
+        "on the first cycle observed of a process: how many cycles it ran before (0 when it was watched from its exec)",
+    ),
+    doc(
         "observer.go.gc.sweep_termination_ns",
         "go.gc",
         "int",
@@ -603,6 +609,7 @@ pub fn record_attributes(record: &Record) -> Vec<KeyValue> {
         }
         Event::GoGc(gc) => {
             a.opt_uint("observer.go.gc.cycle", gc.cycle.map(u64::from));
+            a.opt_uint("observer.go.gc.cycles_unseen", gc.cycles_unseen.map(u64::from));
             a.opt_uint("observer.go.gc.sweep_termination_ns", gc.sweep_termination_ns);
             a.opt_uint("observer.go.gc.mark_ns", gc.mark_ns);
             a.opt_uint("observer.go.gc.mark_termination_ns", gc.mark_termination_ns);
