@@ -29,6 +29,19 @@ pub struct KernelOffsets {
     pub task_nsproxy: u32,
     /// `struct nsproxy.net_ns`.
     pub nsproxy_net_ns: u32,
+    /// `struct sock_common.skc_family` (u16).
+    pub sock_common_family: u32,
+    /// `struct sock_common.skc_num` (u16, the local port in host order).
+    pub sock_common_num: u32,
+    /// `struct sock_common.skc_dport` (be16).
+    pub sock_common_dport: u32,
+    /// `struct sock_common.skc_rcv_saddr` and `.skc_daddr` (be32 each).
+    pub sock_common_rcv_saddr: u32,
+    pub sock_common_daddr: u32,
+    /// `struct sock_common.skc_v6_rcv_saddr` and `.skc_v6_daddr` (16 bytes each).
+    pub sock_common_v6_rcv_saddr: u32,
+    pub sock_common_v6_daddr: u32,
+    pub _pad: u32,
 }
 
 impl KernelOffsets {
@@ -44,10 +57,18 @@ impl KernelOffsets {
         net_device_net: OFFSET_UNKNOWN,
         task_nsproxy: OFFSET_UNKNOWN,
         nsproxy_net_ns: OFFSET_UNKNOWN,
+        sock_common_family: OFFSET_UNKNOWN,
+        sock_common_num: OFFSET_UNKNOWN,
+        sock_common_dport: OFFSET_UNKNOWN,
+        sock_common_rcv_saddr: OFFSET_UNKNOWN,
+        sock_common_daddr: OFFSET_UNKNOWN,
+        sock_common_v6_rcv_saddr: OFFSET_UNKNOWN,
+        sock_common_v6_daddr: OFFSET_UNKNOWN,
+        _pad: 0,
     };
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 44);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 76);
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data: only u32 fields, no padding.

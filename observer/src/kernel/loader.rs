@@ -6,6 +6,7 @@ use observer_common::{
     memcg::MemcgConfig,
     net::{DropConfig, NetOffsets, RetransmitConfig},
     tcp::ResetTracepointLayout,
+    tp_btf::TpBtfArgs,
 };
 
 #[cfg(all(observer_ebpf_missing, not(clippy), not(doc)))]
@@ -27,6 +28,11 @@ pub struct Globals {
     pub net_offsets: NetOffsets,
     pub drop: DropConfig,
     pub retransmit: RetransmitConfig,
+    /// The `tp_btf` programs' argument indexes.
+    pub send_reset_args: TpBtfArgs,
+    pub receive_reset_args: TpBtfArgs,
+    pub drop_args: TpBtfArgs,
+    pub retransmit_args: TpBtfArgs,
     pub memcg: MemcgConfig,
     /// The kernel has `bpf_get_attach_cookie` (5.15+).
     pub attach_cookies: bool,
@@ -40,6 +46,10 @@ pub fn load(globals: &Globals) -> Result<Ebpf, EbpfError> {
         .override_global("NET_OFFSETS", &globals.net_offsets, true)
         .override_global("DROP_CONFIG", &globals.drop, true)
         .override_global("RETRANSMIT_CONFIG", &globals.retransmit, true)
+        .override_global("SEND_RESET_ARGS", &globals.send_reset_args, true)
+        .override_global("RECEIVE_RESET_ARGS", &globals.receive_reset_args, true)
+        .override_global("DROP_ARGS", &globals.drop_args, true)
+        .override_global("RETRANSMIT_ARGS", &globals.retransmit_args, true)
         .override_global("MEMCG_CONFIG", &globals.memcg, true)
         .override_global("GO_ATTACH_COOKIES", &u32::from(globals.attach_cookies), true)
         .load(OBSERVER_OBJECT)
