@@ -73,13 +73,14 @@ pub fn task_netns(off: &KernelOffsets) -> u32 {
     net_inum(off, net)
 }
 
-/// The socket's addresses as the classic TCP tracepoints record them.
+/// The socket's addresses as the classic TCP tracepoints record them
+/// (`inet_sock`'s source fields, `sock_common`'s others).
 #[inline(always)]
 pub fn socket_tuple(off: &KernelOffsets, sk: *const u8, state: u8) -> SocketTuple {
     let family = read::<u16>(sk, off.sock_common_family).unwrap_or(0);
     let mut t = SocketTuple {
         family,
-        sport: read::<u16>(sk, off.sock_common_num).unwrap_or(0),
+        sport: u16::from_be(read::<u16>(sk, off.inet_sock_sport).unwrap_or(0)),
         dport: u16::from_be(read::<u16>(sk, off.sock_common_dport).unwrap_or(0)),
         has_extra: 0,
         state: i32::from(state),
@@ -91,7 +92,7 @@ pub fn socket_tuple(off: &KernelOffsets, sk: *const u8, state: u8) -> SocketTupl
         t.saddr = read::<[u8; 16]>(sk, off.sock_common_v6_rcv_saddr).unwrap_or([0; 16]);
         t.daddr = read::<[u8; 16]>(sk, off.sock_common_v6_daddr).unwrap_or([0; 16]);
     } else {
-        let s = read::<[u8; 4]>(sk, off.sock_common_rcv_saddr).unwrap_or([0; 4]);
+        let s = read::<[u8; 4]>(sk, off.inet_sock_saddr).unwrap_or([0; 4]);
         let d = read::<[u8; 4]>(sk, off.sock_common_daddr).unwrap_or([0; 4]);
         t.saddr[..4].copy_from_slice(&s);
         t.daddr[..4].copy_from_slice(&d);
