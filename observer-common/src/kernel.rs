@@ -29,6 +29,20 @@ pub struct KernelOffsets {
     pub task_nsproxy: u32,
     /// `struct nsproxy.net_ns`.
     pub nsproxy_net_ns: u32,
+    /// `struct sock_common.skc_family` (u16).
+    pub sock_common_family: u32,
+    /// `struct inet_sock.inet_sport` (be16): the local port, which stays
+    /// set after close (unlike `skc_num`), as the tracepoints read it.
+    pub inet_sock_sport: u32,
+    /// `struct sock_common.skc_dport` (be16).
+    pub sock_common_dport: u32,
+    /// `struct inet_sock.inet_saddr` and `sock_common.skc_daddr` (be32 each).
+    pub inet_sock_saddr: u32,
+    pub sock_common_daddr: u32,
+    /// `struct sock_common.skc_v6_rcv_saddr` and `.skc_v6_daddr` (16 bytes each).
+    pub sock_common_v6_rcv_saddr: u32,
+    pub sock_common_v6_daddr: u32,
+    pub _pad: u32,
 }
 
 impl KernelOffsets {
@@ -44,10 +58,18 @@ impl KernelOffsets {
         net_device_net: OFFSET_UNKNOWN,
         task_nsproxy: OFFSET_UNKNOWN,
         nsproxy_net_ns: OFFSET_UNKNOWN,
+        sock_common_family: OFFSET_UNKNOWN,
+        inet_sock_sport: OFFSET_UNKNOWN,
+        sock_common_dport: OFFSET_UNKNOWN,
+        inet_sock_saddr: OFFSET_UNKNOWN,
+        sock_common_daddr: OFFSET_UNKNOWN,
+        sock_common_v6_rcv_saddr: OFFSET_UNKNOWN,
+        sock_common_v6_daddr: OFFSET_UNKNOWN,
+        _pad: 0,
     };
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 44);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 76);
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data: only u32 fields, no padding.

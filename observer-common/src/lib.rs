@@ -11,6 +11,7 @@ pub mod memcg;
 pub mod net;
 pub mod process;
 pub mod tcp;
+pub mod tp_btf;
 
 /// Length of a task's `comm`, as the kernel defines it (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;

@@ -127,7 +127,8 @@ pub struct NetOffsets {
     pub skb_tcp_gso_segs: u32,
     /// `skb_shared_info.gso_segs` (u16).
     pub shinfo_gso_segs: u32,
-    pub _pad: u32,
+    /// `sk_buff.protocol` (be16): what `skb:kfree_skb` records, for `tp_btf`.
+    pub skb_protocol: u32,
 }
 
 impl NetOffsets {
@@ -139,7 +140,7 @@ impl NetOffsets {
         skb_sk: OFFSET_UNKNOWN,
         skb_tcp_gso_segs: OFFSET_UNKNOWN,
         shinfo_gso_segs: OFFSET_UNKNOWN,
-        _pad: 0,
+        skb_protocol: OFFSET_UNKNOWN,
     };
 }
 
@@ -232,7 +233,9 @@ pub struct TcpRetransmitEvent {
     pub shinfo_segs: u16,
     pub sk_full: u8,
     pub sk_state: u8,
-    pub _pad: u16,
+    /// [`crate::tp_btf::RECORD_TRACEPOINT`] or [`crate::tp_btf::RECORD_SOCKET_TUPLE`].
+    pub record_kind: u8,
+    pub _pad: u8,
     /// Bytes of `record` that were copied.
     pub record_len: u32,
     pub record: [u8; RECORD_MAX],

@@ -81,13 +81,17 @@ pub struct TcpResetEvent {
     pub sk_owned: u8,
     /// Bytes of `record` that were copied.
     pub record_len: u32,
+    /// [`crate::tp_btf::RECORD_TRACEPOINT`] or [`crate::tp_btf::RECORD_SOCKET_TUPLE`]
+    /// (ignored for [`DIRECTION_SENT_NO_SOCKET`]).
+    pub record_kind: u32,
+    pub _pad: u32,
     pub comm: [u8; COMM_LEN],
     /// The tracepoint's record, as the kernel wrote it (the first 8 bytes,
     /// the common fields, are overwritten by the kernel for BPF programs).
     pub record: [u8; RECORD_MAX],
 }
 
-const _: () = assert!(core::mem::size_of::<TcpResetEvent>() == 16 + 8 + 8 + 4 * 4 + 4 + 4 + COMM_LEN + RECORD_MAX);
+const _: () = assert!(core::mem::size_of::<TcpResetEvent>() == 16 + 8 + 8 + 4 * 4 + 4 + 4 + 8 + COMM_LEN + RECORD_MAX);
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data: integers and byte arrays, padding is explicit.

@@ -1,7 +1,7 @@
 //! Reads of kernel structs at offsets the agent resolved from BTF.
 
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
-use observer_common::{OFFSET_UNKNOWN, kernel::KernelOffsets};
+use observer_common::{OFFSET_UNKNOWN, kernel::KernelOffsets, tp_btf::SocketTuple};
 
 /// Set by the agent before load.
 #[unsafe(no_mangle)]
@@ -71,4 +71,31 @@ pub fn task_netns(off: &KernelOffsets) -> u32 {
     let nsproxy = read::<*const u8>(task, off.task_nsproxy).unwrap_or(core::ptr::null());
     let net = read::<*const u8>(nsproxy, off.nsproxy_net_ns).unwrap_or(core::ptr::null());
     net_inum(off, net)
+}
+
+/// The socket's addresses as the classic TCP tracepoints record them
+/// (`inet_sock`'s source fields, `sock_common`'s others).
+#[inline(always)]
+pub fn socket_tuple(off: &KernelOffsets, sk: *const u8, state: u8) -> SocketTuple {
+    let family = read::<u16>(sk, off.sock_common_family).unwrap_or(0);
+    let mut t = SocketTuple {
+        family,
+        sport: u16::from_be(read::<u16>(sk, off.inet_sock_sport).unwrap_or(0)),
+        dport: u16::from_be(read::<u16>(sk, off.sock_common_dport).unwrap_or(0)),
+        has_extra: 0,
+        state: i32::from(state),
+        extra: 0,
+        saddr: [0; 16],
+        daddr: [0; 16],
+    };
+    if family == SocketTuple::AF_INET6 {
+        t.saddr = read::<[u8; 16]>(sk, off.sock_common_v6_rcv_saddr).unwrap_or([0; 16]);
+        t.daddr = read::<[u8; 16]>(sk, off.sock_common_v6_daddr).unwrap_or([0; 16]);
+    } else {
+        let s = read::<[u8; 4]>(sk, off.inet_sock_saddr).unwrap_or([0; 4]);
+        let d = read::<[u8; 4]>(sk, off.sock_common_daddr).unwrap_or([0; 4]);
+        t.saddr[..4].copy_from_slice(&s);
+        t.daddr[..4].copy_from_slice(&d);
+    }
+    t
 }

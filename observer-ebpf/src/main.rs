@@ -10,6 +10,7 @@ mod memcg;
 mod net;
 mod process;
 mod tcp;
+mod tp_btf;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -9,9 +9,9 @@ use aya_ebpf::{
     EbpfContext,
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf},
-    macros::{map, tracepoint},
+    macros::{btf_tracepoint, map, tracepoint},
     maps::{PerCpuArray, PerCpuHashMap},
-    programs::TracePointContext,
+    programs::{BtfTracePointContext, TracePointContext},
 };
 use observer_common::{
     EventKind, OFFSET_UNKNOWN, counter as common_counter,
@@ -20,11 +20,13 @@ use observer_common::{
         NetOffsets, RetransmitConfig, TCP_RST, TCP_SYN, TcpRetransmitEvent, class, counter,
     },
     tcp::RECORD_MAX,
+    tp_btf::{RECORD_SOCKET_TUPLE, RECORD_TRACEPOINT, SocketTuple, TpBtfArgs},
 };
 
 use crate::{
     kernel::{self, read},
     maps::{EVENTS, count_lost},
+    tp_btf,
 };
 
 /// Set by the agent: `skb:kfree_skb` field offsets and reason values.
@@ -33,6 +35,11 @@ static DROP_CONFIG: DropConfig = DropConfig::UNKNOWN;
 /// Set by the agent: `tcp:tcp_retransmit_skb` field offsets.
 #[unsafe(no_mangle)]
 static RETRANSMIT_CONFIG: RetransmitConfig = RetransmitConfig::UNKNOWN;
+/// Set by the agent from each tracepoint's prototype in BTF.
+#[unsafe(no_mangle)]
+static DROP_ARGS: TpBtfArgs = TpBtfArgs::ABSENT;
+#[unsafe(no_mangle)]
+static RETRANSMIT_ARGS: TpBtfArgs = TpBtfArgs::ABSENT;
 /// Set by the agent: `sk_buff` offsets from BTF.
 #[unsafe(no_mangle)]
 static NET_OFFSETS: NetOffsets = NetOffsets::UNKNOWN;
@@ -72,10 +79,60 @@ fn config<T: Copy>(global: &T) -> T {
 #[tracepoint]
 pub fn kfree_skb(ctx: TracePointContext) -> u32 {
     net_count(counter::DROP_SEEN);
-    match try_kfree_skb(&ctx) {
+    let cfg = config(&DROP_CONFIG);
+    let record = ctx.as_ptr() as *const u8;
+    // Without a reason field the location tells the drops apart.
+    let reason = if cfg.reason == OFFSET_UNKNOWN {
+        None
+    } else {
+        match read::<u32>(record, cfg.reason) {
+            Some(r) => Some(r),
+            None => return 1,
+        }
+    };
+    let drop = Drop {
+        skb: read::<*const u8>(record, cfg.skbaddr).unwrap_or(core::ptr::null()),
+        location: read::<u64>(record, cfg.location).unwrap_or(0),
+        reason,
+        rx_sk: read::<*const u8>(record, cfg.rx_sk).unwrap_or(core::ptr::null()),
+        protocol: read::<u16>(record, cfg.protocol).unwrap_or(0),
+    };
+    match try_kfree_skb(&cfg, &drop) {
         Ok(()) => 0,
         Err(()) => 1,
     }
+}
+
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
+    net_count(counter::DROP_SEEN);
+    let cfg = config(&DROP_CONFIG);
+    let args = config(&DROP_ARGS);
+    let skb = tp_btf::ptr::<0>(&ctx, args.skb);
+    // The tracepoint records `ntohs(skb->protocol)`.
+    let protocol = u16::from_be(read::<u16>(skb, config(&NET_OFFSETS).skb_protocol).unwrap_or(0));
+    let drop = Drop {
+        skb,
+        location: tp_btf::arg::<1>(&ctx, args.location).unwrap_or(0),
+        reason: tp_btf::arg::<2>(&ctx, args.reason).map(|r| r as u32),
+        rx_sk: tp_btf::ptr::<3>(&ctx, args.rx_sk),
+        protocol,
+    };
+    match try_kfree_skb(&cfg, &drop) {
+        Ok(()) => 0,
+        Err(()) => 1,
+    }
+}
+
+/// One `kfree_skb` hit, from either program.
+struct Drop {
+    skb: *const u8,
+    location: u64,
+    /// `None` on kernels without a reason.
+    reason: Option<u32>,
+    rx_sk: *const u8,
+    /// An `ETH_P_*` value, host order.
+    protocol: u16,
 }
 
 /// What the packet's headers say.
@@ -90,21 +147,16 @@ pub(crate) struct Packet {
 }
 
 #[inline(always)]
-fn try_kfree_skb(ctx: &TracePointContext) -> Result<(), ()> {
-    let cfg = config(&DROP_CONFIG);
-    let record = ctx.as_ptr() as *const u8;
-    let location = read::<u64>(record, cfg.location).unwrap_or(0);
-    // Without a reason field the location tells the drops apart.
-    let (reason, key_location) = if cfg.reason == OFFSET_UNKNOWN {
-        (NO_REASON, location)
-    } else {
-        (read::<u32>(record, cfg.reason).ok_or(())?, 0)
+fn try_kfree_skb(cfg: &DropConfig, drop: &Drop) -> Result<(), ()> {
+    let (skb, location, protocol) = (drop.skb, drop.location, drop.protocol);
+    // Without a reason the location tells the drops apart.
+    let (reason, key_location) = match drop.reason {
+        None => (NO_REASON, location),
+        Some(reason) => (reason, 0),
     };
     if reason == cfg.reason_consumed {
         return Ok(());
     }
-    let skb = read::<*const u8>(record, cfg.skbaddr).unwrap_or(core::ptr::null());
-    let protocol = read::<u16>(record, cfg.protocol).unwrap_or(0);
     let off = kernel::offsets();
     let net = config(&NET_OFFSETS);
     let pkt = parse(&net, skb, protocol);
@@ -119,7 +171,7 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Result<(), ()> {
     };
     let mut sk = read::<*const u8>(skb, net.skb_sk).unwrap_or(core::ptr::null());
     if sk.is_null() {
-        sk = read::<*const u8>(record, cfg.rx_sk).unwrap_or(core::ptr::null());
+        sk = drop.rx_sk;
     }
     let mut netns = kernel::skb_netns(&off, skb);
     if netns == 0 && !sk.is_null() {
@@ -278,25 +330,46 @@ fn read_bytes<const N: usize>(src: *const u8) -> Result<[u8; N], ()> {
 #[tracepoint]
 pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
     net_count(counter::RETRANSMIT_SEEN);
-    match try_retransmit(&ctx) {
+    let cfg = config(&RETRANSMIT_CONFIG);
+    let record = ctx.as_ptr() as *const u8;
+    let sk = read::<*const u8>(record, cfg.skaddr).unwrap_or(core::ptr::null());
+    let skb = read::<*const u8>(record, cfg.skbaddr).unwrap_or(core::ptr::null());
+    match try_retransmit(sk, skb, Record::Tracepoint(record, cfg.record_len)) {
         Ok(()) => 0,
         Err(()) => 1,
     }
 }
 
+#[btf_tracepoint(function = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb_btf(ctx: BtfTracePointContext) -> i32 {
+    net_count(counter::RETRANSMIT_SEEN);
+    let args = config(&RETRANSMIT_ARGS);
+    let sk = tp_btf::ptr::<0>(&ctx, args.sk);
+    let skb = tp_btf::ptr::<1>(&ctx, args.skb);
+    let err = tp_btf::arg::<2>(&ctx, args.err).map(|e| e as i32);
+    match try_retransmit(sk, skb, Record::Socket(err)) {
+        Ok(()) => 0,
+        Err(()) => 1,
+    }
+}
+
+/// What the retransmit event's `record` holds.
+enum Record {
+    /// The classic tracepoint's record and its length, copied verbatim.
+    Tracepoint(*const u8, u32),
+    /// A [`SocketTuple`] built from the socket, with `err` where the kernel has it.
+    Socket(Option<i32>),
+}
+
 #[inline(always)]
-fn try_retransmit(ctx: &TracePointContext) -> Result<(), ()> {
-    let cfg = config(&RETRANSMIT_CONFIG);
+fn try_retransmit(sk: *const u8, skb: *const u8, source: Record) -> Result<(), ()> {
     let Some(mut entry) = EVENTS.reserve::<TcpRetransmitEvent>(0) else {
         count_lost(common_counter::LOST_TCP_RETRANSMIT);
         return Err(());
     };
     let event = entry.as_mut_ptr();
-    let record = ctx.as_ptr() as *const u8;
     let off = kernel::offsets();
     let net = config(&NET_OFFSETS);
-    let sk = read::<*const u8>(record, cfg.skaddr).unwrap_or(core::ptr::null());
-    let skb = read::<*const u8>(record, cfg.skbaddr).unwrap_or(core::ptr::null());
     let sk_state = kernel::socket_state(&off, sk);
     let sk_full = kernel::is_full_socket(sk_state);
     // The shared info sits at head + end (`end` is an offset on 64-bit).
@@ -305,7 +378,6 @@ fn try_retransmit(ctx: &TracePointContext) -> Result<(), ()> {
         Some(end) if !head.is_null() => head.wrapping_add(end as usize),
         _ => core::ptr::null(),
     };
-    let record_len = (cfg.record_len as usize).min(RECORD_MAX);
     // SAFETY: `event` points at a reserved, exclusively owned ring buffer slot
     // of the right size; every field is written before submit.
     unsafe {
@@ -319,9 +391,26 @@ fn try_retransmit(ctx: &TracePointContext) -> Result<(), ()> {
         (*event).sk_full = sk_full as u8;
         (*event).sk_state = sk_state;
         (*event)._pad = 0;
-        let dst = &mut (*event).record;
-        let copied = bpf_probe_read_kernel_buf(record, &mut dst[..record_len]).is_ok();
-        (*event).record_len = if copied { record_len as u32 } else { 0 };
+        match source {
+            Record::Tracepoint(record, len) => {
+                let record_len = (len as usize).min(RECORD_MAX);
+                let dst = &mut (*event).record;
+                let copied = bpf_probe_read_kernel_buf(record, &mut dst[..record_len]).is_ok();
+                (*event).record_len = if copied { record_len as u32 } else { 0 };
+                (*event).record_kind = RECORD_TRACEPOINT;
+            }
+            Record::Socket(err) => {
+                let mut tuple = kernel::socket_tuple(&off, sk, sk_state);
+                if let Some(err) = err {
+                    tuple.has_extra = 1;
+                    tuple.extra = err;
+                }
+                (*event).record = [0; RECORD_MAX];
+                core::ptr::write_unaligned((*event).record.as_mut_ptr() as *mut SocketTuple, tuple);
+                (*event).record_len = core::mem::size_of::<SocketTuple>() as u32;
+                (*event).record_kind = RECORD_SOCKET_TUPLE;
+            }
+        }
     }
     entry.submit(0);
     Ok(())

@@ -8,8 +8,8 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
         bpf_ktime_get_ns, bpf_probe_read_kernel_buf,
     },
-    macros::{fentry, kprobe, tracepoint},
-    programs::{FEntryContext, ProbeContext, TracePointContext},
+    macros::{btf_tracepoint, fentry, kprobe, tracepoint},
+    programs::{BtfTracePointContext, FEntryContext, ProbeContext, TracePointContext},
 };
 use observer_common::{
     EventKind, counter,
@@ -18,12 +18,14 @@ use observer_common::{
         DIRECTION_RECEIVED, DIRECTION_SENT, DIRECTION_SENT_NO_SOCKET, PacketTuple, RECORD_MAX, ResetTracepointLayout,
         TcpResetEvent,
     },
+    tp_btf::{RECORD_SOCKET_TUPLE, RECORD_TRACEPOINT, SocketTuple, TpBtfArgs},
 };
 
 use crate::{
     kernel::{self, read},
     maps::{EVENTS, count, count_lost},
     net::{self, ETH_P_IP, ETH_P_IPV6},
+    tp_btf,
 };
 
 /// Set by the agent from each tracepoint's `format` file.
@@ -31,6 +33,32 @@ use crate::{
 static SEND_RESET_LAYOUT: ResetTracepointLayout = ResetTracepointLayout::UNKNOWN;
 #[unsafe(no_mangle)]
 static RECEIVE_RESET_LAYOUT: ResetTracepointLayout = ResetTracepointLayout::UNKNOWN;
+
+/// Set by the agent from each tracepoint's prototype in BTF.
+#[unsafe(no_mangle)]
+static SEND_RESET_ARGS: TpBtfArgs = TpBtfArgs::ABSENT;
+#[unsafe(no_mangle)]
+static RECEIVE_RESET_ARGS: TpBtfArgs = TpBtfArgs::ABSENT;
+
+#[btf_tracepoint(function = "tcp_send_reset")]
+pub fn tcp_send_reset_btf(ctx: BtfTracePointContext) -> i32 {
+    count(counter::RESET_SENT_SEEN);
+    let args = tp_btf::config(&SEND_RESET_ARGS);
+    match try_reset_btf(&ctx, &args, DIRECTION_SENT) {
+        Ok(()) => 0,
+        Err(()) => 1,
+    }
+}
+
+#[btf_tracepoint(function = "tcp_receive_reset")]
+pub fn tcp_receive_reset_btf(ctx: BtfTracePointContext) -> i32 {
+    count(counter::RESET_RECEIVED_SEEN);
+    let args = tp_btf::config(&RECEIVE_RESET_ARGS);
+    match try_reset_btf(&ctx, &args, DIRECTION_RECEIVED) {
+        Ok(()) => 0,
+        Err(()) => 1,
+    }
+}
 
 #[tracepoint]
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
@@ -137,6 +165,8 @@ fn no_socket_reset(sk: *const u8, skb: *const u8, protocol: u16) -> i32 {
         (*event).record = [0; RECORD_MAX];
         core::ptr::write_unaligned((*event).record.as_mut_ptr() as *mut PacketTuple, tuple);
         (*event).record_len = core::mem::size_of::<PacketTuple>() as u32;
+        (*event).record_kind = RECORD_TRACEPOINT as u32;
+        (*event)._pad = 0;
     }
     entry.submit(crate::maps::submit_flags());
     0
@@ -190,7 +220,94 @@ fn try_reset(ctx: &TracePointContext, layout: &ResetTracepointLayout, direction:
         let dst = &mut (*event).record;
         let copied = bpf_probe_read_kernel_buf(record, &mut dst[..record_len]).is_ok();
         (*event).record_len = if copied { record_len as u32 } else { 0 };
+        (*event).record_kind = RECORD_TRACEPOINT as u32;
+        (*event)._pad = 0;
     }
     entry.submit(crate::maps::submit_flags());
     Ok(())
+}
+
+/// The `tp_btf` programs: what the classic tracepoint would have recorded,
+/// from the socket (or, for a reset without a full socket on 6.10+, from
+/// the packet it answers), as a [`SocketTuple`].
+#[inline(always)]
+fn try_reset_btf(ctx: &BtfTracePointContext, args: &TpBtfArgs, direction: u8) -> Result<(), ()> {
+    let Some(mut entry) = EVENTS.reserve::<TcpResetEvent>(0) else {
+        count_lost(if direction == DIRECTION_SENT {
+            counter::LOST_TCP_RESET_SENT
+        } else {
+            counter::LOST_TCP_RESET_RECEIVED
+        });
+        return Err(());
+    };
+    let event = entry.as_mut_ptr();
+    let off = kernel::offsets();
+    let sk = tp_btf::ptr::<0>(ctx, args.sk);
+    let skb = tp_btf::ptr::<1>(ctx, args.skb);
+    let sk_state = kernel::socket_state(&off, sk);
+    let sk_full = kernel::is_full_socket(sk_state);
+    let mut tuple = if sk_full { kernel::socket_tuple(&off, sk, sk_state) } else { answered_packet(skb, sk_state) };
+    if let Some(reason) = tp_btf::arg::<2>(ctx, args.reason) {
+        tuple.has_extra = 1;
+        tuple.extra = reason as i32;
+    }
+    let sk_owned = sk_full && read::<*const u8>(sk, off.sock_socket).is_some_and(|s| !s.is_null());
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let task_netns = kernel::task_netns(&off);
+    let netns = if !sk.is_null() {
+        kernel::socket_netns(&off, sk)
+    } else if !skb.is_null() {
+        kernel::skb_netns(&off, skb)
+    } else {
+        task_netns
+    };
+    // SAFETY: `event` points at a reserved, exclusively owned ring buffer slot
+    // of the right size; every field is written before submit.
+    unsafe {
+        (*event).header.kind = EventKind::TcpReset as u32;
+        (*event).header.cpu = bpf_get_smp_processor_id();
+        (*event).header.ts_ns = bpf_ktime_get_ns();
+        (*event).sk_cgroup_id = if sk_full { kernel::socket_cgroup_id(&off, sk) } else { 0 };
+        (*event).task_cgroup_id = bpf_get_current_cgroup_id();
+        (*event).netns = netns;
+        (*event).task_netns = task_netns;
+        (*event).pid = (pid_tgid >> 32) as u32;
+        (*event).tid = pid_tgid as u32;
+        (*event).direction = direction;
+        (*event).sk_full = sk_full as u8;
+        (*event).sk_state = sk_state;
+        (*event).sk_owned = sk_owned as u8;
+        (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        (*event).record = [0; RECORD_MAX];
+        core::ptr::write_unaligned((*event).record.as_mut_ptr() as *mut SocketTuple, tuple);
+        (*event).record_len = core::mem::size_of::<SocketTuple>() as u32;
+        (*event).record_kind = RECORD_SOCKET_TUPLE as u32;
+        (*event)._pad = 0;
+    }
+    entry.submit(crate::maps::submit_flags());
+    Ok(())
+}
+
+/// A reset answering `skb`: its 4-tuple reversed (the reset's sender is the
+/// packet's destination), as `tcp:tcp_send_reset` records it since 6.10.
+#[inline(always)]
+fn answered_packet(skb: *const u8, sk_state: u8) -> SocketTuple {
+    let net = net::net_offsets();
+    let protocol = u16::from_be(read::<u16>(skb, net.skb_protocol).unwrap_or(0));
+    let pkt = net::parse(&net, skb, protocol);
+    let family = match pkt.family {
+        observer_common::net::FAMILY_IPV4 => SocketTuple::AF_INET,
+        observer_common::net::FAMILY_IPV6 => SocketTuple::AF_INET6,
+        _ => 0,
+    };
+    SocketTuple {
+        family,
+        sport: pkt.dport,
+        dport: pkt.sport,
+        has_extra: 0,
+        state: i32::from(sk_state),
+        extra: 0,
+        saddr: pkt.daddr,
+        daddr: pkt.saddr,
+    }
 }

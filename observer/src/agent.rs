@@ -168,7 +168,8 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
                 pipeline.tick(false);
                 let (lost, dropped, missed, disk) = (lost(&counters), reader.dropped(), misses.total(), disk.status());
                 pipeline.status(lost + dropped, missed, &disk);
-                published.publish(pipeline.snapshot(lost_by_signal(&counters), dropped, missed, &disk));
+                let each = misses.each().into_iter().map(|(p, n)| (p.to_string(), n)).collect();
+                published.publish(pipeline.snapshot(lost_by_signal(&counters), dropped, each, &disk));
                 if let Some(e) = &endpoints {
                     e.beat();
                 }
@@ -496,7 +497,7 @@ impl Pipeline {
         &self,
         ring_lost: Vec<(&'static str, u64)>,
         reader_dropped: u64,
-        program_misses: u64,
+        program_misses: Vec<(String, u64)>,
         disk: &DiskStatus,
     ) -> Snapshot {
         let c = &self.exported;

@@ -18,6 +18,7 @@ use observer_e2e::nstat::nstat;
 use observer_e2e::observer::Observer;
 use observer_e2e::rawtcp::{self, RST};
 use observer_e2e::require::require_root_and_bin;
+use observer_e2e::scrape;
 use observer_e2e::tracefs::{self, TraceInstance};
 use observer_e2e::{command::wait_within, nft};
 use serde_json::Value;
@@ -40,6 +41,15 @@ fn v4(ip: IpAddr) -> Ipv4Addr {
 
 #[test]
 fn dropped_stray_rsts_carry_the_netfilter_reason() {
+    stray_rsts(Mechanism::TpBtf);
+}
+
+#[test]
+fn dropped_stray_rsts_carry_the_netfilter_reason_with_the_classic_tracepoint() {
+    stray_rsts(Mechanism::Classic);
+}
+
+fn stray_rsts(mechanism: Mechanism) {
     let Some(bin) = require_root_and_bin() else {
         return;
     };
@@ -52,7 +62,7 @@ fn dropped_stray_rsts_carry_the_netfilter_reason() {
     let mut resident =
         guarded.exec("sleep").arg("60").stdin(Stdio::null()).spawn().expect("spawn a process in the namespace");
 
-    let observer = Observer::start(&bin);
+    let observer = start_with(&bin, mechanism);
     let (g, p) = (v4(veth.a_v4), v4(veth.b_v4));
     let mut strays = BTreeSet::new();
     in_netns(&peer, || {
@@ -203,8 +213,68 @@ const RANDOM_LOSS: &str = "table inet t {
 const DATA: usize = 4 << 20;
 const PORT: u16 = 7200;
 
+/// On a kernel with BTF tracepoints the agent uses them (their skipped runs
+/// are counted per program); the classic tracepoint, forced, must count the
+/// same.
 #[test]
 fn retransmitted_segments_match_nstat_and_tracefs() {
+    retransmits_match(Mechanism::TpBtf);
+}
+
+#[test]
+fn retransmitted_segments_match_with_the_classic_tracepoint() {
+    retransmits_match(Mechanism::Classic);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mechanism {
+    TpBtf,
+    Classic,
+}
+
+/// Starts the agent with `mechanism` for the network tracepoints and checks
+/// that it is the one in use, in the ready line and in `/metrics` (whose
+/// per-program miss counter names the program attached).
+fn start_with(bin: &std::path::Path, mechanism: Mechanism) -> Observer {
+    let env = match mechanism {
+        Mechanism::TpBtf => vec![],
+        Mechanism::Classic => vec![("OBSERVER_CLASSIC_TRACEPOINTS".to_string(), "1".into())],
+    };
+    let observer = Observer::start_env(bin, &[], &env);
+    let ready = observer.stderr_seen().iter().find(|l| l.contains("observer: ready")).cloned().unwrap_or_default();
+    // The counters are published with the first status tick, a second after ready.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let misses = loop {
+        let (status, text) = scrape::get(observer.metrics_addr(), "/metrics");
+        assert_eq!(status, 200, "{text}");
+        let misses: Vec<_> =
+            scrape::samples(&text).into_iter().filter(|s| s.name == "observer_program_misses_total").collect();
+        if !misses.is_empty() || std::time::Instant::now() > deadline {
+            break misses;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let programs: Vec<&str> = misses.iter().filter_map(|s| s.label("program")).collect();
+    for (category, name) in
+        [("tcp", "tcp_retransmit_skb"), ("skb", "kfree_skb"), ("tcp", "tcp_send_reset"), ("tcp", "tcp_receive_reset")]
+    {
+        let btf_program = format!("{name}_btf");
+        let (wanted, program, other) = match mechanism {
+            Mechanism::TpBtf => (format!("tp_btf {category}:{name}"), btf_program.as_str(), name),
+            Mechanism::Classic => (
+                format!("tracepoint {category}:{name} (tp_btf: OBSERVER_CLASSIC_TRACEPOINTS=1)"),
+                name,
+                btf_program.as_str(),
+            ),
+        };
+        assert!(ready.contains(&wanted), "want {wanted:?} in the ready line: {ready}");
+        assert!(programs.contains(&program), "no miss counter of {program}: {programs:?}");
+        assert!(!programs.contains(&other), "{other} is loaded too: {programs:?}");
+    }
+    observer
+}
+
+fn retransmits_match(mechanism: Mechanism) {
     let Some(bin) = require_root_and_bin() else {
         return;
     };
@@ -215,7 +285,7 @@ fn retransmitted_segments_match_nstat_and_tracefs() {
     let (s_ip, r_ip) = (veth.a_v4, veth.b_v4);
     let listener = in_netns(&receiver, || TcpListener::bind((r_ip, PORT)).expect("listen"));
 
-    let observer = Observer::start(&bin);
+    let observer = start_with(&bin, mechanism);
     let before = nstat(&sender, "TcpRetransSegs");
     // The kernel's own count, from the same tracepoint, of the sender's flow only.
     let trace = TraceInstance::new("retrans", "tcp", "tcp_retransmit_skb", &format!("dport == {PORT}"));

@@ -18,6 +18,7 @@ use observer_e2e::nstat::nstat;
 use observer_e2e::observer::{Observer, TcpReset};
 use observer_e2e::require::require_root_and_bin;
 use observer_e2e::resetgen::{Kind, Report, Server, run_client};
+use observer_e2e::tracefs::TraceInstance;
 use rstest::rstest;
 
 const N: usize = 10;
@@ -39,6 +40,14 @@ enum Topology {
     Veth,
 }
 
+/// The tracepoints the agent uses for resets: its choice (`tp_btf` where the
+/// kernel has it), or the classic ones, forced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mechanism {
+    Chosen,
+    Classic,
+}
+
 #[rstest]
 #[case::closed_port_ipv4_loopback(Kind::ClosedPort, Family::V4, Topology::Loopback)]
 #[case::closed_port_ipv6_loopback(Kind::ClosedPort, Family::V6, Topology::Loopback)]
@@ -52,7 +61,12 @@ enum Topology {
 #[case::data_after_close_ipv6_loopback(Kind::DataAfterClose, Family::V6, Topology::Loopback)]
 #[case::data_after_close_ipv4_veth(Kind::DataAfterClose, Family::V4, Topology::Veth)]
 #[case::data_after_close_ipv6_veth(Kind::DataAfterClose, Family::V6, Topology::Veth)]
-fn tcp_resets(#[case] kind: Kind, #[case] family: Family, #[case] topology: Topology) {
+fn tcp_resets(
+    #[case] kind: Kind,
+    #[case] family: Family,
+    #[case] topology: Topology,
+    #[values(Mechanism::Chosen, Mechanism::Classic)] mechanism: Mechanism,
+) {
     let Some(bin) = require_root_and_bin() else {
         return;
     };
@@ -63,9 +77,20 @@ fn tcp_resets(#[case] kind: Kind, #[case] family: Family, #[case] topology: Topo
     let rsts = || (nstat(sender, "TcpOutRsts"), nstat(receiver, "TcpOutRsts"));
 
     let before = rsts();
-    let observer = Observer::start(&bin);
+    let env = match mechanism {
+        Mechanism::Chosen => vec![],
+        Mechanism::Classic => vec![("OBSERVER_CLASSIC_TRACEPOINTS".to_string(), "1".into())],
+    };
+    let observer = Observer::start_env(&bin, &[], &env);
+    if mechanism == Mechanism::Classic {
+        let ready = observer.stderr_seen().iter().find(|l| l.contains("observer: ready")).cloned();
+        assert!(ready.is_some_and(|r| r.contains("tracepoint tcp:tcp_send_reset (tp_btf: OBSERVER_CLASSIC")));
+    }
+    // The kernel's own record of the resets sent, for their reasons.
+    let trace = TraceInstance::new("resets", "tcp", "tcp_send_reset", "0");
     let (client, server) = generate(kind, &net);
     let after = rsts();
+    let traced = trace.stop();
     let stopped = observer.stop();
 
     // The kernel's truth and the generator's own view first.
@@ -105,6 +130,23 @@ fn tcp_resets(#[case] kind: Kind, #[case] family: Family, #[case] topology: Topo
     expected.sort();
     seen.sort();
     assert_eq!(seen, expected, "events (direction, netns, local, remote) vs the generator's sockets");
+
+    // Reasons (6.10+): the same as the kernel's record of this case's resets.
+    let port = if kind == Kind::ClosedPort { CLOSED_PORT } else { PORT };
+    let mut traced_reasons: Vec<String> = traced
+        .iter()
+        .filter(|l| l.contains(&format!(":{port} ")))
+        .filter_map(|l| Some(l.split(" reason=").nth(1)?.split_whitespace().next()?.to_string()))
+        .collect();
+    let mut reasons: Vec<String> =
+        ours.iter().filter(|e| e.direction == "sent").filter_map(|e| e.reason.clone()).collect();
+    let format = observer_e2e::tracefs::root().join("events/tcp/tcp_send_reset/format");
+    if std::fs::read_to_string(&format).expect("the tracepoint's format").contains("reason") {
+        assert_eq!(traced_reasons.len() as u64, sent_truth, "traced resets with a reason:\n{}", traced.join("\n"));
+    }
+    traced_reasons.sort();
+    reasons.sort();
+    assert_eq!(reasons, traced_reasons, "reasons of the sent resets vs tracefs's record:\n{}", traced.join("\n"));
 
     let family_name = match family {
         Family::V4 => "ipv4",

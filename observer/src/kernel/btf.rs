@@ -17,6 +17,8 @@ pub enum BtfError {
     NoMember { ty: String, member: String },
     #[error("BTF has no enum named `{0}`")]
     NoEnum(String),
+    #[error("BTF has no prototype of tracepoint `{0}` (no `btf_trace_{0}`)")]
+    NoTracepoint(String),
 }
 
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
@@ -58,6 +60,10 @@ enum Type {
     },
     /// typedef, const, volatile, restrict, type tag: points at another type.
     Alias(u32),
+    Ptr(u32),
+    Int(String),
+    /// A function prototype's parameter types.
+    FuncProto(Vec<u32>),
     Other,
 }
 
@@ -66,6 +72,8 @@ enum Type {
 pub struct Btf {
     types: Vec<Type>,
     by_name: HashMap<String, Vec<u32>>,
+    /// Typedefs by name (the tracepoint prototypes are `btf_trace_<name>`).
+    typedefs: HashMap<String, u32>,
 }
 
 impl Btf {
@@ -102,6 +110,7 @@ impl Btf {
         // Type id 0 is `void`.
         let mut types = vec![Type::Other];
         let mut by_name: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut typedefs = HashMap::new();
         let mut pos = hdr_len + type_off;
         let end = pos + type_len;
         while pos < end {
@@ -144,8 +153,16 @@ impl Btf {
                     pos += vlen * step;
                     Type::Enum { name: name(name_off), values }
                 }
-                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => Type::Alias(size_or_type),
-                KIND_INT | KIND_VAR | KIND_DECL_TAG => {
+                KIND_TYPEDEF => {
+                    typedefs.insert(name(name_off), types.len() as u32);
+                    Type::Alias(size_or_type)
+                }
+                KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => Type::Alias(size_or_type),
+                KIND_INT => {
+                    pos += 4;
+                    Type::Int(name(name_off))
+                }
+                KIND_VAR | KIND_DECL_TAG => {
                     pos += 4;
                     Type::Other
                 }
@@ -154,14 +171,16 @@ impl Btf {
                     Type::Other
                 }
                 KIND_FUNC_PROTO => {
+                    let params = (0..vlen).map(|i| u32_at(pos + i * 8 + 4)).collect::<Result<_, _>>()?;
                     pos += vlen * 8;
-                    Type::Other
+                    Type::FuncProto(params)
                 }
                 KIND_DATASEC => {
                     pos += vlen * 12;
                     Type::Other
                 }
-                KIND_PTR | 7 | 12 | 16 => Type::Other,
+                KIND_PTR => Type::Ptr(size_or_type),
+                7 | 12 | 16 => Type::Other,
                 _ => return Err(BtfError::Malformed("unknown type kind")),
             };
             let id = types.len() as u32;
@@ -172,7 +191,7 @@ impl Btf {
             }
             types.push(ty);
         }
-        Ok(Self { types, by_name })
+        Ok(Self { types, by_name, typedefs })
     }
 
     /// Follows typedefs and qualifiers to the type they name.
@@ -235,6 +254,36 @@ impl Btf {
         Ok(bits / 8)
     }
 
+    /// The argument types of tracepoint `name`, as C spells them (`struct
+    /// sock *`, `enum sk_rst_reason`, `int`), from its `btf_trace_<name>`
+    /// typedef (a pointer to a prototype whose first parameter, the
+    /// tracepoint's `void *` data, is left out).
+    pub fn tracepoint_args(&self, name: &str) -> Result<Vec<String>, BtfError> {
+        let no = || BtfError::NoTracepoint(name.into());
+        let id = *self.typedefs.get(&format!("btf_trace_{name}")).ok_or_else(no)?;
+        let Some(Type::Ptr(proto)) = self.resolve(id) else { return Err(no()) };
+        let Some(Type::FuncProto(params)) = self.resolve(*proto) else { return Err(no()) };
+        Ok(params.iter().skip(1).map(|&p| self.describe(p)).collect())
+    }
+
+    /// A type as C spells it, qualifiers left out.
+    fn describe(&self, mut id: u32) -> String {
+        for _ in 0..32 {
+            match self.types.get(id as usize) {
+                Some(Type::Alias(next)) => id = *next,
+                _ => break,
+            }
+        }
+        match self.types.get(id as usize) {
+            _ if id == 0 => "void".into(),
+            Some(Type::Ptr(to)) => format!("{} *", self.describe(*to)),
+            Some(Type::Composite { name, .. }) => format!("struct {name}"),
+            Some(Type::Enum { name, .. }) => format!("enum {name}"),
+            Some(Type::Int(name)) => name.clone(),
+            _ => "?".into(),
+        }
+    }
+
     /// The values of enum `name`, as (enumerator, value) pairs.
     pub fn enum_values(&self, name: &str) -> Result<&[(String, i64)], BtfError> {
         self.by_name
@@ -256,7 +305,7 @@ mod tests {
     /// Builds a BTF blob: `struct outer { int a; union { int b; struct inner c; }; }`
     /// with `struct inner { int x; int y; }` and `enum colour { RED = 1, BLUE = 7 }`.
     fn sample() -> Vec<u8> {
-        let strings = b"\0int\0inner\0x\0y\0outer\0a\0b\0c\0colour\0RED\0BLUE\0";
+        let strings = b"\0int\0inner\0x\0y\0outer\0a\0b\0c\0colour\0RED\0BLUE\0btf_trace_hit\0";
         let s = |name: &str| -> u32 {
             let needle = format!("\0{name}\0");
             strings.windows(needle.len()).position(|w| w == needle.as_bytes()).unwrap() as u32 + 1
@@ -272,6 +321,12 @@ mod tests {
         t.extend([s("outer"), (KIND_STRUCT << 24) | 2, 16, s("a"), 1, 0, 0, 3, 64]);
         // 5: enum colour
         t.extend([s("colour"), (KIND_ENUM << 24) | 2, 4, s("RED"), 1, s("BLUE"), 7]);
+        // 6: void *; 7: const struct outer; 8: const struct outer *
+        t.extend([0, KIND_PTR << 24, 0, 0, KIND_CONST << 24, 4, 0, KIND_PTR << 24, 7]);
+        // 9: void (void *, const struct outer *, enum colour, int), unnamed parameters
+        t.extend([0, (KIND_FUNC_PROTO << 24) | 4, 0, 0, 6, 0, 8, 0, 5, 0, 1]);
+        // 10: pointer to it; 11: typedef btf_trace_hit
+        t.extend([0, KIND_PTR << 24, 9, s("btf_trace_hit"), KIND_TYPEDEF << 24, 10]);
         let types: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
         let mut out = vec![0x9f, 0xeb, 1, 0];
         for v in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
@@ -300,6 +355,14 @@ mod tests {
     }
 
     #[test]
+    fn tracepoint_arguments_are_read_from_the_prototype() {
+        let btf = Btf::parse(&sample()).unwrap();
+        let args = btf.tracepoint_args("hit").unwrap();
+        assert_eq!(args, ["struct outer *", "enum colour", "int"]);
+        assert!(matches!(btf.tracepoint_args("miss"), Err(BtfError::NoTracepoint(_))));
+    }
+
+    #[test]
     fn rejects_garbage() {
         assert!(Btf::parse(b"not btf at all, not at all").is_err());
     }
@@ -314,5 +377,7 @@ mod tests {
         assert_eq!(btf.member_offset("sock", &["__sk_common"]).unwrap(), 0);
         assert!(btf.member_offset("sk_buff", &["dev"]).is_ok());
         assert!(btf.enum_values("tcp_ca_state").is_ok());
+        let args = btf.tracepoint_args("tcp_receive_reset").unwrap();
+        assert_eq!(args, ["struct sock *"]);
     }
 }

@@ -7,6 +7,7 @@ use observer_common::{
     net::{DropConfig, NetOffsets, RetransmitConfig},
     process::ExecOffsets,
     tcp::ResetTracepointLayout,
+    tp_btf::TpBtfArgs,
 };
 
 #[cfg(all(observer_ebpf_missing, not(clippy), not(doc)))]
@@ -28,6 +29,11 @@ pub struct Globals {
     pub net_offsets: NetOffsets,
     pub drop: DropConfig,
     pub retransmit: RetransmitConfig,
+    /// The `tp_btf` programs' argument indexes.
+    pub send_reset_args: TpBtfArgs,
+    pub receive_reset_args: TpBtfArgs,
+    pub drop_args: TpBtfArgs,
+    pub retransmit_args: TpBtfArgs,
     pub memcg: MemcgConfig,
     /// The kernel has `bpf_get_attach_cookie` (5.15+).
     pub attach_cookies: bool,
@@ -42,6 +48,10 @@ pub fn load(globals: &Globals) -> Result<Ebpf, EbpfError> {
         .override_global("NET_OFFSETS", &globals.net_offsets, true)
         .override_global("DROP_CONFIG", &globals.drop, true)
         .override_global("RETRANSMIT_CONFIG", &globals.retransmit, true)
+        .override_global("SEND_RESET_ARGS", &globals.send_reset_args, true)
+        .override_global("RECEIVE_RESET_ARGS", &globals.receive_reset_args, true)
+        .override_global("DROP_ARGS", &globals.drop_args, true)
+        .override_global("RETRANSMIT_ARGS", &globals.retransmit_args, true)
         .override_global("MEMCG_CONFIG", &globals.memcg, true)
         .override_global("GO_ATTACH_COOKIES", &u32::from(globals.attach_cookies), true)
         .override_global("EXEC_OFFSETS", &globals.exec_offsets, true)

@@ -34,11 +34,12 @@ impl ProgramMisses {
 
     /// Per program with at least one miss: its name and count.
     pub fn read(&self) -> Vec<(&str, u64)> {
-        self.programs
-            .iter()
-            .filter_map(|(name, fd)| Some((name.as_str(), recursion_misses(fd).ok()?)))
-            .filter(|(_, n)| *n > 0)
-            .collect()
+        self.each().into_iter().filter(|(_, n)| *n > 0).collect()
+    }
+
+    /// Every program (whose count could be read), zero or not.
+    pub fn each(&self) -> Vec<(&str, u64)> {
+        self.programs.iter().filter_map(|(name, fd)| Some((name.as_str(), recursion_misses(fd).ok()?))).collect()
     }
 
     pub fn total(&self) -> u64 {

@@ -9,4 +9,5 @@ pub mod loader;
 pub mod misses;
 pub mod offsets;
 pub mod privileges;
+pub mod tp_btf;
 pub mod tracefs;

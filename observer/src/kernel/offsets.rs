@@ -26,6 +26,14 @@ pub fn resolve(btf: &Btf) -> (KernelOffsets, Vec<String>) {
         net_device_net: get("net_device", &["nd_net"]),
         task_nsproxy: get("task_struct", &["nsproxy"]),
         nsproxy_net_ns: get("nsproxy", &["net_ns"]),
+        sock_common_family: get("sock_common", &["skc_family"]),
+        inet_sock_sport: get("inet_sock", &["inet_sport"]),
+        sock_common_dport: get("sock_common", &["skc_dport"]),
+        inet_sock_saddr: get("inet_sock", &["inet_saddr"]),
+        sock_common_daddr: get("sock_common", &["skc_daddr"]),
+        sock_common_v6_rcv_saddr: get("sock_common", &["skc_v6_rcv_saddr"]),
+        sock_common_v6_daddr: get("sock_common", &["skc_v6_daddr"]),
+        _pad: 0,
     };
     (offsets, lookup.missing)
 }
@@ -44,7 +52,7 @@ pub fn resolve_net(btf: &Btf) -> (NetOffsets, Vec<String>) {
         skb_sk: get("sk_buff", &["sk"]),
         skb_tcp_gso_segs: add(cb, tcp_gso_segs),
         shinfo_gso_segs: get("skb_shared_info", &["gso_segs"]),
-        _pad: 0,
+        skb_protocol: get("sk_buff", &["protocol"]),
     };
     (offsets, lookup.missing)
 }

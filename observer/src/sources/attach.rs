@@ -10,7 +10,7 @@ use aya::{
     Ebpf,
     maps::{MapData, PerCpuArray, RingBuf},
 };
-use observer_common::tcp::ResetTracepointLayout;
+use observer_common::{tcp::ResetTracepointLayout, tp_btf::TpBtfArgs};
 
 use crate::{
     config::RunConfig,
@@ -71,6 +71,8 @@ pub fn all(config: &RunConfig, purpose: Purpose) -> Result<Attached> {
     let layouts = resets.as_ref().map_or((ResetTracepointLayout::UNKNOWN, ResetTracepointLayout::UNKNOWN), |r| {
         (r.sent.layout(), r.received.layout())
     });
+    let reset_args = resets.as_ref().map_or((TpBtfArgs::ABSENT, TpBtfArgs::ABSENT), ResetSource::btf_args);
+    let net_args = net.btf_args();
     let cookies = attach_cookies(btf.as_ref());
     let mut ebpf = loader::load(&loader::Globals {
         offsets: kernel_offsets,
@@ -79,13 +81,21 @@ pub fn all(config: &RunConfig, purpose: Purpose) -> Result<Attached> {
         net_offsets: NetSources::offsets(btf.as_ref()),
         drop: net.drop_config(),
         retransmit: net.retransmit_config(),
+        send_reset_args: reset_args.0,
+        receive_reset_args: reset_args.1,
+        drop_args: net_args.0,
+        retransmit_args: net_args.1,
         memcg: memcg::kernel::config(btf.as_ref(), &tracefs),
         attach_cookies: cookies,
         exec_offsets,
     })
     .context("loading the eBPF programs")?;
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
-    match resets.and_then(|mut r| r.attach(&mut ebpf).map(|()| r)) {
+    // aya's own parse of the kernel's BTF, which the `tp_btf` programs load against.
+    let kernel_btf = aya::Btf::from_sys_fs()
+        .inspect_err(|e| tracing::warn!("kernel BTF: {e}; classic tracepoints only (skipped runs go uncounted)"))
+        .ok();
+    match resets.and_then(|mut r| r.attach(&mut ebpf, kernel_btf.as_ref()).map(|()| r)) {
         Ok(r) => {
             signals.set("tcp.reset.sent", Ok(r.mechanisms.0.clone()));
             signals.set("tcp.reset.received", Ok(r.mechanisms.1.clone()));
@@ -96,7 +106,7 @@ pub fn all(config: &RunConfig, purpose: Purpose) -> Result<Attached> {
             signals.set("tcp.reset.received", Err(err.to_string()));
         }
     }
-    net.attach(&mut ebpf);
+    net.attach(&mut ebpf, kernel_btf.as_ref());
     net.verdicts(&mut signals);
     sources.push(Box::new(net));
     // Linux lets only CAP_SYS_ADMIN create uprobes (kernel/privileges.rs).

@@ -18,7 +18,6 @@ use std::{
 use aya::{
     Ebpf,
     maps::{MapData, PerCpuArray, PerCpuHashMap},
-    programs::TracePoint,
 };
 use observer_common::{
     OFFSET_UNKNOWN,
@@ -26,14 +25,15 @@ use observer_common::{
         DropConfig, DropCount, DropKey, FAMILY_IPV4, FAMILY_IPV6, NO_REASON, NetDropEvent, TCP_RST, TCP_SYN, class,
         counter,
     },
+    tp_btf::{ARG_ABSENT, TpBtfArgs},
 };
 
 use crate::{
     event::NetDropSummary,
     kernel::{
         btf::Btf,
-        features::chain,
         kallsyms::Kallsyms,
+        tp_btf,
         tracefs::{Format, TracefsError},
     },
 };
@@ -52,12 +52,14 @@ pub enum DropError {
     MissingMap(&'static str),
     #[error("map {name}: {error}")]
     Map { name: &'static str, error: String },
-    #[error("program kfree_skb is missing from the embedded eBPF object")]
-    MissingProgram,
 }
 
 pub struct DropSource {
     config: DropConfig,
+    /// The `tp_btf` program's arguments, or why it cannot be used.
+    args: Result<TpBtfArgs, String>,
+    /// What is attached (`tp_btf` or the classic tracepoint).
+    mechanism: String,
     /// Reason value → name without the `SKB_DROP_REASON_` prefix.
     reasons: HashMap<i64, String>,
     /// Loaded on the first event that needs it.
@@ -117,7 +119,34 @@ impl DropSource {
             reason_not_specified: if reason_field.is_some() { value_of("NOT_SPECIFIED") } else { NO_REASON },
             events_per_sec,
         };
-        Ok(Self { config, reasons, kallsyms, maps: None, last: HashMap::new(), totals: BTreeMap::new() })
+        let args = tp_btf::args(btf, "kfree_skb", |a| {
+            tp_btf::at(a.skb, 0, false)
+                && tp_btf::at(a.location, 1, false)
+                && tp_btf::at(a.reason, 2, true)
+                && tp_btf::at(a.sk, 3, true)
+        })
+        .and_then(|mut a| {
+            // The reasons (or locations) mean the same from either program.
+            if (a.reason != ARG_ABSENT) != reason_field.is_some() {
+                return Err("its reason argument and the format's reason field disagree".into());
+            }
+            (a.rx_sk, a.sk) = (a.sk, ARG_ABSENT);
+            Ok(a)
+        });
+        Ok(Self {
+            config,
+            args,
+            mechanism: String::new(),
+            reasons,
+            kallsyms,
+            maps: None,
+            last: HashMap::new(),
+            totals: BTreeMap::new(),
+        })
+    }
+
+    pub fn btf_args(&self) -> TpBtfArgs {
+        self.args.clone().unwrap_or(TpBtfArgs::ABSENT)
     }
 
     pub fn config(&self) -> DropConfig {
@@ -127,19 +156,21 @@ impl DropSource {
     /// How drops are seen and told apart, for `net.drop`'s verdict.
     pub fn mechanism(&self) -> String {
         if self.config.reason == OFFSET_UNKNOWN {
-            "tracepoint skb:kfree_skb, no reason field: drops classified by the function that freed them (kallsyms)"
-                .into()
+            format!("{}, no reason field: drops classified by the function that freed them (kallsyms)", self.mechanism)
         } else {
-            "tracepoint skb:kfree_skb (reason)".into()
+            format!("{} (reason)", self.mechanism)
         }
     }
 
-    pub fn attach(&mut self, ebpf: &mut Ebpf) -> Result<(), DropError> {
-        let attach_err = |e: aya::programs::ProgramError| DropError::Attach(chain(&e));
-        let program: &mut TracePoint =
-            ebpf.program_mut("kfree_skb").ok_or(DropError::MissingProgram)?.try_into().map_err(attach_err)?;
-        program.load().map_err(attach_err)?;
-        program.attach("skb", "kfree_skb").map_err(attach_err)?;
+    /// The program attached, for the ready line.
+    pub fn attached(&self) -> &str {
+        &self.mechanism
+    }
+
+    pub fn attach(&mut self, ebpf: &mut Ebpf, kernel_btf: Option<&aya::Btf>) -> Result<(), DropError> {
+        let programs =
+            tp_btf::Programs { btf: "kfree_skb_btf", classic: "kfree_skb", category: "skb", name: "kfree_skb" };
+        self.mechanism = tp_btf::attach(ebpf, kernel_btf, &self.args, &programs).map_err(DropError::Attach)?;
         let map_err = |name: &'static str| move |e: aya::maps::MapError| DropError::Map { name, error: e.to_string() };
         let counts = PerCpuHashMap::try_from(ebpf.take_map("DROP_COUNTS").ok_or(DropError::MissingMap("DROP_COUNTS"))?)
             .map_err(map_err("DROP_COUNTS"))?;

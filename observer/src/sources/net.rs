@@ -9,6 +9,7 @@ use aya::Ebpf;
 use observer_common::{
     EventKind,
     net::{DropConfig, NetDropEvent, NetOffsets, RetransmitConfig, TcpRetransmitEvent},
+    tp_btf::TpBtfArgs,
 };
 
 use crate::{
@@ -48,6 +49,14 @@ impl NetSources {
         self.retransmits.as_ref().map_or(RetransmitConfig::UNKNOWN, RetransmitSource::config)
     }
 
+    /// The `tp_btf` programs' arguments: drops, retransmits.
+    pub fn btf_args(&self) -> (TpBtfArgs, TpBtfArgs) {
+        (
+            self.drops.as_ref().map_or(TpBtfArgs::ABSENT, DropSource::btf_args),
+            self.retransmits.as_ref().map_or(TpBtfArgs::ABSENT, RetransmitSource::btf_args),
+        )
+    }
+
     /// The `sk_buff` offsets from BTF, warning about those missing.
     pub fn offsets(btf: Option<&Btf>) -> NetOffsets {
         let Some(btf) = btf else {
@@ -61,14 +70,14 @@ impl NetSources {
     }
 
     /// Attaches what was prepared; a failure leaves that signal out.
-    pub fn attach(&mut self, ebpf: &mut Ebpf) {
+    pub fn attach(&mut self, ebpf: &mut Ebpf, kernel_btf: Option<&aya::Btf>) {
         if let Ok(d) = self.drops.as_mut()
-            && let Err(e) = d.attach(ebpf)
+            && let Err(e) = d.attach(ebpf, kernel_btf)
         {
             self.drops = Err(e.to_string());
         }
-        if let Ok(r) = self.retransmits.as_ref()
-            && let Err(e) = r.attach(ebpf)
+        if let Ok(r) = self.retransmits.as_mut()
+            && let Err(e) = r.attach(ebpf, kernel_btf)
         {
             self.retransmits = Err(e.to_string());
         }
@@ -77,18 +86,18 @@ impl NetSources {
     /// What `net.drop` and `tcp.retransmit` use, or why they cannot run.
     pub fn verdicts(&self, signals: &mut Signals) {
         signals.set("net.drop", self.drops.as_ref().map(DropSource::mechanism).map_err(Clone::clone));
-        let retransmits = self.retransmits.as_ref().map(|_| "tracepoint tcp:tcp_retransmit_skb".to_string());
+        let retransmits = self.retransmits.as_ref().map(|r| r.mechanism.clone());
         signals.set("tcp.retransmit", retransmits.map_err(Clone::clone));
     }
 
-    /// For the ready line: `skb:kfree_skb and tcp:tcp_retransmit_skb attached`.
+    /// For the ready line: `tp_btf skb:kfree_skb and tp_btf tcp:tcp_retransmit_skb attached`.
     pub fn attached(&self) -> String {
         let mut names = Vec::new();
-        if self.drops.is_ok() {
-            names.push("skb:kfree_skb");
+        if let Ok(d) = &self.drops {
+            names.push(d.attached());
         }
-        if self.retransmits.is_ok() {
-            names.push("tcp:tcp_retransmit_skb");
+        if let Ok(r) = &self.retransmits {
+            names.push(r.mechanism.as_str());
         }
         if names.is_empty() { "no network drop/retransmit tracepoints".into() } else { names.join(" and ") }
     }

@@ -5,11 +5,14 @@
 
 use std::path::Path;
 
-use aya::{Ebpf, programs::TracePoint};
-use observer_common::net::{RetransmitConfig, TcpRetransmitEvent};
+use aya::Ebpf;
+use observer_common::{
+    net::{RetransmitConfig, TcpRetransmitEvent},
+    tp_btf::{RECORD_SOCKET_TUPLE, TpBtfArgs},
+};
 
 use crate::{
-    kernel::{btf::Btf, features::chain, tracefs::Format},
+    kernel::{btf::Btf, tp_btf, tracefs::Format},
     sources::tcp::{Decoded, ResetDecoder, TcpError},
 };
 
@@ -21,14 +24,16 @@ pub enum RetransmitError {
     Tracefs(#[from] crate::kernel::tracefs::TracefsError),
     #[error("attaching tcp:tcp_retransmit_skb: {0}")]
     Attach(String),
-    #[error("program tcp_retransmit_skb is missing from the embedded eBPF object")]
-    MissingProgram,
 }
 
 pub struct RetransmitSource {
     decoder: ResetDecoder,
     /// Offset of `int err` (6.14+: the tracepoint also fires for failed attempts).
     err: Option<usize>,
+    /// The `tp_btf` program's arguments, or why it cannot be used.
+    args: Result<TpBtfArgs, String>,
+    /// What is attached (`tp_btf` or the classic tracepoint).
+    pub mechanism: String,
 }
 
 /// A decoded retransmit.
@@ -45,7 +50,14 @@ impl RetransmitSource {
     pub fn prepare(tracefs: &Path, btf: Option<&Btf>) -> Result<Self, RetransmitError> {
         let format = Format::read(tracefs, "tcp", "tcp_retransmit_skb")?;
         let decoder = ResetDecoder::new("tcp_retransmit_skb", &format, btf)?;
-        Ok(Self { decoder, err: format.field("err").map(|f| f.offset) })
+        let args = tp_btf::args(btf, "tcp_retransmit_skb", |a| {
+            tp_btf::at(a.sk, 0, false) && tp_btf::at(a.skb, 1, false) && tp_btf::at(a.err, 2, true)
+        });
+        Ok(Self { decoder, err: format.field("err").map(|f| f.offset), args, mechanism: String::new() })
+    }
+
+    pub fn btf_args(&self) -> TpBtfArgs {
+        self.args.clone().unwrap_or(TpBtfArgs::ABSENT)
     }
 
     pub fn config(&self) -> RetransmitConfig {
@@ -53,21 +65,26 @@ impl RetransmitSource {
         RetransmitConfig { skaddr: l.skaddr, skbaddr: l.skbaddr, record_len: l.record_len, _pad: 0 }
     }
 
-    pub fn attach(&self, ebpf: &mut Ebpf) -> Result<(), RetransmitError> {
-        let attach_err = |e: aya::programs::ProgramError| RetransmitError::Attach(chain(&e));
-        let program: &mut TracePoint = ebpf
-            .program_mut("tcp_retransmit_skb")
-            .ok_or(RetransmitError::MissingProgram)?
-            .try_into()
-            .map_err(attach_err)?;
-        program.load().map_err(attach_err)?;
-        program.attach("tcp", "tcp_retransmit_skb").map_err(attach_err)?;
+    pub fn attach(&mut self, ebpf: &mut Ebpf, kernel_btf: Option<&aya::Btf>) -> Result<(), RetransmitError> {
+        let programs = tp_btf::Programs {
+            btf: "tcp_retransmit_skb_btf",
+            classic: "tcp_retransmit_skb",
+            category: "tcp",
+            name: "tcp_retransmit_skb",
+        };
+        self.mechanism = tp_btf::attach(ebpf, kernel_btf, &self.args, &programs).map_err(RetransmitError::Attach)?;
         Ok(())
     }
 
     pub fn decode(&self, ev: &TcpRetransmitEvent) -> Option<Retransmit> {
         let len = (ev.record_len as usize).min(ev.record.len());
         let record = &ev.record[..len];
+        if ev.record_kind == RECORD_SOCKET_TUPLE {
+            let (mut decoded, err) = crate::sources::tcp::decode_socket_tuple(record)?;
+            // The retransmit tracepoint has no reason: its extra argument is `err`.
+            decoded.reason = None;
+            return Some(Retransmit { decoded, segs: segments(ev), gso_segs: u32::from(ev.shinfo_segs), err });
+        }
         let decoded = self.decoder.decode(record)?;
         let err = self
             .err
@@ -110,6 +127,7 @@ mod tests {
             shinfo_segs: 0,
             sk_full: 1,
             sk_state: 1,
+            record_kind: 0,
             _pad: 0,
             record_len: 0,
             record: [0; observer_common::tcp::RECORD_MAX],

@@ -14,11 +14,12 @@ use std::{
 
 use aya::{
     Ebpf,
-    programs::{FEntry, KProbe, TracePoint},
+    programs::{FEntry, KProbe},
 };
 use observer_common::{
     OFFSET_UNKNOWN,
     tcp::{DIRECTION_SENT, DIRECTION_SENT_NO_SOCKET, PacketTuple, RECORD_MAX, ResetTracepointLayout, TcpResetEvent},
+    tp_btf::{RECORD_SOCKET_TUPLE, SocketTuple, TpBtfArgs},
 };
 
 use crate::{
@@ -26,6 +27,7 @@ use crate::{
     kernel::{
         btf::Btf,
         features::{chain, program},
+        tp_btf,
         tracefs::{Format, TracefsError},
     },
     sources::{Context, Source, abort_on_data::AbortOnData, comm, read},
@@ -41,8 +43,6 @@ pub enum TcpError {
     TooLong { tracepoint: &'static str, len: usize },
     #[error("attaching tcp:{tracepoint}: {error}")]
     Attach { tracepoint: &'static str, error: String },
-    #[error("program {0} is missing from the embedded eBPF object")]
-    MissingProgram(&'static str),
 }
 
 const AF_INET: u16 = 2;
@@ -132,6 +132,19 @@ impl ResetDecoder {
         self.layout
     }
 
+    /// A [`SocketTuple`] record (the `tp_btf` programs'), with the reason
+    /// named as this tracepoint's `format` names it.
+    pub fn decode_tuple(&self, record: &[u8]) -> Option<(Decoded, Option<i32>)> {
+        let (mut decoded, extra) = decode_socket_tuple(record)?;
+        decoded.reason = match (&self.reason, extra) {
+            (Some((_, names)), Some(value)) => {
+                Some(names.get(&i64::from(value)).cloned().unwrap_or_else(|| value.to_string()))
+            }
+            _ => None,
+        };
+        Some((decoded, extra))
+    }
+
     pub fn decode(&self, record: &[u8]) -> Option<Decoded> {
         let (family, local, remote) = match self.addr {
             AddrLayout::Sockaddr { saddr, daddr } => {
@@ -160,6 +173,30 @@ impl ResetDecoder {
         });
         Some(Decoded { family: if family == AF_INET6 { "ipv6" } else { "ipv4" }, local, remote, state, reason })
     }
+}
+
+/// What a `tp_btf` program recorded: the addresses as the classic
+/// tracepoint has them, and its extra argument (a reason, or `err`).
+pub fn decode_socket_tuple(record: &[u8]) -> Option<(Decoded, Option<i32>)> {
+    if record.len() < size_of::<SocketTuple>() {
+        return None;
+    }
+    // SAFETY: length checked; SocketTuple is plain old data.
+    let t: SocketTuple = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+    let (family, local, remote) = match t.family {
+        AF_INET6 => ("ipv6", IpAddr::V6(Ipv6Addr::from(t.saddr)), IpAddr::V6(Ipv6Addr::from(t.daddr))),
+        AF_INET => ("ipv4", IpAddr::V4(v4(&t.saddr, 0)?), IpAddr::V4(v4(&t.daddr, 0)?)),
+        // No address (a reset with neither socket nor packet), as the tracepoint leaves it.
+        _ => ("ipv4", IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+    };
+    let decoded = Decoded {
+        family,
+        local: (local, t.sport),
+        remote: (remote, t.dport),
+        state: tcp_state_name(t.state),
+        reason: None,
+    };
+    Some((decoded, (t.has_extra == 1).then_some(t.extra)))
 }
 
 /// `SK_RST_REASON_NOT_SPECIFIED` → `NOT_SPECIFIED`, as tracefs prints them.
@@ -229,6 +266,8 @@ pub struct ResetSource {
     needs_fallback: bool,
     /// The mechanisms attached: sent, received.
     pub mechanisms: (String, String),
+    /// Each tracepoint's `tp_btf` arguments, or why not: sent, received.
+    args: (Result<TpBtfArgs, String>, Result<TpBtfArgs, String>),
     aborts: AbortOnData,
 }
 
@@ -238,26 +277,38 @@ impl ResetSource {
         let sent = ResetDecoder::new("tcp_send_reset", &send_format, btf)?;
         let received =
             ResetDecoder::new("tcp_receive_reset", &Format::read(tracefs, "tcp", "tcp_receive_reset")?, btf)?;
+        let has_sk =
+            |a: &TpBtfArgs| tp_btf::at(a.sk, 0, false) && tp_btf::at(a.skb, 1, true) && tp_btf::at(a.reason, 2, true);
         Ok(Self {
             sent,
             received,
             needs_fallback: tracepoint_misses_no_socket_resets(&send_format),
             mechanisms: Default::default(),
+            args: (tp_btf::args(btf, "tcp_send_reset", has_sk), tp_btf::args(btf, "tcp_receive_reset", has_sk)),
             aborts: AbortOnData::default(),
         })
     }
 
-    /// Attaches the tracepoints, plus the no-socket hook where this kernel's
-    /// tracepoint misses those resets; notes the mechanisms in use.
-    pub fn attach(&mut self, ebpf: &mut Ebpf) -> Result<(), TcpError> {
-        for name in ["tcp_send_reset", "tcp_receive_reset"] {
-            let attach_err = |e: aya::programs::ProgramError| TcpError::Attach { tracepoint: name, error: chain(&e) };
-            let program: &mut TracePoint =
-                ebpf.program_mut(name).ok_or(TcpError::MissingProgram(name))?.try_into().map_err(attach_err)?;
-            program.load().map_err(attach_err)?;
-            program.attach("tcp", name).map_err(attach_err)?;
+    /// The `tp_btf` programs' arguments (all absent where they are not used).
+    pub fn btf_args(&self) -> (TpBtfArgs, TpBtfArgs) {
+        let or_absent = |a: &Result<TpBtfArgs, String>| a.clone().unwrap_or(TpBtfArgs::ABSENT);
+        (or_absent(&self.args.0), or_absent(&self.args.1))
+    }
+
+    /// Attaches the tracepoints (`tp_btf` where it works), plus the no-socket
+    /// hook where this kernel's tracepoint misses those resets; notes the
+    /// mechanisms in use.
+    pub fn attach(&mut self, ebpf: &mut Ebpf, kernel_btf: Option<&aya::Btf>) -> Result<(), TcpError> {
+        let mut attached = Vec::new();
+        for (name, args) in [("tcp_send_reset", &self.args.0), ("tcp_receive_reset", &self.args.1)] {
+            let btf_name = if name == "tcp_send_reset" { "tcp_send_reset_btf" } else { "tcp_receive_reset_btf" };
+            let programs = tp_btf::Programs { btf: btf_name, classic: name, category: "tcp", name };
+            let mechanism = tp_btf::attach(ebpf, kernel_btf, args, &programs)
+                .map_err(|error| TcpError::Attach { tracepoint: name, error })?;
+            attached.push(mechanism);
         }
-        let mut sent = "tracepoint tcp:tcp_send_reset".to_string();
+        let received = attached.pop().unwrap_or_default();
+        let mut sent = attached.pop().unwrap_or_default();
         if self.needs_fallback {
             match attach_no_socket_hooks(ebpf) {
                 Ok(kind) => sent += &format!(" + {kind} tcp_v4_send_reset/tcp_v6_send_reset (no-socket resets)"),
@@ -270,7 +321,7 @@ impl ResetSource {
                 }
             }
         }
-        self.mechanisms = (sent, "tracepoint tcp:tcp_receive_reset".into());
+        self.mechanisms = (sent, received);
         Ok(())
     }
 
@@ -278,9 +329,12 @@ impl ResetSource {
     pub fn decode(&self, event: &TcpResetEvent) -> Option<(Direction, Decoded)> {
         let len = (event.record_len as usize).min(RECORD_MAX);
         let record = &event.record[..len];
+        let tuple = event.record_kind == u32::from(RECORD_SOCKET_TUPLE);
         match event.direction {
-            DIRECTION_SENT => Some((Direction::Sent, self.sent.decode(record)?)),
             DIRECTION_SENT_NO_SOCKET => Some((Direction::Sent, decode_packet_tuple(record)?)),
+            DIRECTION_SENT if tuple => Some((Direction::Sent, self.sent.decode_tuple(record)?.0)),
+            DIRECTION_SENT => Some((Direction::Sent, self.sent.decode(record)?)),
+            _ if tuple => Some((Direction::Received, self.received.decode_tuple(record)?.0)),
             _ => Some((Direction::Received, self.received.decode(record)?)),
         }
     }

@@ -44,8 +44,9 @@ pub struct Snapshot {
     pub ring_lost: Vec<(&'static str, u64)>,
     /// Batches the ring-buffer reader could not hand on.
     pub reader_dropped: u64,
-    /// Runs of our programs the kernel skipped (`kernel::misses`).
-    pub program_misses: u64,
+    /// Runs of each of our loaded programs the kernel skipped
+    /// (`kernel::misses`), zero included, so every program has a series.
+    pub program_misses: Vec<(String, u64)>,
     pub episodes: EngineStats,
     pub export: ExportNumbers,
     pub events_file_dropped: u64,
@@ -195,7 +196,12 @@ impl Collector for Exposition {
             s.ring_lost.iter().map(|(signal, n)| ([("signal", *signal)], *n)),
         )?;
         w.counter("ring_reader_dropped", "record batches the ring-buffer reader could not hand on", s.reader_dropped)?;
-        w.counter("program_misses", "runs of the agent's programs the kernel skipped", s.program_misses)?;
+        w.family(
+            "program_misses",
+            "runs of the agent's programs the kernel skipped (recursion_misses), by program",
+            true,
+            s.program_misses.iter().map(|(program, n)| ([("program", program.as_str())], *n)),
+        )?;
         let ep = &s.episodes;
         w.gauge("episodes_open", "episodes open now", ep.open)?;
         w.counter("episodes_opened", "episodes opened", ep.opened)?;
@@ -347,6 +353,7 @@ mod tests {
         counts.drops.insert("NO_SOCKET".into(), 9);
         p.publish(Snapshot {
             records: vec![("tcp.reset", 3)],
+            program_misses: vec![("kfree_skb_btf".into(), 0), ("tcp_retransmit_skb_btf".into(), 2)],
             workloads: vec![(labels, counts)],
             ..Snapshot::default()
         });
@@ -354,6 +361,8 @@ mod tests {
         for needle in [
             "observer_ready 0",
             "observer_records_total{kind=\"tcp.reset\"} 3",
+            "observer_program_misses_total{program=\"kfree_skb_btf\"} 0",
+            "observer_program_misses_total{program=\"tcp_retransmit_skb_btf\"} 2",
             "observer_tcp_resets_sent_total{service_name=\"svc \\\"quoted\\\"\\n\",cgroup=\"/a/b\"",
             "reason=\"NO_SOCKET\"} 9",
             "observer_memory_throttled_seconds_total{",
