@@ -50,17 +50,39 @@ pub struct MemcgConfig {
     /// Offset of `nr_reclaimed` (unsigned long) in the
     /// `vmscan:mm_vmscan_memcg_reclaim_end` record.
     pub reclaim_end_nr_reclaimed: u32,
+    /// `task_struct.cgroups` (a `struct css_set *`).
+    pub task_cgroups: u32,
+    /// `css_set.subsys[memory_cgrp_id]`: the task's memory cgroup (a
+    /// `struct mem_cgroup *`, whose `css` is its first member).
+    pub css_set_memcg: u32,
+    /// `mem_cgroup.memory.usage`, `.high`, `.max` (pages; `memory.current`,
+    /// `memory.high`, `memory.max`).
+    pub memcg_usage: u32,
+    pub memcg_high: u32,
+    pub memcg_max: u32,
+    pub _pad: u32,
 }
 
 impl MemcgConfig {
-    pub const UNKNOWN: Self =
-        Self { task_nr_pages_over_high: crate::OFFSET_UNKNOWN, reclaim_end_nr_reclaimed: crate::OFFSET_UNKNOWN };
+    pub const UNKNOWN: Self = Self {
+        task_nr_pages_over_high: crate::OFFSET_UNKNOWN,
+        reclaim_end_nr_reclaimed: crate::OFFSET_UNKNOWN,
+        task_cgroups: crate::OFFSET_UNKNOWN,
+        css_set_memcg: crate::OFFSET_UNKNOWN,
+        memcg_usage: crate::OFFSET_UNKNOWN,
+        memcg_high: crate::OFFSET_UNKNOWN,
+        memcg_max: crate::OFFSET_UNKNOWN,
+        _pad: 0,
+    };
 }
 
-const _: () = assert!(core::mem::size_of::<MemcgConfig>() == 8);
+const _: () = assert!(core::mem::size_of::<MemcgConfig>() == 32);
+
+/// A page count the program could not read.
+pub const PAGES_UNKNOWN: u64 = u64::MAX;
 
 #[cfg(feature = "user")]
-// SAFETY: plain old data: two u32, no padding.
+// SAFETY: plain old data: u32 only, no padding.
 unsafe impl aya::Pod for MemcgConfig {}
 
 /// `nr_pages` when the pages over the limit could not be read.
@@ -85,9 +107,15 @@ pub struct MemcgThrottleEvent {
     /// [`THROTTLE_FENTRY`] or [`THROTTLE_KPROBE`].
     pub mechanism: u32,
     pub _pad: u32,
+    /// The task's memory cgroup's usage, `memory.high` and `memory.max` in
+    /// pages at entry, when the throttle began ([`PAGES_UNKNOWN`]: not read):
+    /// the limit may be lifted while the task sleeps its penalty.
+    pub usage_pages: u64,
+    pub high_pages: u64,
+    pub max_pages: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<MemcgThrottleEvent>() == 16 + 24 + 8 + 16 + 8);
+const _: () = assert!(core::mem::size_of::<MemcgThrottleEvent>() == 16 + 24 + 8 + 16 + 8 + 24);
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data: integers and a byte array, no padding.

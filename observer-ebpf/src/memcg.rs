@@ -23,7 +23,7 @@ use observer_common::{
     EventKind, counter,
     memcg::{
         MemcgConfig, MemcgReclaimEvent, MemcgThrottleEvent, NR_PAGES_UNKNOWN, OOM_RECORD_MAX, OomVictimEvent,
-        THROTTLE_FENTRY, THROTTLE_KPROBE,
+        PAGES_UNKNOWN, THROTTLE_FENTRY, THROTTLE_KPROBE,
     },
 };
 
@@ -87,6 +87,8 @@ fn config() -> MemcgConfig {
 struct ThrottleStart {
     ts_ns: u64,
     nr_pages: u64,
+    /// The task's memory cgroup's usage, high and max, in pages.
+    pages: [u64; 3],
 }
 
 #[map]
@@ -148,8 +150,13 @@ fn over_high_enter() {
         Some(n) => u64::from(n),
         None => NR_PAGES_UNKNOWN,
     };
+    let off = config();
+    let memcg =
+        read::<*const u8>(task, off.task_cgroups).and_then(|css_set| read::<*const u8>(css_set, off.css_set_memcg));
+    let page_count = |offset| memcg.and_then(|m| read::<u64>(m, offset)).unwrap_or(PAGES_UNKNOWN);
+    let pages = [page_count(off.memcg_usage), page_count(off.memcg_high), page_count(off.memcg_max)];
     // SAFETY: the helper has no preconditions.
-    let start = ThrottleStart { ts_ns: unsafe { bpf_ktime_get_ns() }, nr_pages };
+    let start = ThrottleStart { ts_ns: unsafe { bpf_ktime_get_ns() }, nr_pages, pages };
     let _ = THROTTLE_START.insert(bpf_get_current_pid_tgid(), start, 0);
 }
 
@@ -176,6 +183,9 @@ fn over_high_exit(mechanism: u32) {
         (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         (*event).mechanism = mechanism;
         (*event)._pad = 0;
+        (*event).usage_pages = start.pages[0];
+        (*event).high_pages = start.pages[1];
+        (*event).max_pages = start.pages[2];
     }
     entry.submit(submit_flags());
 }

@@ -48,7 +48,7 @@ use aya::{
 };
 use observer_common::{
     OFFSET_UNKNOWN,
-    memcg::{MemcgConfig, MemcgReclaimEvent, MemcgThrottleEvent, NR_PAGES_UNKNOWN, THROTTLE_FENTRY},
+    memcg::{MemcgConfig, MemcgReclaimEvent, MemcgThrottleEvent, NR_PAGES_UNKNOWN, PAGES_UNKNOWN, THROTTLE_FENTRY},
 };
 
 use super::{Reclaim, Throttle};
@@ -68,7 +68,39 @@ pub fn config(btf: Option<&Btf>, tracefs: &std::path::Path) -> MemcgConfig {
         .ok()
         .and_then(|f| f.field("nr_reclaimed").filter(|f| f.size == 8).map(|f| f.offset as u32))
         .unwrap_or(OFFSET_UNKNOWN);
-    MemcgConfig { task_nr_pages_over_high, reclaim_end_nr_reclaimed }
+    let offset = |ty: &str, path: &[&str]| btf.and_then(|b| b.member_offset(ty, path).ok());
+    let memcg_id = btf
+        .and_then(|b| b.enum_values("cgroup_subsys_id").ok())
+        .and_then(|values| values.iter().find(|(name, _)| name == "memory_cgrp_id").map(|(_, v)| *v))
+        .and_then(|v| u32::try_from(v).ok());
+    let css_set_memcg = offset("css_set", &["subsys"]).zip(memcg_id).map(|(subsys, id)| subsys + 8 * id);
+    let counter =
+        |field: &str| offset("mem_cgroup", &["memory"]).zip(offset("page_counter", &[field])).map(|(a, b)| a + b);
+    let known = |o: Option<u32>| o.unwrap_or(OFFSET_UNKNOWN);
+    MemcgConfig {
+        task_nr_pages_over_high,
+        reclaim_end_nr_reclaimed,
+        task_cgroups: known(offset("task_struct", &["cgroups"])),
+        css_set_memcg: known(css_set_memcg),
+        memcg_usage: known(counter("usage")),
+        memcg_high: known(counter("high")),
+        memcg_max: known(counter("max")),
+        _pad: 0,
+    }
+}
+
+/// The kernel's page counts as bytes (`memory.current`, `.high`, `.max`);
+/// the largest count (`PAGE_COUNTER_MAX`) is no limit, like `max` in the file.
+fn counted_limits(ev: &MemcgThrottleEvent) -> MemcgLimits {
+    const PAGE: u64 = 4096;
+    const PAGE_COUNTER_MAX: u64 = i64::MAX as u64 / PAGE;
+    let bytes = |pages: u64| (pages < PAGE_COUNTER_MAX).then(|| pages * PAGE);
+    MemcgLimits {
+        memory_current: (ev.usage_pages != PAGES_UNKNOWN).then(|| ev.usage_pages * PAGE),
+        // PAGES_UNKNOWN is past PAGE_COUNTER_MAX too.
+        memory_high: bytes(ev.high_pages),
+        memory_max: bytes(ev.max_pages),
+    }
 }
 
 /// The attached throttle and reclaim programs.
@@ -157,7 +189,13 @@ impl KernelMemcg {
             inferred: false,
             duration_ns: Some(ev.header.ts_ns.saturating_sub(ev.start_ns)),
             nr_pages: (ev.nr_pages != NR_PAGES_UNKNOWN).then_some(ev.nr_pages),
-            limits: self.limits(who.cgroup_path.as_deref()),
+            // As the kernel had them when the throttle began; the files, read
+            // now, where the program could not read them.
+            limits: if ev.high_pages != PAGES_UNKNOWN {
+                counted_limits(ev)
+            } else {
+                self.limits(who.cgroup_path.as_deref())
+            },
             who,
         })
     }
@@ -323,4 +361,35 @@ fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(), String> {
         return Err(format!("kretprobe: {e}"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn throttle(usage_pages: u64, high_pages: u64, max_pages: u64) -> MemcgThrottleEvent {
+        MemcgThrottleEvent {
+            header: observer_common::EventHeader { kind: 0, cpu: 0, ts_ns: 0 },
+            cgroup_id: 0,
+            start_ns: 0,
+            nr_pages: 0,
+            pid: 0,
+            tid: 0,
+            comm: [0; 16],
+            mechanism: THROTTLE_FENTRY,
+            _pad: 0,
+            usage_pages,
+            high_pages,
+            max_pages,
+        }
+    }
+
+    #[test]
+    fn page_counts_become_bytes_and_the_largest_no_limit() {
+        let no_limit = i64::MAX as u64 / 4096;
+        let l = counted_limits(&throttle(2000, 1536, no_limit));
+        assert_eq!((l.memory_current, l.memory_high, l.memory_max), (Some(2000 * 4096), Some(6 << 20), None));
+        let l = counted_limits(&throttle(PAGES_UNKNOWN, 8192, PAGES_UNKNOWN));
+        assert_eq!((l.memory_current, l.memory_high, l.memory_max), (None, Some(32 << 20), None));
+    }
 }
