@@ -13,6 +13,7 @@ use aya_ebpf::{
 };
 use observer_common::{
     EventKind, counter,
+    kernel::KernelOffsets,
     net::{FAMILY_NONE, TCP_RST},
     tcp::{
         DIRECTION_RECEIVED, DIRECTION_SENT, DIRECTION_SENT_NO_SOCKET, PacketTuple, RECORD_MAX, ResetTracepointLayout,
@@ -188,25 +189,48 @@ fn try_reset(ctx: &TracePointContext, layout: &ResetTracepointLayout, direction:
     let sk = read::<*const u8>(record, layout.skaddr).unwrap_or(core::ptr::null());
     let skb = read::<*const u8>(record, layout.skbaddr).unwrap_or(core::ptr::null());
     let sk_state = kernel::socket_state(&off, sk);
+    reset_common(event, &off, sk, skb, sk_state, direction);
+    let record_len = (layout.record_len as usize).min(RECORD_MAX);
+    // SAFETY: as in `reset_common`.
+    unsafe {
+        let dst = &mut (*event).record;
+        let copied = bpf_probe_read_kernel_buf(record, &mut dst[..record_len]).is_ok();
+        (*event).record_len = if copied { record_len as u32 } else { 0 };
+        (*event).record_kind = RECORD_TRACEPOINT as u32;
+        (*event)._pad = 0;
+    }
+    entry.submit(crate::maps::submit_flags());
+    Ok(())
+}
+
+/// Everything of a reset event but its record: who, where, which socket.
+#[inline(always)]
+fn reset_common(
+    event: *mut TcpResetEvent,
+    off: &KernelOffsets,
+    sk: *const u8,
+    skb: *const u8,
+    sk_state: u8,
+    direction: u8,
+) {
     let sk_full = kernel::is_full_socket(sk_state);
     let sk_owned = sk_full && read::<*const u8>(sk, off.sock_socket).is_some_and(|s| !s.is_null());
     let pid_tgid = bpf_get_current_pid_tgid();
-    let task_netns = kernel::task_netns(&off);
+    let task_netns = kernel::task_netns(off);
     let netns = if !sk.is_null() {
-        kernel::socket_netns(&off, sk)
+        kernel::socket_netns(off, sk)
     } else if !skb.is_null() {
-        kernel::skb_netns(&off, skb)
+        kernel::skb_netns(off, skb)
     } else {
         task_netns
     };
-    let record_len = (layout.record_len as usize).min(RECORD_MAX);
     // SAFETY: `event` points at a reserved, exclusively owned ring buffer slot
-    // of the right size; every field is written before submit.
+    // of the right size; the caller writes the rest before submit.
     unsafe {
         (*event).header.kind = EventKind::TcpReset as u32;
         (*event).header.cpu = bpf_get_smp_processor_id();
         (*event).header.ts_ns = bpf_ktime_get_ns();
-        (*event).sk_cgroup_id = if sk_full { kernel::socket_cgroup_id(&off, sk) } else { 0 };
+        (*event).sk_cgroup_id = if sk_full { kernel::socket_cgroup_id(off, sk) } else { 0 };
         (*event).task_cgroup_id = bpf_get_current_cgroup_id();
         (*event).netns = netns;
         (*event).task_netns = task_netns;
@@ -217,14 +241,7 @@ fn try_reset(ctx: &TracePointContext, layout: &ResetTracepointLayout, direction:
         (*event).sk_state = sk_state;
         (*event).sk_owned = sk_owned as u8;
         (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        let dst = &mut (*event).record;
-        let copied = bpf_probe_read_kernel_buf(record, &mut dst[..record_len]).is_ok();
-        (*event).record_len = if copied { record_len as u32 } else { 0 };
-        (*event).record_kind = RECORD_TRACEPOINT as u32;
-        (*event)._pad = 0;
     }
-    entry.submit(crate::maps::submit_flags());
-    Ok(())
 }
 
 /// The `tp_btf` programs: what the classic tracepoint would have recorded,
@@ -251,33 +268,9 @@ fn try_reset_btf(ctx: &BtfTracePointContext, args: &TpBtfArgs, direction: u8) ->
         tuple.has_extra = 1;
         tuple.extra = reason as i32;
     }
-    let sk_owned = sk_full && read::<*const u8>(sk, off.sock_socket).is_some_and(|s| !s.is_null());
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let task_netns = kernel::task_netns(&off);
-    let netns = if !sk.is_null() {
-        kernel::socket_netns(&off, sk)
-    } else if !skb.is_null() {
-        kernel::skb_netns(&off, skb)
-    } else {
-        task_netns
-    };
-    // SAFETY: `event` points at a reserved, exclusively owned ring buffer slot
-    // of the right size; every field is written before submit.
+    reset_common(event, &off, sk, skb, sk_state, direction);
+    // SAFETY: as in `reset_common`.
     unsafe {
-        (*event).header.kind = EventKind::TcpReset as u32;
-        (*event).header.cpu = bpf_get_smp_processor_id();
-        (*event).header.ts_ns = bpf_ktime_get_ns();
-        (*event).sk_cgroup_id = if sk_full { kernel::socket_cgroup_id(&off, sk) } else { 0 };
-        (*event).task_cgroup_id = bpf_get_current_cgroup_id();
-        (*event).netns = netns;
-        (*event).task_netns = task_netns;
-        (*event).pid = (pid_tgid >> 32) as u32;
-        (*event).tid = pid_tgid as u32;
-        (*event).direction = direction;
-        (*event).sk_full = sk_full as u8;
-        (*event).sk_state = sk_state;
-        (*event).sk_owned = sk_owned as u8;
-        (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         (*event).record = [0; RECORD_MAX];
         core::ptr::write_unaligned((*event).record.as_mut_ptr() as *mut SocketTuple, tuple);
         (*event).record_len = core::mem::size_of::<SocketTuple>() as u32;
