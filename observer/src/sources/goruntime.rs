@@ -157,19 +157,17 @@ enum Read {
 
 impl Read {
     fn build_info(exe: &Path, pid: u32) -> Read {
-        match gobinary::build_info(exe) {
-            Ok(Some(build)) => Read::BuildInfo { main_module: build.main_module },
-            Ok(None) => Read::NotGo,
-            Err(err) => {
-                tracing::debug!("pid {pid}: {err}");
-                Read::NotGo
-            }
-        }
+        Self::of(gobinary::build_info(exe), pid, |build| Read::BuildInfo { main_module: build.main_module })
     }
 
     fn full(exe: &Path, pid: u32) -> Read {
-        match GoBinary::open(exe) {
-            Ok(Some(go)) => Read::Full(Arc::new(go)),
+        Self::of(GoBinary::open(exe), pid, |go| Read::Full(Arc::new(go)))
+    }
+
+    /// `NotGo` for a file that is not Go or could not be read.
+    fn of<T>(read: Result<Option<T>, gobinary::GoBinaryError>, pid: u32, go: impl FnOnce(T) -> Read) -> Read {
+        match read {
+            Ok(Some(found)) => go(found),
             Ok(None) => Read::NotGo,
             Err(err) => {
                 tracing::debug!("pid {pid}: {err}");
@@ -506,18 +504,20 @@ impl GoRuntimeSource {
                 probed.idle_since = None;
                 Some(probed.links.len())
             }
-            None => self.attach(ebpf, pid, binary, set, probes),
+            None => {
+                let links = self.attach(ebpf, pid, binary, set, probes);
+                if links.is_some() {
+                    // Once per link set: the same for every process of the binary.
+                    self.register_at_exec(binary, &go, GoProcess { addrs: link, flags, set });
+                }
+                links
+            }
         };
         let Some(links) = attached else {
             let _ = self.procs.remove(&pid);
             return;
         };
         self.watched_from_exec += u64::from(from_exec);
-        self.register_at_exec(
-            binary,
-            &go,
-            GoKnown { entry: GoProcess { addrs: link, flags, set }, pie: 0, _pad: 0, exec_vaddr: 0 },
-        );
         let cycles_at_attach = (!from_exec).then(|| read_u32(pid, addrs[field::CYCLES])).flatten();
         let layout = source.map_or("none", LayoutSource::as_str);
         crate::view::console::line(&format!(
@@ -592,13 +592,12 @@ impl GoRuntimeSource {
     /// Lets the exec program watch new processes of `binary` itself, where
     /// every process of it is selected and its load address can be found
     /// from the kernel's `mm->start_code`.
-    fn register_at_exec(&mut self, binary: BinaryId, go: &GoBinary, mut known: GoKnown) {
+    fn register_at_exec(&mut self, binary: BinaryId, go: &GoBinary, link_time: GoProcess) {
         if !self.selection.selects_every_process_of(go.build.main_module.as_deref()) {
             return;
         }
         let Some(exec_vaddr) = go.exec_vaddr else { return };
-        known.pie = u32::from(go.pie);
-        known.exec_vaddr = exec_vaddr;
+        let known = GoKnown { entry: link_time, pie: u32::from(go.pie), _pad: 0, exec_vaddr };
         if let Err(err) = self.known.insert(BinaryKey::from_stat(binary.dev, binary.ino), known, 0) {
             tracing::debug!("{KNOWN_MAP}: {err}; new processes of {binary:?} are watched once the agent gets to them");
         }
@@ -652,7 +651,7 @@ fn process_addresses(
     Ok(addrs)
 }
 
-/// A 4-byte value of `pid`'s memory (0: not known).
+/// A 4-byte value of `pid`'s memory at `addr` (0: an address not known).
 fn read_u32(pid: u32, addr: u64) -> Option<u32> {
     use std::os::unix::fs::FileExt;
     if addr == 0 {
