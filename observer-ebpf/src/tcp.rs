@@ -9,6 +9,7 @@ use aya_ebpf::{
         bpf_ktime_get_ns, bpf_probe_read_kernel_buf,
     },
     macros::{btf_tracepoint, fentry, kprobe, tracepoint},
+    maps::ring_buf::RingBufEntry,
     programs::{BtfTracePointContext, FEntryContext, ProbeContext, TracePointContext},
 };
 use observer_common::{
@@ -175,14 +176,7 @@ fn no_socket_reset(sk: *const u8, skb: *const u8, protocol: u16) -> i32 {
 
 #[inline(always)]
 fn try_reset(ctx: &TracePointContext, layout: &ResetTracepointLayout, direction: u8) -> Result<(), ()> {
-    let Some(mut entry) = EVENTS.reserve::<TcpResetEvent>(0) else {
-        count_lost(if direction == DIRECTION_SENT {
-            counter::LOST_TCP_RESET_SENT
-        } else {
-            counter::LOST_TCP_RESET_RECEIVED
-        });
-        return Err(());
-    };
+    let Some(mut entry) = reserve_reset(direction) else { return Err(()) };
     let event = entry.as_mut_ptr();
     let record = ctx.as_ptr() as *const u8;
     let off = kernel::offsets();
@@ -201,6 +195,20 @@ fn try_reset(ctx: &TracePointContext, layout: &ResetTracepointLayout, direction:
     }
     entry.submit(crate::maps::submit_flags());
     Ok(())
+}
+
+/// A ring buffer slot for a reset event, or the loss counted.
+#[inline(always)]
+fn reserve_reset(direction: u8) -> Option<RingBufEntry<TcpResetEvent>> {
+    let entry = EVENTS.reserve::<TcpResetEvent>(0);
+    if entry.is_none() {
+        count_lost(if direction == DIRECTION_SENT {
+            counter::LOST_TCP_RESET_SENT
+        } else {
+            counter::LOST_TCP_RESET_RECEIVED
+        });
+    }
+    entry
 }
 
 /// Everything of a reset event but its record: who, where, which socket.
@@ -249,14 +257,7 @@ fn reset_common(
 /// the packet it answers), as a [`SocketTuple`].
 #[inline(always)]
 fn try_reset_btf(ctx: &BtfTracePointContext, args: &TpBtfArgs, direction: u8) -> Result<(), ()> {
-    let Some(mut entry) = EVENTS.reserve::<TcpResetEvent>(0) else {
-        count_lost(if direction == DIRECTION_SENT {
-            counter::LOST_TCP_RESET_SENT
-        } else {
-            counter::LOST_TCP_RESET_RECEIVED
-        });
-        return Err(());
-    };
+    let Some(mut entry) = reserve_reset(direction) else { return Err(()) };
     let event = entry.as_mut_ptr();
     let off = kernel::offsets();
     let sk = tp_btf::ptr::<0>(ctx, args.sk);
