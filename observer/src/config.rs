@@ -35,8 +35,21 @@ pub enum Command {
     Check(CheckArgs),
     /// List the episodes a run wrote to its data directory (newest first), or show one.
     Episodes(EpisodesArgs),
+    /// Print the Go functions, files and lines (inlined calls first) at link-time addresses of a Go binary.
+    Symbolize {
+        /// The Go binary (stripped ones too: read from its `.gopclntab`).
+        binary: PathBuf,
+        /// Link-time addresses in hex (`0x` optional): a return address minus 1 for a caller.
+        #[arg(required = true, value_name = "ADDR", value_parser = parse_hex_address)]
+        addrs: Vec<u64>,
+    },
     /// Print the version.
     Version,
+}
+
+fn parse_hex_address(text: &str) -> Result<u64, String> {
+    let digits = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")).unwrap_or(text);
+    u64::from_str_radix(digits, 16).map_err(|err| format!("not a hex address ({err})"))
 }
 
 #[derive(Debug, Args)]

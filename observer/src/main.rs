@@ -79,6 +79,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Symbolize { binary, addrs } => match process::gosymbols::GoSymbols::read(&binary) {
+            Ok(symbols) => {
+                print!("{}", symbols.describe(&addrs));
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("observer: error: {err}");
+                ExitCode::from(2)
+            }
+        },
         Command::Episodes(args) => match view::history::run(&args) {
             Ok(printed) => {
                 if let Some(note) = printed.note {

@@ -115,8 +115,15 @@ pub fn host_built_or_build(cache_dir: &Path) -> PathBuf {
 /// The fixture built by `toolchain` as `variant`, in `cache_dir`: built once
 /// and reused until a source file is newer than the binary.
 pub fn build(cache_dir: &Path, toolchain: Toolchain, variant: Variant) -> PathBuf {
-    let bin = cache_dir.join(format!("gofixture-{}-{}", toolchain.name(), variant.name()));
-    if is_fresh(&bin) {
+    build_from(&source_dir(), cache_dir, toolchain, variant)
+}
+
+/// The Go program in `source` (a directory of `tests/fixtures`) built as
+/// [`build`] builds the fixture, named after its directory.
+pub fn build_from(source: &Path, cache_dir: &Path, toolchain: Toolchain, variant: Variant) -> PathBuf {
+    let program = bin_name(source);
+    let bin = cache_dir.join(format!("{program}-{}-{}", toolchain.name(), variant.name()));
+    if is_fresh(&bin, source) {
         return bin;
     }
     std::fs::create_dir_all(cache_dir).unwrap_or_else(|e| panic!("{}: {e}", cache_dir.display()));
@@ -140,7 +147,7 @@ pub fn build(cache_dir: &Path, toolchain: Toolchain, variant: Variant) -> PathBu
         .arg("-o")
         .arg(&partial)
         .arg(".")
-        .current_dir(source_dir())
+        .current_dir(source)
         .env("GOFLAGS", "-mod=mod")
         .env("CGO_ENABLED", if variant == Variant::Cgo { "1" } else { "0" });
     let out = output_within(&mut cmd, BUILD_WITHIN);
@@ -153,11 +160,11 @@ fn bin_name(bin: &Path) -> String {
     bin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-/// The binary exists and no fixture source is newer.
-fn is_fresh(bin: &Path) -> bool {
+/// The binary exists and no source in `source` is newer.
+fn is_fresh(bin: &Path, source: &Path) -> bool {
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let Some(built) = modified(bin) else { return false };
-    let Ok(sources) = std::fs::read_dir(source_dir()) else { return false };
+    let Ok(sources) = std::fs::read_dir(source) else { return false };
     sources.flatten().all(|e| modified(&e.path()).is_some_and(|m| m <= built))
 }
 

@@ -217,7 +217,7 @@ fn pclntab_functions<'a, R: object::ReadRef<'a>>(
         .copied()
         .or(table.text_start())
         .filter(|&start| start != 0)
-        .or_else(|| moduledata_text(elf, &relocs, section.address(), table.funcname_offset() as u64));
+        .or_else(|| Moduledata::find(elf, &relocs, section.address(), table.funcname_offset() as u64)?.text());
     let Some(text) = text else { return Ok(Vec::new()) };
     Ok(found
         .into_iter()
@@ -241,42 +241,79 @@ fn return_offsets<'a, R: ReadRef<'a>>(data: R, func: &Function) -> Result<Vec<u6
 }
 
 /// Dynamic relocations of a PIE binary as (where, link-time target).
-fn relative_relocations<'a, R: object::ReadRef<'a>>(elf: &object::File<'a, R>) -> HashMap<u64, u64> {
+pub(super) fn relative_relocations<'a, R: object::ReadRef<'a>>(elf: &object::File<'a, R>) -> HashMap<u64, u64> {
     let Some(relocs) = elf.dynamic_relocations() else { return HashMap::new() };
     relocs.filter_map(|(at, r)| Some((at, u64::try_from(r.addend()).ok()?))).collect()
 }
 
-/// `runtime.firstmoduledata.text`. The module data starts with a pointer to
-/// the pclntab header and a slice of its name table (pointer, len, cap),
-/// which identify it; `text` is its 23rd word (Go 1.18 and later:
-/// pcHeader, six slices, findfunctab, minpc, maxpc, text).
-fn moduledata_text<'a, R: object::ReadRef<'a>>(
-    elf: &object::File<'a, R>,
-    relocs: &HashMap<u64, u64>,
-    pclntab: u64,
-    funcname_offset: u64,
-) -> Option<u64> {
+/// `runtime.firstmoduledata`, the runtime's description of the binary's
+/// module. It starts with a pointer to the pclntab header and a slice of its
+/// name table (pointer, len, cap), which identify it.
+pub(super) struct Moduledata<'e, 'a, R: object::ReadRef<'a>> {
+    elf: &'e object::File<'a, R>,
+    relocs: &'e HashMap<u64, u64>,
+    /// Its link-time address.
+    address: u64,
+}
+
+impl<'e, 'a, R: object::ReadRef<'a>> Moduledata<'e, 'a, R> {
     const WORD: u64 = 8;
+    /// `text` is its 23rd word (Go 1.18 and later: pcHeader, six slices,
+    /// findfunctab, minpc, maxpc, text).
     const TEXT: u64 = 22;
-    let funcnametab = pclntab.checked_add(funcname_offset)?;
-    // PIE: the pointers are relocations, their targets the addends.
-    let from_relocs = relocs.iter().find_map(|(&at, &target)| {
-        (target == pclntab && relocs.get(&(at + WORD)) == Some(&funcnametab))
-            .then(|| relocs.get(&(at + TEXT * WORD)).copied())
-            .flatten()
-    });
-    if from_relocs.is_some() {
-        return from_relocs;
+
+    pub(super) fn find(
+        elf: &'e object::File<'a, R>,
+        relocs: &'e HashMap<u64, u64>,
+        pclntab: u64,
+        funcname_offset: u64,
+    ) -> Option<Self> {
+        let funcnametab = pclntab.checked_add(funcname_offset)?;
+        // PIE: the pointers are relocations, their targets the addends.
+        let from_relocs = relocs
+            .iter()
+            .find_map(|(&at, &target)| (target == pclntab && relocs.get(&(at + Self::WORD)) == Some(&funcnametab)).then_some(at));
+        // Otherwise the pointers are in the file, in the runtime's data (its
+        // own section since Go 1.26).
+        let address = from_relocs.or_else(|| {
+            [".go.module", ".noptrdata", ".data"].iter().filter_map(|n| elf.section_by_name(n)).find_map(|section| {
+                let data = section.data().ok()?;
+                let word = |at: usize| Some(u64::from_le_bytes(data.get(at..at + 8)?.try_into().ok()?));
+                (0..data.len())
+                    .step_by(8)
+                    .find(|&at| word(at) == Some(pclntab) && word(at + 8) == Some(funcnametab))
+                    .map(|at| section.address() + at as u64)
+            })
+        })?;
+        Some(Self { elf, relocs, address })
     }
-    // Otherwise the pointers are in the file, in the runtime's data (its own
-    // section since Go 1.26).
-    [".go.module", ".noptrdata", ".data"].iter().filter_map(|n| elf.section_by_name(n)).find_map(|section| {
-        let data = section.data().ok()?;
-        let word = |at: usize| Some(u64::from_le_bytes(data.get(at..at + 8)?.try_into().ok()?));
-        (0..data.len()).step_by(8).find_map(|at| {
-            (word(at)? == pclntab && word(at + 8)? == funcnametab).then(|| word(at + TEXT as usize * 8)).flatten()
+
+    /// Its word `index`: a relocation's target in PIE, else the file's.
+    pub(super) fn word(&self, index: u64) -> Option<u64> {
+        let at = self.address.checked_add(index.checked_mul(Self::WORD)?)?;
+        self.relocs.get(&at).copied().or_else(|| {
+            let bytes = read_at(self.elf, at, Self::WORD)?;
+            Some(u64::from_le_bytes(bytes.try_into().ok()?))
         })
-    })
+    }
+
+    pub(super) fn text(&self) -> Option<u64> {
+        self.word(Self::TEXT)
+    }
+
+    /// `gofunc` (`go:func.*`), which funcdata offsets are relative to. It
+    /// follows `rodata` (the start of `.rodata`) in every release since Go
+    /// 1.18, whose position moved (Go 1.20 added `covctrs`, Go 1.27
+    /// `typedesclen`, `itaboffset` and `itabsize`); the last match wins, as
+    /// `types` may equal `rodata` too.
+    pub(super) fn gofunc(&self) -> Option<u64> {
+        let rodata = self.elf.section_by_name(".rodata")?.address();
+        (Self::TEXT + 1..Self::TEXT + 24)
+            .filter(|&i| self.word(i - 1) == Some(rodata))
+            .filter_map(|i| self.word(i))
+            .filter(|&gofunc| gofunc != rodata)
+            .last()
+    }
 }
 
 /// The file offset of link-time address `addr`, from the section holding it.
@@ -298,7 +335,7 @@ fn file_offset<'a, R: object::ReadRef<'a>>(
 
 /// Reads `len` bytes of the image at virtual address `addr` (build info
 /// pointers of Go < 1.18).
-fn read_at<'a, R: object::ReadRef<'a>>(elf: &object::File<'a, R>, addr: u64, len: u64) -> Option<Vec<u8>> {
+pub(super) fn read_at<'a, R: object::ReadRef<'a>>(elf: &object::File<'a, R>, addr: u64, len: u64) -> Option<Vec<u8>> {
     let section = elf.sections().find(|s| s.address() <= addr && addr < s.address() + s.size())?;
     let data = section.data().ok()?;
     let start = usize::try_from(addr - section.address()).ok()?;

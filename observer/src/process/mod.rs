@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod dwarf;
 pub mod environ;
 pub mod gobinary;
+pub mod gosymbols;
 pub mod layout;
 pub mod lifecycle;
 pub mod pclntab;

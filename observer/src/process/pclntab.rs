@@ -1,11 +1,16 @@
-//! Go's function table (`.gopclntab`): function name → entry address. The
-//! runtime needs it for stack traces, so it survives `-ldflags=-s -w`; it
-//! lists functions only, never data such as `runtime.work`.
+//! Go's function table (`.gopclntab`): function name → entry address, and
+//! text offset → function, file, line and inlining. The runtime needs it for
+//! stack traces, so it survives `-ldflags=-s -w`; it lists functions only,
+//! never data such as `runtime.work`.
 //!
 //! Layout of Go 1.18 and later (`runtime/symtab.go`, `pcHeader`): a header
 //! of 8 bytes and 8 pointer-sized words, then at `pclnOffset` `nfunc` pairs
 //! of (entry offset from `textStart`, offset of the `_func`), each `_func`
 //! starting with its entry offset and its name's offset in the name table.
+//! A `_func` names its pc-value tables (offsets into `pctab`): file number
+//! (`pcfile`, per compilation unit, through `cutab` to `filetab`), line
+//! (`pcln`) and `npcdata` more, then `nfuncdata` offsets from
+//! `moduledata.gofunc` (`go:func.*`), `^0` for none.
 
 /// Go 1.18–1.19 and Go 1.20+ (same layout for what is read here).
 const MAGIC_118: u32 = 0xffff_fff0;
@@ -21,14 +26,47 @@ pub enum PclntabError {
     Truncated,
 }
 
-/// The parsed header: enough to look functions up by name.
+/// `PCDATA_InlTreeIndex`: the pc-value table of inlining tree indexes.
+const PCDATA_INL_TREE_INDEX: usize = 2;
+/// `FUNCDATA_InlTree`: the function's inlining tree.
+pub const FUNCDATA_INL_TREE: usize = 3;
+/// Functions nested deeper than this are taken for a corrupt tree (a cycle).
+const INLINE_DEPTH_MAX: usize = 1000;
+
+/// The parsed header: enough to look functions up by name or address.
 #[derive(Debug)]
 pub struct Pclntab<'d> {
     data: &'d [u8],
     ptr: usize,
+    /// Go 1.20 and later: `_func.startLine` and the shorter `inlinedCall`.
+    go120: bool,
+    /// `pcquantum`: the unit of pc deltas in pc-value tables (1 on amd64).
+    quantum: u32,
     nfunc: usize,
     funcname: usize,
+    cutab: usize,
+    filetab: usize,
+    pctab: usize,
     functab: usize,
+}
+
+/// One `_func`: where it is in the table and its entry offset from `textStart`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Func {
+    at: usize,
+    pub entry: u32,
+}
+
+/// A source position at a text offset: function name offset, file, line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position<'d> {
+    /// Before printing, as the runtime's `funcNameForPrint` does it.
+    pub function: &'d str,
+    /// `None` where the tables have no file (the runtime prints `?`).
+    pub file: Option<&'d str>,
+    /// 0 where the tables have no line.
+    pub line: u32,
+    pub inlined: bool,
 }
 
 impl<'d> Pclntab<'d> {
@@ -42,11 +80,20 @@ impl<'d> Pclntab<'d> {
             return Err(PclntabError::PointerSize(ptr));
         }
         let ptr = usize::from(ptr);
+        let quantum = u32::from(data[6]);
         let word = |i: usize| word_at(data, 8 + i * ptr, ptr).ok_or(PclntabError::Truncated);
-        let nfunc = word(0)?;
-        let funcname = word(3)?;
-        let functab = word(7)?;
-        Ok(Self { data, ptr, nfunc, funcname, functab })
+        Ok(Self {
+            data,
+            ptr,
+            go120: magic == MAGIC_120,
+            quantum,
+            nfunc: word(0)?,
+            funcname: word(3)?,
+            cutab: word(4)?,
+            filetab: word(5)?,
+            pctab: word(6)?,
+            functab: word(7)?,
+        })
     }
 
     /// Offset inside the table of the `textStart` word, which holds the
@@ -85,6 +132,183 @@ impl<'d> Pclntab<'d> {
             (next > entry).then_some((u64::from(entry), u64::from(next)))
         })
     }
+}
+
+impl<'d> Pclntab<'d> {
+    /// Entry offset of the `i`th function (`nfunc` for the end of the text).
+    fn entry_at(&self, i: usize) -> Option<u32> {
+        u32_at(self.data, self.functab.checked_add(i.checked_mul(8)?)?)
+    }
+
+    /// Offsets from `textStart` of the first function and of the text's end.
+    pub fn text_offsets(&self) -> Option<(u32, u32)> {
+        Some((self.entry_at(0)?, self.entry_at(self.nfunc)?))
+    }
+
+    /// The function whose code holds text offset `pc`: a binary search of
+    /// the entries, which are sorted.
+    pub fn find_func(&self, pc: u32) -> Option<Func> {
+        let (first, end) = self.text_offsets()?;
+        if pc < first || pc >= end {
+            return None;
+        }
+        // Invariant: entry(lo) <= pc < entry(hi).
+        let (mut lo, mut hi) = (0, self.nfunc);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.entry_at(mid)? <= pc {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let pair = self.functab.checked_add(lo * 8)?;
+        let at = self.functab.checked_add(usize::try_from(u32_at(self.data, pair + 4)?).ok()?)?;
+        let entry = u32_at(self.data, at)?;
+        // The pair and the `_func` must agree, or the table is corrupt.
+        (entry == self.entry_at(lo)?).then_some(Func { at, entry })
+    }
+
+    fn field(&self, func: Func, offset: usize) -> Option<u32> {
+        u32_at(self.data, func.at.checked_add(offset)?)
+    }
+
+    /// The NUL-terminated string at `offset` of the name table.
+    fn name(&self, offset: u32) -> Option<&'d str> {
+        cstr(self.data, self.funcname.checked_add(usize::try_from(offset).ok()?)?)
+    }
+
+    /// Bytes of `_func` before its pcdata offsets.
+    fn func_header_len(&self) -> usize {
+        if self.go120 { 44 } else { 40 }
+    }
+
+    fn npcdata(&self, func: Func) -> Option<usize> {
+        usize::try_from(self.field(func, 28)?).ok()
+    }
+
+    /// Offset from `moduledata.gofunc` of the function's funcdata `index`.
+    pub fn funcdata(&self, func: Func, index: usize) -> Option<u32> {
+        let nfuncdata = usize::from(*self.data.get(func.at.checked_add(self.func_header_len() - 1)?)?);
+        if index >= nfuncdata {
+            return None;
+        }
+        let at = self.func_header_len().checked_add(self.npcdata(func)?.checked_add(index)?.checked_mul(4)?)?;
+        self.field(func, at).filter(|&off| off != u32::MAX)
+    }
+
+    /// The value of the pc-value table at `table` (an offset into `pctab`)
+    /// at text offset `pc`, -1 where the table has none (`runtime.pcvalue`).
+    /// Each step is a zig-zag varint value delta, then a varint pc delta in
+    /// units of `pcquantum`; a zero value delta after the first step ends it.
+    fn pcvalue(&self, func: Func, table: u32, pc: u32) -> Option<i32> {
+        if table == 0 {
+            return Some(-1);
+        }
+        let mut p = self.pctab.checked_add(usize::try_from(table).ok()?)?;
+        let (mut at, mut value) = (func.entry, -1i32);
+        loop {
+            let (delta, n) = uvarint(self.data, p)?;
+            if delta == 0 && at != func.entry {
+                return None;
+            }
+            p += n;
+            // Zig-zag: the low bit is the sign.
+            value = value.wrapping_add((-((delta & 1) as i32)) ^ ((delta >> 1) as i32));
+            let (pc_delta, n) = uvarint(self.data, p)?;
+            p += n;
+            at = at.checked_add(pc_delta.checked_mul(self.quantum)?)?;
+            if pc < at {
+                return Some(value);
+            }
+        }
+    }
+
+    /// The value of pcdata table `index` at `pc`, -1 where there is none.
+    fn pcdata(&self, func: Func, index: usize, pc: u32) -> Option<i32> {
+        if index >= self.npcdata(func)? {
+            return Some(-1);
+        }
+        let table = self.field(func, self.func_header_len().checked_add(index * 4)?)?;
+        self.pcvalue(func, table, pc)
+    }
+
+    /// File and line at `pc` (`runtime.funcline1`).
+    fn file_line(&self, func: Func, pc: u32) -> (Option<&'d str>, u32) {
+        let file = (|| {
+            let fileno = u32::try_from(self.pcvalue(func, self.field(func, 20)?, pc)?).ok()?;
+            let cu = self.field(func, 32)?;
+            let entry = usize::try_from(cu.checked_add(fileno)?).ok()?.checked_mul(4)?;
+            let offset = u32_at(self.data, self.cutab.checked_add(entry)?)?;
+            if offset == u32::MAX {
+                return None;
+            }
+            cstr(self.data, self.filetab.checked_add(usize::try_from(offset).ok()?)?)
+        })();
+        let line = self.field(func, 24).and_then(|t| self.pcvalue(func, t, pc)).and_then(|l| u32::try_from(l).ok());
+        (file, line.unwrap_or(0))
+    }
+
+    /// The source positions at text offset `pc` of function `func`,
+    /// innermost first: one per function inlined there, then `func`'s own.
+    /// `inline_tree` is the function's `FUNCDATA_InlTree` (`None` when it
+    /// has none). Each caller's line is the one its pc-value tables give at
+    /// the call site (`parentPc`), as `runtime.CallersFrames` reports it.
+    pub fn positions(&self, func: Func, pc: u32, inline_tree: Option<&'d [u8]>) -> Vec<Position<'d>> {
+        let mut positions = Vec::new();
+        let Some(name) = self.name(self.field(func, 4).unwrap_or(u32::MAX)) else { return positions };
+        let mut pc = pc;
+        for _ in 0..INLINE_DEPTH_MAX {
+            let (file, line) = self.file_line(func, pc);
+            let call = inline_tree.and_then(|tree| {
+                let index = usize::try_from(self.pcdata(func, PCDATA_INL_TREE_INDEX, pc)?).ok()?;
+                self.inlined_call(tree, index)
+            });
+            let Some((name_offset, parent_pc)) = call else {
+                positions.push(Position { function: name, file, line, inlined: false });
+                return positions;
+            };
+            let Some(function) = self.name(name_offset) else { return positions };
+            positions.push(Position { function, file, line, inlined: true });
+            let Some(parent) = func.entry.checked_add(parent_pc) else { return positions };
+            pc = parent;
+        }
+        positions
+    }
+
+    /// Name offset and call site (offset from entry) of inlining tree node
+    /// `index` (`runtime.inlinedCall`; Go 1.18–1.19 had a longer one).
+    fn inlined_call(&self, tree: &[u8], index: usize) -> Option<(u32, u32)> {
+        let (size, name, parent_pc) = if self.go120 { (16, 4, 8) } else { (20, 12, 16) };
+        let at = index.checked_mul(size)?;
+        Some((u32_at(tree, at + name)?, u32_at(tree, at + parent_pc)?))
+    }
+}
+
+/// The function name as the runtime prints it: a generic function's shape
+/// arguments as `[...]` (`runtime.funcNameForPrint`).
+pub fn name_for_print(name: &str) -> std::borrow::Cow<'_, str> {
+    match (name.find('['), name.rfind(']')) {
+        (Some(open), Some(close)) if open < close => format!("{}[...]{}", &name[..open], &name[close + 1..]).into(),
+        _ => name.into(),
+    }
+}
+
+/// A little-endian base-128 varint of at most 32 bits, and its length.
+fn uvarint(data: &[u8], at: usize) -> Option<(u32, usize)> {
+    let mut value = 0u32;
+    for (i, &b) in data.get(at..)?.iter().take(5).enumerate() {
+        value |= u32::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+fn cstr(data: &[u8], at: usize) -> Option<&str> {
+    let rest = data.get(at..)?;
+    std::str::from_utf8(&rest[..rest.iter().position(|&b| b == 0)?]).ok()
 }
 
 fn u32_at(data: &[u8], at: usize) -> Option<u32> {
