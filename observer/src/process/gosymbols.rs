@@ -108,11 +108,13 @@ impl GoSymbols {
     /// innermost first (`ADDR FUNCTION FILE:LINE`, `(inlined)` after those
     /// inlined into the next), or `ADDR ?` where no Go function is.
     pub fn describe(&self, addrs: &[u64]) -> String {
+        let text = self.text_range();
         let mut out = String::new();
         for &addr in addrs {
             let frames = self.frames(addr);
             if frames.is_empty() {
-                out += &format!("{addr:#x} ?\n");
+                let outside = if text.contains(&addr) { "" } else { " (outside Go text)" };
+                out += &format!("{addr:#x} ?{outside}\n");
             }
             for f in frames {
                 let inlined = if f.inlined { " (inlined)" } else { "" };
@@ -137,4 +139,20 @@ fn section_tail<'a, R: object::ReadRef<'a>>(elf: &object::File<'a, R>, addr: u64
     let section = elf.sections().find(|s| s.address() <= addr && addr < s.address() + s.size())?;
     let start = usize::try_from(addr - section.address()).ok()?;
     Some(section.data().ok()?.get(start..)?.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_corrupt_table_has_no_frames() {
+        for pclntab in [Vec::new(), vec![0xf1, 0xff, 0xff, 0xff, 0, 0, 1, 8], vec![0xff; 200]] {
+            let symbols = GoSymbols { pclntab, gofunc: Vec::new(), text: 0x1000 };
+            assert_eq!(symbols.frames(0x1000), []);
+            assert_eq!(symbols.frames(0), []);
+            assert!(symbols.text_range().is_empty());
+            assert_eq!(symbols.describe(&[0x1000]), "0x1000 ? (outside Go text)\n");
+        }
+    }
 }

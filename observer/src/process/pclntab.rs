@@ -360,6 +360,114 @@ mod tests {
         assert_eq!(tab.func_range("main.main"), Some((0x40, 0x80)));
     }
 
+    const OUTER: &str = "main.outer";
+    const INNER: &str = "main.inner";
+
+    /// One function, `main.outer` at +0..+0x20 in file `a.go`: line 10,
+    /// then 310 from +0x10; `main.inner` is inlined at +0x8..+0x10, called
+    /// from +0x12 (line 310). Returns the table and the inlining tree.
+    fn positions_table() -> (Vec<u8>, Vec<u8>) {
+        let names = format!("{OUTER}\0{INNER}\0");
+        let funcname = 72;
+        let cutab = funcname + names.len();
+        let filetab = cutab + 4;
+        let files = b"a.go\0";
+        let pctab = filetab + files.len();
+        // Offset 0 of pctab means "no table": a pad byte first.
+        let pcfile = [0u8, 2, 0x20, 0];
+        // -1 → 10 (zig-zag 22) for 0x10, +300 (zig-zag 600, two bytes) for 0x10.
+        let pcln = [22u8, 0x10, 0xd8, 0x04, 0x10, 0];
+        // -1 for 8, +1 → 0 for 8, -1 (zig-zag 1) → -1 for 0x10.
+        let inl = [0u8, 8, 2, 8, 1, 0x10, 0];
+        let (file_at, line_at) = (1u32, pcfile.len() as u32);
+        let inl_at = line_at + pcln.len() as u32;
+        let functab = pctab + pcfile.len() + pcln.len() + inl.len();
+        let mut t = Vec::new();
+        t.extend_from_slice(&MAGIC_120.to_le_bytes());
+        t.extend_from_slice(&[0, 0, 1, 8]);
+        for w in [1, 1, 0x40_1000, funcname, cutab, filetab, pctab, functab] {
+            t.extend_from_slice(&(w as u64).to_le_bytes());
+        }
+        t.extend_from_slice(names.as_bytes());
+        t.extend_from_slice(&0u32.to_le_bytes());
+        t.extend_from_slice(files);
+        t.extend_from_slice(&pcfile);
+        t.extend_from_slice(&pcln);
+        t.extend_from_slice(&inl);
+        assert_eq!(t.len(), functab);
+        for (entry, func) in [(0u32, 16u32), (0x20, 0)] {
+            t.extend_from_slice(&entry.to_le_bytes());
+            t.extend_from_slice(&func.to_le_bytes());
+        }
+        // entryOff, nameOff, args, deferreturn, pcsp, pcfile, pcln, npcdata, cuOffset, startLine.
+        for w in [0, 0, 0, 0, 0, file_at, line_at, 3, 0, 9] {
+            t.extend_from_slice(&w.to_le_bytes());
+        }
+        t.extend_from_slice(&[0, 0, 0, 4]); // funcID, flag, pad, nfuncdata
+        for w in [0, 0, inl_at, u32::MAX, u32::MAX, u32::MAX, 0] {
+            t.extend_from_slice(&w.to_le_bytes());
+        }
+        // funcID, pad, nameOff, parentPc, startLine.
+        let mut tree = vec![0u8; 4];
+        for w in [OUTER.len() as u32 + 1, 0x12, 5] {
+            tree.extend_from_slice(&w.to_le_bytes());
+        }
+        (t, tree)
+    }
+
+    fn position(function: &str, line: u32, inlined: bool) -> Position<'_> {
+        Position { function, file: Some("a.go"), line, inlined }
+    }
+
+    #[test]
+    fn finds_positions_and_inlined_calls() {
+        let (data, tree) = positions_table();
+        let tab = Pclntab::parse(&data).unwrap();
+        assert_eq!(tab.text_offsets(), Some((0, 0x20)));
+        assert_eq!(tab.find_func(0x20), None);
+        let func = tab.find_func(0x1f).unwrap();
+        assert_eq!(tab.find_func(0), Some(func));
+        assert_eq!(tab.funcdata(func, FUNCDATA_INL_TREE), Some(0));
+        assert_eq!(tab.funcdata(func, 0), None);
+        assert_eq!(tab.positions(func, 0x7, Some(&tree)), [position(OUTER, 10, false)]);
+        assert_eq!(tab.positions(func, 0x8, Some(&tree)), [position(INNER, 10, true), position(OUTER, 310, false)]);
+        assert_eq!(tab.positions(func, 0x8, None), [position(OUTER, 10, false)]);
+        assert_eq!(tab.positions(func, 0x10, Some(&tree)), [position(OUTER, 310, false)]);
+        assert_eq!(tab.positions(func, 0x1f, Some(&tree)), [position(OUTER, 310, false)]);
+    }
+
+    #[test]
+    fn corrupt_tables_never_panic() {
+        let (data, tree) = positions_table();
+        for len in 0..data.len() {
+            let Ok(tab) = Pclntab::parse(&data[..len]) else { continue };
+            for pc in 0..0x22 {
+                if let Some(func) = tab.find_func(pc) {
+                    tab.positions(func, pc, Some(&tree[..len.min(tree.len())]));
+                }
+            }
+        }
+        for at in 0..data.len() {
+            for garbage in [0x00, 0x7f, 0x80, 0xff] {
+                let mut bad = data.clone();
+                bad[at] = garbage;
+                let Ok(tab) = Pclntab::parse(&bad) else { continue };
+                for pc in [0, 8, 0x10, 0x1f] {
+                    if let Some(func) = tab.find_func(pc) {
+                        assert!(tab.positions(func, pc, Some(&tree)).len() <= INLINE_DEPTH_MAX);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn generic_shapes_print_as_dots() {
+        assert_eq!(name_for_print("main.generic[go.shape.int]"), "main.generic[...]");
+        assert_eq!(name_for_print("main.(*T[go.shape.int]).m"), "main.(*T[...]).m");
+        assert_eq!(name_for_print("main.main"), "main.main");
+    }
+
     #[test]
     fn bad_input_is_an_error_not_a_panic() {
         assert_eq!(Pclntab::parse(&[]).unwrap_err(), PclntabError::Truncated);
