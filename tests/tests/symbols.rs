@@ -95,7 +95,10 @@ fn symbolizes_like_the_runtime(toolchain: Toolchain, variant: Variant) {
     let Some(observer) = require_bin() else { return };
     let bin = build(toolchain, variant);
     let stacks = stacks(&bin);
-    assert_eq!(stacks.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["inlined", "method", "generic", "goroutine"]);
+    assert_eq!(
+        stacks.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["inlined", "method", "generic", "goroutine"]
+    );
     let mut deepest = 0;
     for stack in &stacks {
         let addrs: Vec<_> = stack.pcs.iter().map(|(pc, _)| *pc).collect();

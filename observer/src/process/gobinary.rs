@@ -270,9 +270,9 @@ impl<'e, 'a, R: object::ReadRef<'a>> Moduledata<'e, 'a, R> {
     ) -> Option<Self> {
         let funcnametab = pclntab.checked_add(funcname_offset)?;
         // PIE: the pointers are relocations, their targets the addends.
-        let from_relocs = relocs
-            .iter()
-            .find_map(|(&at, &target)| (target == pclntab && relocs.get(&(at + Self::WORD)) == Some(&funcnametab)).then_some(at));
+        let from_relocs = relocs.iter().find_map(|(&at, &target)| {
+            (target == pclntab && relocs.get(&(at + Self::WORD)) == Some(&funcnametab)).then_some(at)
+        });
         // Otherwise the pointers are in the file, in the runtime's data (its
         // own section since Go 1.26).
         let address = from_relocs.or_else(|| {
@@ -309,10 +309,10 @@ impl<'e, 'a, R: object::ReadRef<'a>> Moduledata<'e, 'a, R> {
     pub(super) fn gofunc(&self) -> Option<u64> {
         let rodata = self.elf.section_by_name(".rodata")?.address();
         (Self::TEXT + 1..Self::TEXT + 24)
+            .rev()
             .filter(|&i| self.word(i - 1) == Some(rodata))
             .filter_map(|i| self.word(i))
-            .filter(|&gofunc| gofunc != rodata)
-            .last()
+            .find(|&gofunc| gofunc != rodata)
     }
 }
 

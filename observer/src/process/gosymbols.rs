@@ -75,6 +75,7 @@ impl GoSymbols {
         let text = moduledata.text().ok_or_else(|| missing("its text address"))?;
         let gofunc = moduledata.gofunc().ok_or_else(|| missing("gofunc"))?;
         let gofunc = section_tail(&elf, gofunc).ok_or_else(|| missing("gofunc"))?;
+        tracing::debug!("{}: {} bytes of symbol tables kept", name(), pclntab.len() + gofunc.len());
         Ok(Self { pclntab, gofunc, text })
     }
 
@@ -89,9 +90,8 @@ impl GoSymbols {
         let Some(table) = self.table() else { return Vec::new() };
         let Some(pc) = addr.checked_sub(self.text).and_then(|pc| u32::try_from(pc).ok()) else { return Vec::new() };
         let Some(func) = table.find_func(pc) else { return Vec::new() };
-        let tree = table
-            .funcdata(func, FUNCDATA_INL_TREE)
-            .and_then(|off| self.gofunc.get(usize::try_from(off).ok()?..));
+        let tree =
+            table.funcdata(func, FUNCDATA_INL_TREE).and_then(|off| self.gofunc.get(usize::try_from(off).ok()?..));
         table
             .positions(func, pc, tree)
             .into_iter()

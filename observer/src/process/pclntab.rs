@@ -233,9 +233,11 @@ impl<'d> Pclntab<'d> {
         self.pcvalue(func, table, pc)
     }
 
-    /// File and line at `pc` (`runtime.funcline1`).
+    /// File and line at `pc` (`runtime.funcline1`): neither where either
+    /// is missing, as the runtime reports it (`?`, 0).
     fn file_line(&self, func: Func, pc: u32) -> (Option<&'d str>, u32) {
-        let file = (|| {
+        let found = (|| {
+            let line = u32::try_from(self.pcvalue(func, self.field(func, 24)?, pc)?).ok()?;
             let fileno = u32::try_from(self.pcvalue(func, self.field(func, 20)?, pc)?).ok()?;
             let cu = self.field(func, 32)?;
             let entry = usize::try_from(cu.checked_add(fileno)?).ok()?.checked_mul(4)?;
@@ -243,10 +245,12 @@ impl<'d> Pclntab<'d> {
             if offset == u32::MAX {
                 return None;
             }
-            cstr(self.data, self.filetab.checked_add(usize::try_from(offset).ok()?)?)
+            Some((cstr(self.data, self.filetab.checked_add(usize::try_from(offset).ok()?)?)?, line))
         })();
-        let line = self.field(func, 24).and_then(|t| self.pcvalue(func, t, pc)).and_then(|l| u32::try_from(l).ok());
-        (file, line.unwrap_or(0))
+        match found {
+            Some((file, line)) => (Some(file), line),
+            None => (None, 0),
+        }
     }
 
     /// The source positions at text offset `pc` of function `func`,
