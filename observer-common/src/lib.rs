@@ -10,6 +10,7 @@ pub mod kernel;
 pub mod memcg;
 pub mod net;
 pub mod process;
+pub mod profile;
 pub mod tcp;
 pub mod tp_btf;
 
@@ -80,7 +81,13 @@ pub mod counter {
     pub const LOST_GO_ASSIST: u32 = 12;
     pub const LOST_GO_HEAP: u32 = 13;
     pub const LOST_PROCESS: u32 = 14;
-    pub const COUNT: u32 = 15;
+    /// CPU samples of watched processes (`profile`), each counted in a slice,
+    pub const CPU_SAMPLES_SEEN: u32 = 15;
+    /// of which the slice's count map was full (the sample is not in any profile),
+    pub const CPU_SAMPLES_UNCOUNTED: u32 = 16;
+    /// and of which a stack could not be recorded (counted as an unknown stack).
+    pub const CPU_STACKS_LOST: u32 = 17;
+    pub const COUNT: u32 = 18;
     /// Each `LOST_*` counter and the signal it counts for (the names of
     /// the agent's signal list; `process.lifecycle` is exec and exit).
     pub const LOST_BY_SIGNAL: [(u32, &str); 11] = [

@@ -9,6 +9,7 @@ mod maps;
 mod memcg;
 mod net;
 mod process;
+mod profile;
 mod tcp;
 mod tp_btf;
 

@@ -18,6 +18,7 @@ use observer_common::{EventHeader, EventKind, counter};
 use tokio::signal::unix::SignalKind;
 
 use crate::export::{metrics::signals::WorkloadSignals, otlp::attributes::record_kind};
+use crate::profile::cpu::CpuProfiler;
 use crate::{
     cgroup::CgroupPaths,
     config::RunConfig,
@@ -112,7 +113,15 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
     let mut reader = RingReader::start(ring).context("starting the ring buffer reader")?;
     let pod_store = pods.as_ref().map(|(store, ..)| store.clone());
     let mut pipeline = Pipeline::new(sources, &config, jsonl, export, live_view, pod_store);
+    if config.profile_hz > 0 {
+        let now = pipeline.clock.now_unix_nano();
+        match CpuProfiler::start(&mut ebpf, config.profile_hz, config.profile_window, disk.clone(), now) {
+            Ok(p) => pipeline.profiler = Some(p),
+            Err(e) => tracing::warn!("CPU profiles unavailable: {e}"),
+        }
+    }
     let mut ready: Vec<String> = pipeline.sources.iter().map(|s| s.ready()).filter(|s| !s.is_empty()).collect();
+    ready.extend(pipeline.profiler.as_ref().map(CpuProfiler::ready));
     ready.push(memcg_text);
     ready.push(pipeline.writing());
     if let Some((_, url, node)) = &pods {
@@ -162,6 +171,7 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
             Some((ts, event)) = recv_memcg(memcg_watch.as_mut()) => pipeline.emit_at(ts, event),
             _ = advance.tick() => {
                 pipeline.poll(&mut ebpf);
+                pipeline.poll_profiles();
                 pipeline.advance();
             }
             _ = tick.tick() => {
@@ -331,6 +341,8 @@ struct Pipeline {
     export: Option<EpisodeExport>,
     /// Its counters, still readable after it stopped.
     exported: Arc<ExportCounters>,
+    /// CPU profiles (`--profile-hz`), when the kernel let us sample.
+    profiler: Option<CpuProfiler>,
     /// Reused between batches.
     decoded: Vec<Record>,
     /// Records by kind name, for `/metrics`.
@@ -375,6 +387,7 @@ impl Pipeline {
             jsonl,
             exported: export.counters(),
             export: Some(export),
+            profiler: None,
             decoded: Vec::new(),
             records: Default::default(),
             workload_signals: WorkloadSignals::new(),
@@ -459,7 +472,24 @@ impl Pipeline {
         }
     }
 
-    fn closed(&mut self, episodes: Vec<Episode>) {
+    /// Drains the kernel's CPU samples when due, and writes windows.
+    fn poll_profiles(&mut self) {
+        let now = self.clock.now_unix_nano();
+        if let Some(p) = &mut self.profiler {
+            p.poll(now);
+        }
+    }
+
+    fn closed(&mut self, mut episodes: Vec<Episode>) {
+        if let Some(p) = &mut self.profiler
+            && !episodes.is_empty()
+        {
+            // Up to now: the episode's last seconds are still in the kernel.
+            p.drain(self.clock.now_unix_nano());
+            for episode in &mut episodes {
+                episode.profiles.extend(p.for_episode(episode));
+            }
+        }
         for episode in episodes {
             self.live.episode(&episode);
             let episode = Arc::new(episode);
@@ -567,6 +597,9 @@ impl Pipeline {
         let closed = self.engine.finish(self.clock.now_unix_nano());
         stop.closed = closed.len() as u64;
         self.closed(closed);
+        if let Some(p) = &mut self.profiler {
+            p.finish(self.clock.now_unix_nano());
+        }
         if let Some(export) = self.export.take() {
             let c = &self.exported;
             let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
@@ -586,7 +619,8 @@ impl Pipeline {
 
     /// `end`: the kernel's missed runs and the disk, after `lost`.
     fn stopped_text(&self, lost: u64, end: &str) -> String {
-        let extra: String = self.sources.iter().map(|s| s.stopped()).collect();
+        let mut extra: String = self.sources.iter().map(|s| s.stopped()).collect();
+        extra.extend(self.profiler.as_ref().map(CpuProfiler::stopped_text));
         let s = self.engine.stats();
         let c = &self.exported;
         let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);

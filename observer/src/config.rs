@@ -97,7 +97,7 @@ pub enum Output {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// TOML file with the same settings as the flags (`duration`, `output_dir`, `output`, `quiet`, `events`, `event_lines_per_sec`, `events_file`, `disk_budget`, `listen`, `episode_quiet`, `episode_max_length`, `episode_span_budget`, `drop_events_per_sec`, `memcg_mechanism`, `memcg_throttle`, `memcg_pressure`, `memcg_reclaim`, `go_process`, `kubernetes`, `kubeconfig`, `node_name`, `cluster_name`).
+    /// TOML file with the same settings as the flags (`duration`, `output_dir`, `output`, `quiet`, `events`, `event_lines_per_sec`, `events_file`, `disk_budget`, `listen`, `episode_quiet`, `episode_max_length`, `episode_span_budget`, `drop_events_per_sec`, `profile_hz`, `profile_window`, `memcg_mechanism`, `memcg_throttle`, `memcg_pressure`, `memcg_reclaim`, `go_process`, `kubernetes`, `kubeconfig`, `node_name`, `cluster_name`).
     #[arg(long, env = "OBSERVER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Stop after this long (e.g. `10s`, `5m`); runs until stopped when absent.
@@ -142,6 +142,14 @@ pub struct RunArgs {
     /// are still counted per netns and reason) [default: 200].
     #[arg(long, env = "OBSERVER_DROP_EVENTS_PER_SEC", value_name = "N")]
     pub drop_events_per_sec: Option<u32>,
+    /// CPU samples per second per CPU of watched Go processes (0: no CPU
+    /// profiles) [default: 19].
+    #[arg(long, env = "OBSERVER_PROFILE_HZ", value_name = "N")]
+    pub profile_hz: Option<u64>,
+    /// Each watched process's rolling CPU profile covers this long
+    /// (`profiles/windows/`, under the disk budget) [default: 60s].
+    #[arg(long, env = "OBSERVER_PROFILE_WINDOW", value_name = "DURATION", value_parser = parse_duration)]
+    pub profile_window: Option<Duration>,
     /// How cgroups' `memory.events` changes are noticed (inotify, or poll as
     /// the fallback) [default: inotify].
     #[arg(long, env = "OBSERVER_MEMCG_MECHANISM", value_name = "MECHANISM", value_enum)]
@@ -278,6 +286,9 @@ pub struct RunConfig {
     /// `OTEL_RESOURCE_ATTRIBUTES` and the host name, for every workload's resource.
     pub node: NodeResource,
     pub drop_events_per_sec: u32,
+    /// CPU samples per second per CPU; 0: no CPU profiles.
+    pub profile_hz: u64,
+    pub profile_window: Duration,
     pub memcg_mechanism: Mechanism,
     pub memcg_throttle: Throttle,
     pub memcg_pressure: Pressure,
@@ -318,6 +329,8 @@ struct FileConfig {
     episode_max_length: Option<String>,
     episode_span_budget: Option<usize>,
     drop_events_per_sec: Option<u32>,
+    profile_hz: Option<u64>,
+    profile_window: Option<String>,
     memcg_mechanism: Option<Mechanism>,
     memcg_throttle: Option<Throttle>,
     memcg_pressure: Option<Pressure>,
@@ -385,6 +398,21 @@ impl RunConfig {
                 episodes.quiet, episodes.max_length, episodes.span_budget
             )));
         }
+        let profile_hz = args.profile_hz.or(file.profile_hz).unwrap_or(crate::profile::DEFAULT_HZ);
+        if profile_hz > crate::profile::MAX_HZ {
+            return Err(ConfigError::Value(format!(
+                "--profile-hz {profile_hz}: at most {} samples per second per CPU (0 turns CPU profiles off)",
+                crate::profile::MAX_HZ
+            )));
+        }
+        let profile_window =
+            args.profile_window.or(file_time(&file.profile_window)?).unwrap_or(crate::profile::DEFAULT_WINDOW);
+        if profile_window < crate::profile::SLICE {
+            return Err(ConfigError::Value(format!(
+                "--profile-window {profile_window:?}: at least {:?} (profiles are read from the kernel that often)",
+                crate::profile::SLICE
+            )));
+        }
         let event_lines_per_sec =
             args.event_lines_per_sec.or(file.event_lines_per_sec).unwrap_or(crate::export::live::EVENT_LINES_PER_SEC);
         if event_lines_per_sec == 0 {
@@ -420,6 +448,8 @@ impl RunConfig {
                 .drop_events_per_sec
                 .or(file.drop_events_per_sec)
                 .unwrap_or(DEFAULT_DROP_EVENTS_PER_SEC),
+            profile_hz,
+            profile_window,
             memcg_mechanism: args.memcg_mechanism.or(file.memcg_mechanism).unwrap_or_default(),
             memcg_throttle: args.memcg_throttle.or(file.memcg_throttle).unwrap_or_default(),
             memcg_pressure: args.memcg_pressure.or(file.memcg_pressure).unwrap_or_default(),
@@ -549,6 +579,8 @@ mod tests {
                 otlp: None,
                 node: cfg.node.clone(),
                 drop_events_per_sec: DEFAULT_DROP_EVENTS_PER_SEC,
+                profile_hz: crate::profile::DEFAULT_HZ,
+                profile_window: crate::profile::DEFAULT_WINDOW,
                 memcg_mechanism: Mechanism::Inotify,
                 memcg_throttle: Throttle::Auto,
                 memcg_pressure: Pressure::Trigger,

@@ -12,6 +12,7 @@ mod kernel;
 mod kube;
 mod netns;
 mod process;
+mod profile;
 mod sources;
 mod view;
 mod workload;

@@ -145,6 +145,7 @@ impl Building {
             counts: self.counts,
             children,
             folded,
+            profiles: Vec::new(),
         }
     }
 }

@@ -81,6 +81,23 @@ pub struct Episode {
     pub children: Vec<Child>,
     /// What went past the budget, per record kind.
     pub folded: Vec<Folded>,
+    /// Profiles cut for it (filled by the agent at close, not by the engine).
+    pub profiles: Vec<ProfileRef>,
+}
+
+/// A profile written for an episode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProfileRef {
+    /// `cpu`.
+    pub kind: &'static str,
+    /// Inside the output directory: `profiles/<trace id>.cpu.pb.gz`.
+    pub file: String,
+    /// Random, 16 bytes: the id an OTLP profile of it carries.
+    pub id: [u8; 16],
+    /// Samples in it, and the time they cover (Unix ns).
+    pub samples: u64,
+    pub start_unix_nano: u64,
+    pub end_unix_nano: u64,
 }
 
 /// An episode still open, as the engine holds it so far (for a live view:

@@ -4,7 +4,9 @@
 //! a segment's size the current file is renamed `<name>.<seq>` and a new
 //! one started; while the directory's files (current and rotated, of every
 //! writer) add up to more than the budget, the oldest rotated segment is
-//! removed, whatever file it came from. Removals are counted.
+//! removed, whatever file it came from. Removals are counted. Whole files
+//! (profiles, under `profiles/`) count the same way: each is removable as
+//! soon as it is written, oldest first.
 //!
 //! A write that fails (disk full, read-only) stops the writing: the agent
 //! runs on, counts what it did not write, says why on its status line, and
@@ -23,6 +25,8 @@ use std::{
 pub const DEFAULT_BUDGET: u64 = 256 << 20;
 /// A budget below this leaves no room for one episode line.
 pub const MIN_BUDGET: u64 = 64 << 10;
+/// Where whole files (profiles) go, inside the directory.
+pub const WHOLE_FILES_DIR: &str = "profiles";
 /// After a failed write, the next try.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 /// Files rotate at this share of the budget: with two writers the current
@@ -103,6 +107,14 @@ impl Disk {
             ledger.rotated.insert(seq, (path, size));
             ledger.next_seq = ledger.next_seq.max(seq + 1);
         }
+        // An earlier run's whole files, oldest first, after its segments.
+        let mut whole = whole_files_in(&dir.join(WHOLE_FILES_DIR));
+        whole.sort();
+        for (_, path, size) in whole {
+            let seq = ledger.next_seq;
+            ledger.rotated.insert(seq, (path, size));
+            ledger.next_seq += 1;
+        }
         let segment = (budget / SEGMENTS_PER_BUDGET).max(1);
         Arc::new(Disk { dir: dir.to_path_buf(), budget, segment, ledger: Mutex::new(ledger) })
     }
@@ -122,6 +134,37 @@ impl Disk {
         // A writer that panicked mid-update leaves sizes that are at worst
         // stale: keep going with them.
         self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes `<dir>/<name>` whole (a temporary file renamed: a reader never
+    /// sees half of it), under the budget; `name` may hold a subdirectory.
+    pub fn write_whole(&self, name: &str, bytes: &[u8]) -> Result<PathBuf, WriteError> {
+        let path = self.dir.join(name);
+        let mut l = self.lock();
+        if let Some((why, since)) = &l.stopped {
+            if since.elapsed() < RETRY_AFTER {
+                return Err(WriteError::Stopped { path, why: why.clone() });
+            }
+            l.stopped = None;
+        }
+        let partial = path.with_extension("partial");
+        let written = (|| {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&partial, bytes)?;
+            std::fs::rename(&partial, &path)
+        })();
+        if let Err(error) = written {
+            let _ = std::fs::remove_file(&partial);
+            l.stopped = Some((error.to_string(), Instant::now()));
+            return Err(WriteError::Io { path, error });
+        }
+        let seq = l.next_seq;
+        l.next_seq += 1;
+        l.rotated.insert(seq, (path.clone(), bytes.len() as u64));
+        self.enforce(&mut l);
+        Ok(path)
     }
 
     /// Removes the oldest rotated segments until the files fit the budget.
@@ -152,6 +195,20 @@ fn rotated_in(dir: &Path) -> Vec<(String, u64, PathBuf)> {
             Some((base.to_string(), seq, e.path()))
         })
         .collect()
+}
+
+/// Files under `dir` and its subdirectories: (modified, path, size).
+fn whole_files_in(dir: &Path) -> Vec<(std::time::SystemTime, PathBuf, u64)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            out.extend(whole_files_in(&entry.path()));
+        } else if let Ok(modified) = meta.modified() {
+            out.push((modified, entry.path(), meta.len()));
+        }
+    }
+    out
 }
 
 /// `events.jsonl.12` → (`events.jsonl`, 12).

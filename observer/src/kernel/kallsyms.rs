@@ -66,10 +66,16 @@ impl Kallsyms {
 
     /// `name+0xoff` of the text symbol at or below `addr`.
     pub fn resolve(&self, addr: u64) -> Option<String> {
+        let (name, offset) = self.symbol(addr)?;
+        Some(format!("{name}+{offset:#x}"))
+    }
+
+    /// The function holding `addr` and the offset into it.
+    pub fn symbol(&self, addr: u64) -> Option<(&str, u64)> {
         let i = self.symbols.partition_point(|s| s.0 <= addr).checked_sub(1)?;
         let (start, off, len) = self.symbols[i];
         let name = self.names.get(off as usize..off as usize + len as usize)?;
-        Some(format!("{name}+{:#x}", addr - start))
+        Some((name, addr - start))
     }
 }
 

@@ -102,6 +102,14 @@ pub const TABLE: &[AttrDoc] = &[
     doc("observer.episode.kind", "root", "string", "`memory.pressure` or `tcp.reset.burst` (also the span's name)"),
     doc("observer.episode.close_reason", "root", "string", "`quiet`, `oom_kill`, `max_length` or `shutdown`"),
     doc("observer.cgroup.path", "root", "string", "the workload's cgroup, below the cgroup2 mount"),
+    doc(
+        "observer.profile.cpu.file",
+        "root",
+        "string",
+        "the episode's CPU profile (gzipped pprof), inside the output directory: `profiles/<trace id>.cpu.pb.gz`",
+    ),
+    doc("observer.profile.cpu.id", "root", "string", "its profile id (32 hex digits)"),
+    doc("observer.profile.cpu.samples", "root", "int", "CPU samples in it"),
     doc("observer.cgroup.id", "root", "int", "its cgroup id (the directory's inode)"),
     doc("observer.netns", "root", "int", "network namespace inode, for a workload known only by its namespace"),
     doc("observer.k8s.pod.qos", "root", "string", "`guaranteed`, `burstable` or `besteffort`"),
@@ -465,7 +473,16 @@ pub fn root_attributes(episode: &Episode) -> Vec<KeyValue> {
     if let Some(env) = &w.go_env {
         go_env(&mut a, env);
     }
+    for p in &episode.profiles {
+        a.str(format!("observer.profile.{}.file", p.kind), p.file.clone());
+        a.str(format!("observer.profile.{}.id", p.kind), hex(&p.id));
+        a.uint(format!("observer.profile.{}.samples", p.kind), p.samples);
+    }
     a.0
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What a Go process was started with (`GOGC`, `GOMEMLIMIT`, `GODEBUG`).

@@ -360,5 +360,13 @@ pub fn episode_with_every_child() -> Episode {
             start_unix_nano: T0 + 1_000,
             end_unix_nano: T0 + 8_000,
         }],
+        profiles: vec![crate::correlate::episode::ProfileRef {
+            kind: "cpu",
+            file: "profiles/0a000000000000000000000000000001.cpu.pb.gz".into(),
+            id: [0x33; 16],
+            samples: 190,
+            start_unix_nano: T0,
+            end_unix_nano: T0 + 10_000,
+        }],
     }
 }

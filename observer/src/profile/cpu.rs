@@ -1,0 +1,189 @@
+//! The CPU profiler as the agent drives it: drains the kernel's counts every
+//! [`SLICE`], writes each process's rolling window, and cuts the profile of
+//! each episode as it closes.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use super::{
+    KEEP, SLICE,
+    maps::ProcessMaps,
+    pprof::CpuMeta,
+    sampler::{CpuSampler, SamplerError},
+    slices::{History, Slice, Who},
+    writer::{Job, ProfileWriter},
+};
+use crate::{
+    correlate::episode::{Episode, ProfileRef},
+    export::disk::{Disk, WHOLE_FILES_DIR},
+};
+
+pub struct CpuProfiler {
+    sampler: CpuSampler,
+    history: History,
+    writer: ProfileWriter,
+    window_ns: u64,
+    window_start: u64,
+    last_drain: u64,
+    /// Each sampled process's mappings, re-read when a sample falls outside them.
+    maps: HashMap<u32, Arc<ProcessMaps>>,
+    samples: u64,
+}
+
+impl CpuProfiler {
+    pub fn start(
+        ebpf: &mut aya::Ebpf,
+        hz: u64,
+        window: Duration,
+        disk: Arc<Disk>,
+        now_unix_nano: u64,
+    ) -> Result<CpuProfiler, SamplerError> {
+        let sampler = CpuSampler::start(ebpf, hz)?;
+        let writer = ProfileWriter::start(disk).map_err(|e| SamplerError::Cpus("the profile writer thread", e))?;
+        Ok(CpuProfiler {
+            sampler,
+            history: History::new(KEEP),
+            writer,
+            window_ns: nanos(window),
+            window_start: now_unix_nano,
+            last_drain: now_unix_nano,
+            maps: HashMap::new(),
+            samples: 0,
+        })
+    }
+
+    /// `CPU profiles of watched Go processes at 19 Hz per CPU (cpu-clock)`.
+    pub fn ready(&self) -> String {
+        format!(
+            "CPU profiles of watched Go processes at {} Hz per CPU ({}) to {WHOLE_FILES_DIR}/",
+            self.sampler.hz,
+            self.sampler.clock.name()
+        )
+    }
+
+    /// ` profiles=3 profile_samples=190` (and what was not written).
+    pub fn stopped_text(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.writer.counters;
+        let mut s = format!(" profiles={} profile_samples={}", c.written.load(Relaxed), self.samples);
+        for (name, n) in [("profiles_dropped", &c.dropped), ("profiles_failed", &c.failed)] {
+            let n = n.load(Relaxed);
+            if n > 0 {
+                s.push_str(&format!(" {name}={n}"));
+            }
+        }
+        s
+    }
+
+    /// Between batches: a drain every [`SLICE`], a window every window.
+    pub fn poll(&mut self, now_unix_nano: u64) {
+        if now_unix_nano.saturating_sub(self.last_drain) >= nanos(SLICE) {
+            self.drain(now_unix_nano);
+        }
+        if now_unix_nano.saturating_sub(self.window_start) >= self.window_ns {
+            self.write_windows(now_unix_nano);
+        }
+    }
+
+    /// Takes what the kernel counted since the last drain.
+    pub fn drain(&mut self, now_unix_nano: u64) {
+        let samples = self.sampler.drain();
+        self.samples += samples.iter().map(|s| s.count).sum::<u64>();
+        let mut maps = HashMap::new();
+        for s in &samples {
+            if maps.contains_key(&s.tgid) {
+                continue;
+            }
+            let known = self.maps.get(&s.tgid).filter(|m| s.user.iter().all(|&a| m.find(a).is_some()));
+            let m = match known {
+                Some(m) => m.clone(),
+                // Gone already: its samples keep their addresses.
+                None => Arc::new(ProcessMaps::read(s.tgid).unwrap_or_default()),
+            };
+            maps.insert(s.tgid, m);
+        }
+        self.maps = maps.clone();
+        let slice = Slice { start_unix_nano: self.last_drain, end_unix_nano: now_unix_nano, samples, maps };
+        self.last_drain = now_unix_nano;
+        self.history.push(slice);
+    }
+
+    /// One profile per process sampled in the window that ends now.
+    fn write_windows(&mut self, now_unix_nano: u64) {
+        let (from, to) = (self.window_start + 1, now_unix_nano);
+        for pid in self.history.processes(from, to) {
+            let selection = self.history.select(Who::Process(pid), from, to);
+            if selection.samples.is_empty() {
+                continue;
+            }
+            let exe = selection.maps.get(&pid).and_then(|m| exe_name(m)).unwrap_or_else(|| "unknown".into());
+            let name = format!("{WHOLE_FILES_DIR}/windows/{exe}-{pid}-{}.cpu.pb.gz", self.window_start / 1_000_000_000);
+            self.writer.offer(Job { name, selection, meta: self.meta() });
+        }
+        self.window_start = now_unix_nano;
+    }
+
+    /// The profile of `episode`'s workload over its span, queued for
+    /// writing; `None` when it has no samples (or the queue is full).
+    pub fn for_episode(&mut self, episode: &Episode) -> Option<ProfileRef> {
+        let w = &episode.workload;
+        let who = match (w.pid, w.cgroup_id) {
+            (Some(pid), _) => Who::Process(pid),
+            (None, Some(id)) => Who::Cgroup(id),
+            (None, None) => return None,
+        };
+        let selection = self.history.select(who, episode.start_unix_nano, episode.end_unix_nano);
+        if selection.samples.is_empty() {
+            return None;
+        }
+        let trace: String = episode.root.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+        let file = format!("{WHOLE_FILES_DIR}/{trace}.cpu.pb.gz");
+        let profile = ProfileRef {
+            kind: "cpu",
+            file: file.clone(),
+            id: profile_id(episode.root.trace_id),
+            samples: selection.sample_count(),
+            start_unix_nano: selection.start_unix_nano,
+            end_unix_nano: selection.end_unix_nano,
+        };
+        self.writer.offer(Job { name: file, selection, meta: self.meta() }).then_some(profile)
+    }
+
+    /// At stop: the last drain and windows, and every queued profile written.
+    pub fn finish(&mut self, now_unix_nano: u64) {
+        self.drain(now_unix_nano);
+        self.write_windows(now_unix_nano);
+        self.writer.finish();
+    }
+
+    fn meta(&self) -> CpuMeta {
+        CpuMeta {
+            period_ns: self.sampler.period_ns(),
+            comments: vec![format!(
+                "observer: perf_event {} at {} Hz per CPU, frame-pointer stacks",
+                self.sampler.clock.name(),
+                self.sampler.hz
+            )],
+        }
+    }
+}
+
+/// The file name of the process's first executable mapping (its program).
+fn exe_name(maps: &ProcessMaps) -> Option<String> {
+    let path = &maps.mappings.first()?.path;
+    let name = path.rsplit('/').next()?.split(' ').next()?;
+    let clean: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    (!clean.is_empty()).then_some(clean)
+}
+
+/// A profile id: random, else (no `/dev/urandom`) the episode's trace id.
+fn profile_id(trace_id: [u8; 16]) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut id)) {
+        Ok(()) => id,
+        Err(_) => trace_id,
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}

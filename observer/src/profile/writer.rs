@@ -1,0 +1,93 @@
+//! Symbolizes and writes profiles on a thread of its own: reading a large
+//! binary's tables takes long, and the agent's loop must not wait for it.
+//! The queue is bounded; a profile that finds it full is dropped and counted.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc::{Receiver, SyncSender, TrySendError},
+    },
+    thread::JoinHandle,
+};
+
+use super::{
+    pprof::{self, CpuMeta},
+    slices::Selection,
+    symbolize::Symbolizer,
+};
+use crate::export::disk::Disk;
+
+/// Profiles waiting to be written.
+const QUEUE: usize = 64;
+
+/// One profile to write, at `name` inside the output directory.
+pub struct Job {
+    pub name: String,
+    pub selection: Selection,
+    pub meta: CpuMeta,
+}
+
+#[derive(Debug, Default)]
+pub struct WriterCounters {
+    pub written: AtomicU64,
+    /// The queue was full.
+    pub dropped: AtomicU64,
+    /// Writing failed (disk full, budget stopped).
+    pub failed: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+pub struct ProfileWriter {
+    tx: Option<SyncSender<Job>>,
+    thread: Option<JoinHandle<()>>,
+    pub counters: Arc<WriterCounters>,
+}
+
+impl ProfileWriter {
+    pub fn start(disk: Arc<Disk>) -> std::io::Result<ProfileWriter> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let counters = Arc::new(WriterCounters::default());
+        let c = counters.clone();
+        let thread = std::thread::Builder::new().name("profiles".into()).spawn(move || run(rx, &disk, &c))?;
+        Ok(ProfileWriter { tx: Some(tx), thread: Some(thread), counters })
+    }
+
+    /// Queues `job`; false when the queue is full (counted).
+    pub fn offer(&self, job: Job) -> bool {
+        let Some(tx) = &self.tx else { return false };
+        match tx.try_send(job) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Writes what is queued, then ends the thread.
+    pub fn finish(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(rx: Receiver<Job>, disk: &Disk, counters: &WriterCounters) {
+    let mut symbols = Symbolizer::default();
+    for job in rx {
+        let profile = pprof::cpu_profile(&job.selection, &mut symbols, &job.meta);
+        let bytes = pprof::gzipped(&profile);
+        match disk.write_whole(&job.name, &bytes) {
+            Ok(_) => {
+                counters.written.fetch_add(1, Ordering::Relaxed);
+                counters.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("profile not written: {e}");
+            }
+        }
+    }
+}
