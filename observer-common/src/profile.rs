@@ -22,10 +22,11 @@ pub struct SampleKey {
 
 const _: () = assert!(core::mem::size_of::<SampleKey>() == 24);
 
-/// Stacks per stack map: a slice's distinct stacks of every watched process.
-pub const STACKS_PER_SLOT: u32 = 8192;
-/// Distinct sample keys per slice.
-pub const SAMPLE_KEYS_PER_SLOT: u32 = 16384;
+/// Stacks per stack map: a slice's distinct stacks of every watched process
+/// (preallocated, about 1 KiB each).
+pub const STACKS_PER_SLOT: u32 = 4096;
+/// Distinct sample keys per slice (preallocated, 8 bytes per CPU each).
+pub const SAMPLE_KEYS_PER_SLOT: u32 = 4096;
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data: integers only, no padding.

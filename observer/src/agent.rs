@@ -443,6 +443,12 @@ impl Pipeline {
 
     /// One record through the attribution stage to every sink.
     fn emit(&mut self, record: Record) {
+        if let (Some(p), crate::event::Event::GoAttach(a)) = (&mut self.profiler, &record.event)
+            && let Some(pid) = a.owner.who.pid
+        {
+            // Its mappings while it lives: it may be gone by the next drain.
+            p.watching(pid);
+        }
         if let Some(jsonl) = &self.jsonl {
             jsonl.write(&record);
         }

@@ -23,6 +23,7 @@ pub mod nft;
 pub mod nstat;
 pub mod observer;
 pub mod otlp;
+pub mod pprof;
 pub mod promql;
 pub mod rawtcp;
 pub mod require;

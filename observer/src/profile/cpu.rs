@@ -24,8 +24,9 @@ pub struct CpuProfiler {
     window_ns: u64,
     window_start: u64,
     last_drain: u64,
-    /// Each sampled process's mappings, re-read when a sample falls outside them.
-    maps: HashMap<u32, Arc<ProcessMaps>>,
+    /// Each watched or sampled process's mappings (re-read when a sample
+    /// falls outside them), and whether it was gone at the last drain.
+    maps: HashMap<u32, (Arc<ProcessMaps>, bool)>,
     samples: u64,
 }
 
@@ -84,6 +85,14 @@ impl CpuProfiler {
         }
     }
 
+    /// A newly watched process: its mappings now, while it runs (a short
+    /// one is gone by the next drain).
+    pub fn watching(&mut self, pid: u32) {
+        if let Ok(m) = ProcessMaps::read(pid) {
+            self.maps.insert(pid, (Arc::new(m), false));
+        }
+    }
+
     /// Takes what the kernel counted since the last drain.
     pub fn drain(&mut self, now_unix_nano: u64) {
         let samples = self.sampler.drain();
@@ -93,15 +102,25 @@ impl CpuProfiler {
             if maps.contains_key(&s.tgid) {
                 continue;
             }
-            let known = self.maps.get(&s.tgid).filter(|m| s.user.iter().all(|&a| m.find(a).is_some()));
+            let known = self.maps.get(&s.tgid).filter(|(m, _)| s.user.iter().all(|&a| m.find(a).is_some()));
             let m = match known {
-                Some(m) => m.clone(),
-                // Gone already: its samples keep their addresses.
-                None => Arc::new(ProcessMaps::read(s.tgid).unwrap_or_default()),
+                Some((m, _)) => m.clone(),
+                None => match ProcessMaps::read(s.tgid) {
+                    Ok(read) => Arc::new(read),
+                    // Gone: what was read before, else its samples keep their addresses.
+                    Err(_) => self.maps.get(&s.tgid).map(|(m, _)| m.clone()).unwrap_or_default(),
+                },
             };
+            self.maps.insert(s.tgid, (m.clone(), false));
             maps.insert(s.tgid, m);
         }
-        self.maps = maps.clone();
+        // A process gone at two drains in a row has no samples left in the kernel.
+        self.maps.retain(|pid, (_, gone)| {
+            let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+            let keep = alive || !*gone;
+            *gone = !alive;
+            keep
+        });
         let slice = Slice { start_unix_nano: self.last_drain, end_unix_nano: now_unix_nano, samples, maps };
         self.last_drain = now_unix_nano;
         self.history.push(slice);
@@ -171,7 +190,8 @@ impl CpuProfiler {
 fn exe_name(maps: &ProcessMaps) -> Option<String> {
     let path = &maps.mappings.first()?.path;
     let name = path.rsplit('/').next()?.split(' ').next()?;
-    let clean: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    let clean: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
     (!clean.is_empty()).then_some(clean)
 }
 

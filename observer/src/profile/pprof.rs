@@ -4,11 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::{
-    sampler::RawSample,
-    slices::Selection,
-    symbolize::Symbolizer,
-};
+use super::{sampler::RawSample, slices::Selection, symbolize::Symbolizer};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Profile {
@@ -242,7 +238,10 @@ fn user_locations(b: &mut Builder, s: &RawSample, sel: &Selection, symbols: &mut
         let mapping_id = user_mapping(b, s.tgid, mapping, &user.build_id, !user.frames.is_empty());
         let address = if i > 0 { addr - 1 } else { addr };
         ids.push(b.location(mapping_id, address, |b| {
-            user.frames.iter().map(|f| Line { function_id: b.function(&f.function, &f.file), line: i64::from(f.line) }).collect()
+            user.frames
+                .iter()
+                .map(|f| Line { function_id: b.function(&f.function, &f.file), line: i64::from(f.line) })
+                .collect()
         }));
     }
     if s.user_lost {

@@ -71,8 +71,13 @@ pub struct CpuSampler {
 impl CpuSampler {
     pub fn start(ebpf: &mut Ebpf, hz: u64) -> Result<CpuSampler, SamplerError> {
         let mut take = |map: &'static str| ebpf.take_map(map).ok_or(SamplerError::Missing(map));
-        let (slot, c0, c1, s0, s1) =
-            (take("PROFILE_SLOT")?, take("CPU_COUNTS_0")?, take("CPU_COUNTS_1")?, take("CPU_STACKS_0")?, take("CPU_STACKS_1")?);
+        let (slot, c0, c1, s0, s1) = (
+            take("PROFILE_SLOT")?,
+            take("CPU_COUNTS_0")?,
+            take("CPU_COUNTS_1")?,
+            take("CPU_STACKS_0")?,
+            take("CPU_STACKS_1")?,
+        );
         let map_err = |map| move |error| SamplerError::Map { map, error };
         let slot = Array::try_from(slot).map_err(map_err("PROFILE_SLOT"))?;
         let counts = [
@@ -83,11 +88,8 @@ impl CpuSampler {
             StackTraceMap::try_from(s0).map_err(map_err("CPU_STACKS_0"))?,
             StackTraceMap::try_from(s1).map_err(map_err("CPU_STACKS_1"))?,
         ];
-        let program: &mut PerfEvent = ebpf
-            .program_mut(PROGRAM)
-            .ok_or(SamplerError::Missing(PROGRAM))?
-            .try_into()
-            .map_err(SamplerError::Load)?;
+        let program: &mut PerfEvent =
+            ebpf.program_mut(PROGRAM).ok_or(SamplerError::Missing(PROGRAM))?.try_into().map_err(SamplerError::Load)?;
         program.load().map_err(SamplerError::Load)?;
         let cpus = aya::util::online_cpus().map_err(|(what, e)| SamplerError::Cpus(what, e))?;
         let mut clock = Clock::Cycles;
@@ -95,9 +97,7 @@ impl CpuSampler {
             let scope = PerfEventScope::AllProcessesOneCpu { cpu };
             let policy = SamplePolicy::Frequency(hz);
             if clock == Clock::Cycles
-                && program
-                    .attach(PerfEventConfig::Hardware(HardwareEvent::CpuCycles), scope, policy, false)
-                    .is_ok()
+                && program.attach(PerfEventConfig::Hardware(HardwareEvent::CpuCycles), scope, policy, false).is_ok()
             {
                 continue;
             }

@@ -50,6 +50,9 @@ impl Selection {
     }
 }
 
+/// A sample's identity: process, cgroup, user and kernel stacks, user lost.
+type StackKey = (u32, u64, Vec<u64>, Vec<u64>, bool);
+
 #[derive(Debug, Default)]
 pub struct History {
     slices: VecDeque<Arc<Slice>>,
@@ -74,7 +77,8 @@ impl History {
     /// stack; the time covered is that of the slices taken.
     pub fn select(&self, who: Who, from: u64, to: u64) -> Selection {
         let mut sel = Selection::default();
-        let mut summed: BTreeMap<(u32, u64, Vec<u64>, Vec<u64>, bool), u64> = BTreeMap::new();
+        let mut summed: BTreeMap<StackKey, u64> = BTreeMap::new();
+        let mut covered: Option<(u64, u64)> = None;
         for slice in self.slices.iter().filter(|s| s.end_unix_nano >= from && s.start_unix_nano <= to) {
             let mut any = false;
             for s in slice.samples.iter().filter(|s| who.takes(s)) {
@@ -85,13 +89,13 @@ impl History {
                     sel.maps.entry(s.tgid).or_insert_with(|| m.clone());
                 }
             }
-            if any || sel.start_unix_nano != 0 {
-                if sel.start_unix_nano == 0 {
-                    sel.start_unix_nano = slice.start_unix_nano;
-                }
-                sel.end_unix_nano = slice.end_unix_nano;
+            // From the first slice with its samples to the last one taken.
+            if any || covered.is_some() {
+                let start = covered.map_or(slice.start_unix_nano, |(s, _)| s);
+                covered = Some((start, slice.end_unix_nano));
             }
         }
+        (sel.start_unix_nano, sel.end_unix_nano) = covered.unwrap_or_default();
         sel.samples = summed
             .into_iter()
             .map(|((tgid, cgroup_id, user, kernel, user_lost), count)| RawSample {

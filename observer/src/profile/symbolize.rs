@@ -45,7 +45,10 @@ impl Binary {
 
     /// The link-time address of file offset `offset`.
     pub fn link_address(&self, offset: u64) -> Option<u64> {
-        self.segments.iter().find(|(off, _, len)| (*off..off + len).contains(&offset)).map(|(off, vaddr, _)| vaddr + offset - off)
+        self.segments
+            .iter()
+            .find(|(off, _, len)| (*off..off + len).contains(&offset))
+            .map(|(off, vaddr, _)| vaddr + offset - off)
     }
 
     pub fn frames(&self, link_address: u64) -> Vec<Frame> {
@@ -114,7 +117,8 @@ impl Symbolizer {
             return UserFrame { frames: Vec::new(), build_id: String::new() };
         };
         let at = if caller { addr.saturating_sub(1) } else { addr };
-        let frames = binary.link_address(at - mapping.start + mapping.offset).map(|a| binary.frames(a)).unwrap_or_default();
+        let frames =
+            binary.link_address(at - mapping.start + mapping.offset).map(|a| binary.frames(a)).unwrap_or_default();
         UserFrame { frames, build_id: binary.build_id.clone() }
     }
 

@@ -196,20 +196,34 @@ pub fn render(e: &Stored, trace_file: &Path) -> Vec<String> {
     let root_attrs: Vec<KeyValue> = root
         .attributes
         .iter()
-        .filter(|kv| !kv.key.starts_with(COUNT_PREFIX) && !kv.key.starts_with("observer.episode."))
+        .filter(|kv| {
+            !kv.key.starts_with(COUNT_PREFIX)
+                && !kv.key.starts_with("observer.episode.")
+                && !kv.key.starts_with(PROFILE_PREFIX)
+        })
         .cloned()
         .collect();
     if !root_attrs.is_empty() {
         out.push(format!("  episode: {}", attributes(&root_attrs, "")));
     }
     out.push(format!("  trace: {} (trace id {})", trace_file.display(), s.id));
-    let profiles: Vec<&KeyValue> = root.attributes.iter().filter(|kv| kv.key.contains("profile")).collect();
-    if profiles.is_empty() {
-        out.push("  profiles: none (this build writes no profile files)".into());
-    } else {
-        for kv in profiles {
-            out.push(format!("  profile: {}", kv.value.as_ref().map(text).unwrap_or_default()));
-        }
+    // `observer.profile.<kind>.file` (inside the output directory) and its `.samples`.
+    let value = |key: &str| root.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()).map(text);
+    let files: Vec<(&str, String)> = root
+        .attributes
+        .iter()
+        .filter_map(|kv| {
+            let kind = kv.key.strip_prefix(PROFILE_PREFIX)?.strip_suffix(".file")?;
+            Some((kind, kv.value.as_ref().map(text)?))
+        })
+        .collect();
+    if files.is_empty() {
+        out.push("  profiles: none".into());
+    }
+    let dir = trace_file.parent().unwrap_or(std::path::Path::new(""));
+    for (kind, file) in files {
+        let samples = value(&format!("{PROFILE_PREFIX}{kind}.samples")).unwrap_or_else(|| "?".into());
+        out.push(format!("  profile: {kind} {} ({samples} samples)", dir.join(file).display()));
     }
     let mut children: Vec<&Span> = e.children.iter().collect();
     children.sort_by_key(|c| c.start_time_unix_nano);
@@ -232,6 +246,9 @@ pub fn render(e: &Stored, trace_file: &Path) -> Vec<String> {
 
 /// Attributes as `key=value`, `observer.` and `prefix` left off the keys,
 /// durations in ms and sizes in KiB/MiB.
+/// The root span's attributes that name its profiles.
+const PROFILE_PREFIX: &str = "observer.profile.";
+
 fn attributes(attrs: &[KeyValue], prefix: &str) -> String {
     const NOISE: &[&str] = &["observer.cgroup.source", "network.transport"];
     let mut out = Vec::new();

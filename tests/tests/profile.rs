@@ -1,0 +1,172 @@
+//! CPU profiles, read back by `go tool pprof` (`-symbolize=none`: the names
+//! must be in the file, which the agent took from `.gopclntab`):
+//! - the fixture spinning in `main.spin` is that function, first, with at
+//!   least 80% of the samples, for every release and for plain, PIE and
+//!   stripped builds, and the stripped build names the same functions;
+//! - a `memory.pressure` episode's root span names its profile, a file
+//!   whose sample count is the one the span gives.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use observer_e2e::episodes::{MEMORY_PRESSURE, episodes_of_pid};
+use observer_e2e::gofixture::{self, GoFixture, Toolchain, Variant};
+use observer_e2e::observer::Observer;
+use observer_e2e::pprof::{self, Row};
+use observer_e2e::require::require_root_and_bin;
+use rstest::rstest;
+
+const ATTACH_WITHIN: Duration = Duration::from_secs(20);
+const RUN_WITHIN: Duration = Duration::from_secs(120);
+/// Long enough for ~57 samples at 19 Hz: 80% is then well clear of noise.
+const SPIN: &str = "3s";
+/// The share of samples the hot function must have at least.
+const HOT_SHARE: f64 = 80.0;
+/// The functions on the hot stack from `cum ≥` this share.
+const ON_THE_HOT_STACK: f64 = 50.0;
+
+fn gofixture_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("gofixtures")
+}
+
+/// Runs the fixture watched, spinning; its pid.
+fn spin_watched(observer: &mut Observer, fixture: &Path, extra: &[&str], env: &[(&str, &str)]) -> u32 {
+    let mut args = vec!["-wait-stdin", "-spin", SPIN, "-settle", "0s"];
+    args.extend_from_slice(extra);
+    let mut run = GoFixture::start(fixture, &args, env);
+    let pid = run.pid;
+    observer.wait_for_stderr(&format!("observer: go: attached pid={pid} "), ATTACH_WITHIN);
+    run.go();
+    run.finish(RUN_WITHIN);
+    pid
+}
+
+/// The window files of `pid` in the agent's output directory.
+fn windows_of(dir: &Path, pid: u32) -> Vec<PathBuf> {
+    let windows = dir.join("profiles/windows");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&windows)
+        .unwrap_or_else(|e| panic!("{}: {e}", windows.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains(&format!("-{pid}-"))))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Rows of every file summed by function (windows split a run).
+fn summed(files: &[PathBuf], cum: bool) -> (u64, Vec<Row>) {
+    let mut total = 0;
+    let mut rows: Vec<Row> = Vec::new();
+    for f in files {
+        let (t, rs) = pprof::top(f, cum);
+        total += t;
+        for r in rs {
+            match rows.iter_mut().find(|x| x.name == r.name) {
+                Some(x) => {
+                    x.flat += r.flat;
+                    x.cum += r.cum;
+                }
+                None => rows.push(r),
+            }
+        }
+    }
+    for r in &mut rows {
+        r.flat_pct = 100.0 * r.flat as f64 / total.max(1) as f64;
+        r.cum_pct = 100.0 * r.cum as f64 / total.max(1) as f64;
+    }
+    rows.sort_by(|a, b| if cum { b.cum.cmp(&a.cum) } else { b.flat.cmp(&a.flat) });
+    (total, rows)
+}
+
+fn show(rows: &[Row]) -> String {
+    rows.iter().take(12).map(|r| format!("{:>5} {:>6.2}% {:>5} {}\n", r.flat, r.flat_pct, r.cum, r.name)).collect()
+}
+
+#[rstest]
+fn cpu_profile_names_the_hot_function(
+    #[values("go1.22.12", "go1.23.12", "go1.24.13", "go1.25.14", "go1.26.11", "go1.27.4")] release: &'static str,
+) {
+    assert!(gofixture::RELEASES.contains(&release), "{release} is not in gofixture::RELEASES");
+    let Some(bin) = require_root_and_bin() else { return };
+    let variants = [Variant::Plain, Variant::Pie, Variant::Stripped];
+    let fixtures: Vec<PathBuf> =
+        variants.iter().map(|&v| gofixture::build(&gofixture_cache(), Toolchain::Release(release), v)).collect();
+    let out = tempfile::tempdir().expect("an output directory");
+    let dir = out.path();
+    let mut observer = Observer::start_in(&bin, dir, &[]);
+    let pids: Vec<u32> = fixtures.iter().map(|f| spin_watched(&mut observer, f, &[], &[])).collect();
+    let stopped = observer.stop();
+
+    let mut stacks = Vec::new();
+    let mut all = 0;
+    for ((variant, pid), fixture) in variants.iter().zip(&pids).zip(&fixtures) {
+        let files = windows_of(dir, *pid);
+        assert!(!files.is_empty(), "{variant:?}: no window profile of pid {pid}; {}", stopped.summary);
+        let (total, rows) = summed(&files, false);
+        all += total;
+        let what = format!("{release} {variant:?} ({}), {} file(s)", fixture.display(), files.len());
+        let hot = rows.first().unwrap_or_else(|| panic!("{what}: an empty profile"));
+        assert_eq!(hot.name, "main.spin", "{what}: the hottest function; top:\n{}", show(&rows));
+        assert!(
+            hot.flat_pct >= HOT_SHARE,
+            "{what}: main.spin has {:.1}% of {total} samples:\n{}",
+            hot.flat_pct,
+            show(&rows)
+        );
+        let (_, by_cum) = summed(&files, true);
+        let mut stack: Vec<String> =
+            by_cum.iter().filter(|r| r.cum_pct >= ON_THE_HOT_STACK).map(|r| r.name.clone()).collect();
+        stack.sort();
+        stacks.push((*variant, stack));
+    }
+    // Named alike with and without symbols (and DWARF): all from .gopclntab.
+    let plain = &stacks[0].1;
+    assert!(plain.iter().any(|n| n == "main.main"), "the hot stack of the plain build: {plain:?}");
+    for (variant, stack) in &stacks[1..] {
+        assert_eq!(stack, plain, "{variant:?} names the hot stack differently from the plain build");
+    }
+    // Each sample is in one window only.
+    let counted = observer_e2e::observer::summary_field(&stopped.summary, "profile_samples").expect("profile_samples=");
+    assert!(
+        all <= counted,
+        "{all} samples in the windows of the fixtures, {counted} counted in all: {}",
+        stopped.summary
+    );
+}
+
+/// The fixture's live heap near a tight `GOMEMLIMIT` (as in `episodes.rs`).
+const PRESSURE_WORK: &[&str] = &["-live-mb", "32", "-allocs", "20000", "-alloc-size", "65536"];
+
+#[test]
+fn episode_root_span_names_its_cpu_profile() {
+    let Some(bin) = require_root_and_bin() else { return };
+    // With symbols: a stripped binary's cycles have no figures to tell pressure by.
+    let fixture = gofixture::build(&gofixture_cache(), Toolchain::Release("go1.27.4"), Variant::Plain);
+    let out = tempfile::tempdir().expect("an output directory");
+    let dir = out.path();
+    let mut observer = Observer::start_in(&bin, dir, &["--episode-quiet", "1s"]);
+    let pid = spin_watched(&mut observer, &fixture, PRESSURE_WORK, &[("GOMEMLIMIT", "40MiB"), ("GOGC", "100")]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while episodes_of_pid(&observer.traces(), MEMORY_PRESSURE, pid).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stopped = observer.stop();
+    let episodes = episodes_of_pid(&stopped.traces, MEMORY_PRESSURE, pid);
+    assert!(!episodes.is_empty(), "no {MEMORY_PRESSURE} episode of pid {pid}: {}", stopped.summary);
+    let mut named = 0;
+    for ep in &episodes {
+        let root = ep.root();
+        let Some(file) = root.attributes.str("observer.profile.cpu.file") else { continue };
+        named += 1;
+        assert_eq!(file, format!("profiles/{}.cpu.pb.gz", ep.trace_id), "the file is named by the trace id");
+        let id = root.attributes.str("observer.profile.cpu.id").expect("observer.profile.cpu.id");
+        assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "profile id {id:?}");
+        let samples = root.attributes.u64("observer.profile.cpu.samples").expect("observer.profile.cpu.samples");
+        let path = dir.join(file);
+        let (total, rows) = pprof::top(&path, false);
+        assert_eq!(total, samples, "samples in {} vs the span's count; top:\n{}", path.display(), show(&rows));
+        assert!(rows.iter().any(|r| r.name.starts_with("main.") || r.name.starts_with("runtime.")), "{}", show(&rows));
+    }
+    assert!(named > 0, "no episode of pid {pid} names a CPU profile: {}", stopped.summary);
+}
