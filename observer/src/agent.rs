@@ -603,9 +603,6 @@ impl Pipeline {
         let closed = self.engine.finish(self.clock.now_unix_nano());
         stop.closed = closed.len() as u64;
         self.closed(closed);
-        if let Some(p) = &mut self.profiler {
-            p.finish(self.clock.now_unix_nano());
-        }
         if let Some(export) = self.export.take() {
             let c = &self.exported;
             let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
@@ -615,6 +612,14 @@ impl Pipeline {
             stop.flush_took = flush.elapsed();
             stop.flushed = load(&c.exported) - exported;
             stop.unflushed = load(&c.dropped_stopped) - dropped;
+        }
+        // After the flush: the episodes go first; profiles get what is left
+        // of the stop (symbolizing a large binary takes seconds under load).
+        if let Some(p) = &mut self.profiler {
+            let left = STOP_WITHIN.saturating_sub(stop.began.elapsed()).saturating_sub(AFTER_FLUSH);
+            if !p.finish(self.clock.now_unix_nano(), left) {
+                tracing::warn!("profiles still being written at the stop deadline were not written");
+            }
         }
         if let Some(jsonl) = self.jsonl.as_mut() {
             jsonl.close();

@@ -167,11 +167,12 @@ impl CpuProfiler {
         self.writer.offer(Job { name: file, selection, meta: self.meta() }).then_some(profile)
     }
 
-    /// At stop: the last drain and windows, and every queued profile written.
-    pub fn finish(&mut self, now_unix_nano: u64) {
+    /// At stop: the last drain and windows, and the queued profiles written
+    /// within `within`; whether all were.
+    pub fn finish(&mut self, now_unix_nano: u64, within: Duration) -> bool {
         self.drain(now_unix_nano);
         self.write_windows(now_unix_nano);
-        self.writer.finish();
+        self.writer.finish(within)
     }
 
     fn meta(&self) -> CpuMeta {

@@ -8,7 +8,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         mpsc::{Receiver, SyncSender, TrySendError},
     },
-    thread::JoinHandle,
+    time::Duration,
 };
 
 use super::{
@@ -40,7 +40,8 @@ pub struct WriterCounters {
 
 pub struct ProfileWriter {
     tx: Option<SyncSender<Job>>,
-    thread: Option<JoinHandle<()>>,
+    /// Told when the thread has written everything and ended.
+    done: Receiver<()>,
     pub counters: Arc<WriterCounters>,
 }
 
@@ -49,8 +50,12 @@ impl ProfileWriter {
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
         let counters = Arc::new(WriterCounters::default());
         let c = counters.clone();
-        let thread = std::thread::Builder::new().name("profiles".into()).spawn(move || run(rx, &disk, &c))?;
-        Ok(ProfileWriter { tx: Some(tx), thread: Some(thread), counters })
+        let (ended, done) = std::sync::mpsc::channel();
+        std::thread::Builder::new().name("profiles".into()).spawn(move || {
+            run(rx, &disk, &c);
+            let _ = ended.send(());
+        })?;
+        Ok(ProfileWriter { tx: Some(tx), done, counters })
     }
 
     /// Queues `job`; false when the queue is full (counted).
@@ -65,12 +70,12 @@ impl ProfileWriter {
         }
     }
 
-    /// Writes what is queued, then ends the thread.
-    pub fn finish(&mut self) {
+    /// Lets the thread write what is queued, waiting at most `within` (the
+    /// stop's deadline: what is still unwritten then goes with the process);
+    /// whether it finished.
+    pub fn finish(&mut self, within: Duration) -> bool {
         self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.done.recv_timeout(within).is_ok()
     }
 }
 
