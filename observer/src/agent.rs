@@ -600,6 +600,9 @@ impl Pipeline {
     /// Closes every open episode and delivers what can be delivered by the
     /// stop's deadline.
     async fn finish(&mut self, stop: &mut Stop) {
+        if let Some(p) = &self.profiler {
+            p.hold();
+        }
         let closed = self.engine.finish(self.clock.now_unix_nano());
         stop.closed = closed.len() as u64;
         self.closed(closed);

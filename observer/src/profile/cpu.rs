@@ -167,6 +167,11 @@ impl CpuProfiler {
         self.writer.offer(Job { name: file, selection, meta: self.meta() }).then_some(profile)
     }
 
+    /// At stop, before the episodes' flush: profiles wait for it.
+    pub fn hold(&self) {
+        self.writer.hold();
+    }
+
     /// At stop: the last drain and windows, and the queued profiles written
     /// within `within`; whether all were.
     pub fn finish(&mut self, now_unix_nano: u64, within: Duration) -> bool {

@@ -122,12 +122,17 @@ impl Symbolizer {
         UserFrame { frames, build_id: binary.build_id.clone() }
     }
 
-    /// The kernel function holding `addr`.
-    pub fn kernel(&mut self, addr: u64) -> Option<&str> {
+    /// Reads the kernel's symbols (once).
+    pub fn load_kernel(&mut self) {
         if !self.kernel_read {
             self.kernel_read = true;
             self.kernel = Kallsyms::load().inspect_err(|e| tracing::warn!("profiles: {e}")).ok();
         }
+    }
+
+    /// The kernel function holding `addr`.
+    pub fn kernel(&mut self, addr: u64) -> Option<&str> {
+        self.load_kernel();
         self.kernel.as_ref()?.symbol(addr).map(|(name, _)| name)
     }
 }

@@ -5,7 +5,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc::{Receiver, SyncSender, TrySendError},
     },
     time::Duration,
@@ -40,6 +40,8 @@ pub struct WriterCounters {
 
 pub struct ProfileWriter {
     tx: Option<SyncSender<Job>>,
+    /// Set during the stop's flush: the episodes' export gets the CPU first.
+    held: Arc<AtomicBool>,
     /// Told when the thread has written everything and ended.
     done: Receiver<()>,
     pub counters: Arc<WriterCounters>,
@@ -51,11 +53,13 @@ impl ProfileWriter {
         let counters = Arc::new(WriterCounters::default());
         let c = counters.clone();
         let (ended, done) = std::sync::mpsc::channel();
+        let held = Arc::new(AtomicBool::new(false));
+        let h = held.clone();
         std::thread::Builder::new().name("profiles".into()).spawn(move || {
-            run(rx, &disk, &c);
+            run(rx, &disk, &c, &h);
             let _ = ended.send(());
         })?;
-        Ok(ProfileWriter { tx: Some(tx), done, counters })
+        Ok(ProfileWriter { tx: Some(tx), held, done, counters })
     }
 
     /// Queues `job`; false when the queue is full (counted).
@@ -70,18 +74,29 @@ impl ProfileWriter {
         }
     }
 
+    /// Holds the writing (at stop, until [`ProfileWriter::finish`]).
+    pub fn hold(&self) {
+        self.held.store(true, Ordering::Relaxed);
+    }
+
     /// Lets the thread write what is queued, waiting at most `within` (the
     /// stop's deadline: what is still unwritten then goes with the process);
     /// whether it finished.
     pub fn finish(&mut self, within: Duration) -> bool {
         self.tx = None;
+        self.held.store(false, Ordering::Relaxed);
         self.done.recv_timeout(within).is_ok()
     }
 }
 
-fn run(rx: Receiver<Job>, disk: &Disk, counters: &WriterCounters) {
+fn run(rx: Receiver<Job>, disk: &Disk, counters: &WriterCounters, held: &AtomicBool) {
     let mut symbols = Symbolizer::default();
+    // Now, not at the first profile (which may come at the stop): slow under load.
+    symbols.load_kernel();
     for job in rx {
+        while held.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let profile = pprof::cpu_profile(&job.selection, &mut symbols, &job.meta);
         let bytes = pprof::gzipped(&profile);
         match disk.write_whole(&job.name, &bytes) {
