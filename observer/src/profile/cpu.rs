@@ -39,7 +39,7 @@ impl CpuProfiler {
         now_unix_nano: u64,
     ) -> Result<CpuProfiler, SamplerError> {
         let sampler = CpuSampler::start(ebpf, hz)?;
-        let writer = ProfileWriter::start(disk).map_err(|e| SamplerError::Cpus("the profile writer thread", e))?;
+        let writer = ProfileWriter::start(disk).map_err(SamplerError::Writer)?;
         Ok(CpuProfiler {
             sampler,
             history: History::new(KEEP),

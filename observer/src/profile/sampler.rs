@@ -25,6 +25,8 @@ pub enum SamplerError {
     Load(aya::programs::ProgramError),
     #[error("listing the online CPUs ({0}): {1}")]
     Cpus(&'static str, std::io::Error),
+    #[error("starting the profile writer thread: {0}")]
+    Writer(std::io::Error),
     #[error("perf_event_open on CPU {cpu} (hardware cycles, then the software CPU clock): {error}")]
     Attach { cpu: u32, error: aya::programs::ProgramError },
 }
