@@ -35,6 +35,9 @@ pub mod field {
     /// bytes; `i64::MAX` = no limit.
     pub const MEMORY_LIMIT: usize = 10;
     pub const COUNT: usize = 11;
+    /// Not a GC figure: where `runtime.MemProfileRate` is, which the
+    /// allocation probes read with each sample (0: not known).
+    pub const MEM_PROFILE_RATE: usize = 11;
     /// Array length (an even count keeps the structs free of padding).
     pub const SLOTS: usize = 12;
 

@@ -87,7 +87,13 @@ pub mod counter {
     pub const CPU_SAMPLES_UNCOUNTED: u32 = 16;
     /// and of which a stack could not be recorded (counted as an unknown stack).
     pub const CPU_STACKS_LOST: u32 = 17;
-    pub const COUNT: u32 = 18;
+    /// Allocation samples of watched processes (every method).
+    pub const ALLOC_SAMPLES_SEEN: u32 = 18;
+    /// Allocation samples not counted: the slot's count map was full.
+    pub const ALLOC_SAMPLES_UNCOUNTED: u32 = 19;
+    /// Allocation samples counted without their stack.
+    pub const ALLOC_STACKS_LOST: u32 = 20;
+    pub const COUNT: u32 = 21;
     /// Each `LOST_*` counter and the signal it counts for (the names of
     /// the agent's signal list; `process.lifecycle` is exec and exit).
     pub const LOST_BY_SIGNAL: [(u32, &str); 11] = [

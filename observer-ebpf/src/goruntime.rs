@@ -87,7 +87,7 @@ struct AssistKey {
 static GO_ATTACH_COOKIES: u32 = 1;
 
 #[inline(always)]
-fn watched(ctx: &ProbeContext) -> Option<(u64, GoProcess)> {
+pub fn watched(ctx: &ProbeContext) -> Option<(u64, GoProcess)> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: the value is copied out at once; entries are only replaced whole.

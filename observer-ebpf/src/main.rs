@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod alloc;
 mod goruntime;
 mod kernel;
 mod maps;

@@ -32,6 +32,15 @@ static CPU_STACKS_0: StackTrace = StackTrace::with_max_entries(STACKS_PER_SLOT, 
 #[map]
 static CPU_STACKS_1: StackTrace = StackTrace::with_max_entries(STACKS_PER_SLOT, 0);
 
+/// The slot being filled, and its stack map (shared with `alloc`).
+#[inline(always)]
+pub fn slot_stacks() -> (u32, &'static StackTrace) {
+    match PROFILE_SLOT.get(0).copied().unwrap_or(0) {
+        0 => (0, &CPU_STACKS_0),
+        _ => (1, &CPU_STACKS_1),
+    }
+}
+
 #[perf_event]
 pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -41,11 +50,8 @@ pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
         return 0;
     }
     count(counter::CPU_SAMPLES_SEEN);
-    let slot = PROFILE_SLOT.get(0).copied().unwrap_or(0);
-    let (counts, stacks) = match slot {
-        0 => (&CPU_COUNTS_0, &CPU_STACKS_0),
-        _ => (&CPU_COUNTS_1, &CPU_STACKS_1),
-    };
+    let (slot, stacks) = slot_stacks();
+    let counts = if slot == 0 { &CPU_COUNTS_0 } else { &CPU_COUNTS_1 };
     let user = stack_id(&ctx, stacks, BPF_F_USER_STACK as u64);
     // A sample taken in user mode has no kernel stack: not a loss.
     let kernel = ctx.get_stackid(stacks, 0).map_or(NO_STACK, |id| id as i32);

@@ -18,7 +18,7 @@ use observer_common::{EventHeader, EventKind, counter};
 use tokio::signal::unix::SignalKind;
 
 use crate::export::{metrics::signals::WorkloadSignals, otlp::attributes::record_kind};
-use crate::profile::cpu::CpuProfiler;
+use crate::profile::profiler::Profiler;
 use crate::{
     cgroup::CgroupPaths,
     config::RunConfig,
@@ -113,15 +113,15 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
     let mut reader = RingReader::start(ring).context("starting the ring buffer reader")?;
     let pod_store = pods.as_ref().map(|(store, ..)| store.clone());
     let mut pipeline = Pipeline::new(sources, &config, jsonl, export, live_view, pod_store);
-    if config.profile_hz > 0 {
+    {
         let now = pipeline.clock.now_unix_nano();
-        match CpuProfiler::start(&mut ebpf, config.profile_hz, config.profile_window, disk.clone(), now) {
+        match Profiler::start(&mut ebpf, config.profile_hz, config.profile_window, disk.clone(), now) {
             Ok(p) => pipeline.profiler = Some(p),
-            Err(e) => tracing::warn!("CPU profiles unavailable: {e}"),
+            Err(e) => tracing::warn!("profiles unavailable: {e}"),
         }
     }
     let mut ready: Vec<String> = pipeline.sources.iter().map(|s| s.ready()).filter(|s| !s.is_empty()).collect();
-    ready.extend(pipeline.profiler.as_ref().map(CpuProfiler::ready));
+    ready.extend(pipeline.profiler.as_ref().map(Profiler::ready));
     ready.push(memcg_text);
     ready.push(pipeline.writing());
     if let Some((_, url, node)) = &pods {
@@ -341,8 +341,8 @@ struct Pipeline {
     export: Option<EpisodeExport>,
     /// Its counters, still readable after it stopped.
     exported: Arc<ExportCounters>,
-    /// CPU profiles (`--profile-hz`), when the kernel let us sample.
-    profiler: Option<CpuProfiler>,
+    /// CPU (`--profile-hz`) and allocation profiles, when the kernel let us sample.
+    profiler: Option<Profiler>,
     /// Reused between batches.
     decoded: Vec<Record>,
     /// Records by kind name, for `/metrics`.
@@ -447,7 +447,9 @@ impl Pipeline {
             && let Some(pid) = a.owner.who.pid
         {
             // Its mappings while it lives: it may be gone by the next drain.
-            p.watching(pid);
+            if let Some(maps) = &a.mappings {
+                p.watching(pid, maps.clone());
+            }
         }
         if let Some(jsonl) = &self.jsonl {
             jsonl.write(&record);
@@ -634,7 +636,7 @@ impl Pipeline {
     /// `end`: the kernel's missed runs and the disk, after `lost`.
     fn stopped_text(&self, lost: u64, end: &str) -> String {
         let mut extra: String = self.sources.iter().map(|s| s.stopped()).collect();
-        extra.extend(self.profiler.as_ref().map(CpuProfiler::stopped_text));
+        extra.extend(self.profiler.as_ref().map(Profiler::stopped_text));
         let s = self.engine.stats();
         let c = &self.exported;
         let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);

@@ -260,6 +260,15 @@ pub struct GoAttach {
     pub layout: &'static str,
     /// The uprobes its binary has (shared by every process running it).
     pub probes: usize,
+    /// How its allocation profile is sampled: `memprofile` (the runtime's
+    /// own samples, `runtime.mProf_Malloc`), `spans` (span refills and
+    /// large allocations: the linker turned memory profiling off) or `none`.
+    pub alloc_sampling: &'static str,
+    /// Its executable mappings, read as it was attached: what its profiles'
+    /// addresses are resolved with (a short-lived process is gone by the
+    /// first drain).
+    #[serde(skip)]
+    pub mappings: Option<std::sync::Arc<crate::profile::maps::ProcessMaps>>,
     /// `exec`: the kernel watched it from its exec (its binary was probed
     /// already), no cycle missed; `attach`: from when the agent attached.
     pub watched_from: &'static str,

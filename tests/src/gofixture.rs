@@ -121,8 +121,22 @@ pub fn build(cache_dir: &Path, toolchain: Toolchain, variant: Variant) -> PathBu
 /// The Go program in `source` (a directory of `tests/fixtures`) built as
 /// [`build`] builds the fixture, named after its directory.
 pub fn build_from(source: &Path, cache_dir: &Path, toolchain: Toolchain, variant: Variant) -> PathBuf {
+    build_tagged(source, cache_dir, toolchain, variant, None)
+}
+
+/// As [`build_from`], with the build tag `tag` set (not for [`Variant::Cgo`],
+/// which sets its own).
+pub fn build_tagged(
+    source: &Path,
+    cache_dir: &Path,
+    toolchain: Toolchain,
+    variant: Variant,
+    tag: Option<&str>,
+) -> PathBuf {
+    assert!(tag.is_none() || variant != Variant::Cgo, "the cgo variant sets its own build tag");
     let program = bin_name(source);
-    let bin = cache_dir.join(format!("{program}-{}-{}", toolchain.name(), variant.name()));
+    let tagged = tag.map(|t| format!("-{t}")).unwrap_or_default();
+    let bin = cache_dir.join(format!("{program}{tagged}-{}-{}", toolchain.name(), variant.name()));
     if is_fresh(&bin, source) {
         return bin;
     }
@@ -142,9 +156,11 @@ pub fn build_from(source: &Path, cache_dir: &Path, toolchain: Toolchain, variant
             cmd
         }
     };
-    cmd.arg("build")
-        .args(variant.flags())
-        .arg("-o")
+    cmd.arg("build").args(variant.flags());
+    if let Some(tag) = tag {
+        cmd.args(["-tags", tag]);
+    }
+    cmd.arg("-o")
         .arg(&partial)
         .arg(".")
         .current_dir(source)

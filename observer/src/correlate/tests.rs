@@ -295,6 +295,8 @@ fn scavenge_events_and_summaries_both_count() {
         executable: None,
         layout: "dwarf",
         probes: 6,
+        alloc_sampling: "memprofile",
+        mappings: None,
         watched_from: "exec",
         cycles_at_attach: None,
         env: Default::default(),

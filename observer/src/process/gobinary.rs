@@ -10,6 +10,7 @@ use super::{
     buildinfo::{self, BuildInfo, BuildInfoError},
     dwarf::{self, DwarfError},
     layout::{Global, RuntimeLayout},
+    memprofile::{self, MemProfileGlobals},
     pclntab::{Pclntab, PclntabError},
     prologue, x86,
 };
@@ -26,7 +27,27 @@ pub const GC_ASSIST_ALLOC1: &str = "runtime.gcAssistAlloc1";
 pub const PAGE_ALLOC_GROW: &str = "runtime.(*pageAlloc).grow";
 /// Memory handed back to the OS: `sysUnusedOS(v unsafe.Pointer, n uintptr)`.
 pub const SYS_UNUSED_OS: &str = "runtime.sysUnusedOS";
-const FUNCTIONS: [&str; 5] = [FREE_STACK_SPANS, GC_ASSIST_ALLOC, GC_ASSIST_ALLOC1, PAGE_ALLOC_GROW, SYS_UNUSED_OS];
+/// One of the runtime's memory-profile samples: `mProf_Malloc(mp, p, size)`
+/// (Go 1.23 and later; `(p, size)` before).
+pub const MPROF_MALLOC: &str = "runtime.mProf_Malloc";
+/// A new span for one size class: `(c *mcache) refill(spc spanClass)`.
+pub const MCACHE_REFILL: &str = "runtime.(*mcache).refill";
+/// An allocation over 32 KiB: `(c *mcache) allocLarge(size uintptr, noscan bool)`.
+pub const MCACHE_ALLOC_LARGE: &str = "runtime.(*mcache).allocLarge";
+const FUNCTIONS: [&str; 8] = [
+    FREE_STACK_SPANS,
+    GC_ASSIST_ALLOC,
+    GC_ASSIST_ALLOC1,
+    PAGE_ALLOC_GROW,
+    SYS_UNUSED_OS,
+    MPROF_MALLOC,
+    MCACHE_REFILL,
+    MCACHE_ALLOC_LARGE,
+];
+/// Decoded, not probed: it locates the memory-profile globals ([`memprofile`]).
+const SCHEDINIT: &str = "runtime.schedinit";
+const MEM_PROFILE_RATE: &str = "runtime.MemProfileRate";
+const DISABLE_MEMORY_PROFILING: &str = "runtime.disableMemoryProfiling";
 /// Longest stack-check prologue read.
 const PROLOGUE_MAX: u64 = 32;
 /// Longest function whose code is decoded for its returns.
@@ -75,6 +96,18 @@ pub struct GoBinary {
     /// Runtime struct layout from the binary's DWARF, or why there is none
     /// (then the per-release table is used).
     pub dwarf_layout: Result<RuntimeLayout, DwarfError>,
+    /// The runtime's memory profiling in this binary.
+    pub mem_profile: MemProfile,
+}
+
+/// Whether the runtime samples allocations itself, and where its rate is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemProfile {
+    /// Link-time address of `runtime.MemProfileRate`, if found.
+    pub rate_at: Option<u64>,
+    /// The linker turned memory profiling off (nothing reads the profile):
+    /// `runtime.mProf_Malloc` is never called. `None`: not known.
+    pub disabled: Option<bool>,
 }
 
 /// The build info of the Go program at `path`, `Ok(None)` for an ELF file
@@ -112,9 +145,14 @@ impl GoBinary {
 
         let mut functions: HashMap<&'static str, Function> = HashMap::new();
         let mut globals = HashMap::new();
+        let mut profile_globals = (None, None);
         for symbol in elf.symbols() {
             let Ok(sym) = symbol.name() else { continue };
-            if let Some(&f) = FUNCTIONS.iter().find(|&&f| f == sym) {
+            if sym == MEM_PROFILE_RATE {
+                profile_globals.0 = Some(symbol.address());
+            } else if sym == DISABLE_MEMORY_PROFILING {
+                profile_globals.1 = Some(symbol.address());
+            } else if let Some(&f) = LOOKED_UP.iter().find(|&&f| f == sym) {
                 if let Some(offset) = file_offset(&elf, &symbol) {
                     let len = Some(symbol.size()).filter(|&l| l != 0);
                     functions.insert(f, Function { offset, len });
@@ -123,9 +161,9 @@ impl GoBinary {
                 globals.insert(g, symbol.address());
             }
         }
-        if functions.len() < FUNCTIONS.len() {
+        if functions.len() < LOOKED_UP.len() {
             // Stripped: the runtime's own function table still names them.
-            match pclntab_functions(&elf, &FUNCTIONS) {
+            match pclntab_functions(&elf, &LOOKED_UP) {
                 Ok(found) => {
                     for (f, (addr, end)) in found {
                         if let (false, Some(offset)) = (functions.contains_key(f), vaddr_file_offset(&elf, addr)) {
@@ -138,8 +176,10 @@ impl GoBinary {
         }
         // After the stack check: a stack growth restarts the function from
         // its entry, which would count one call twice.
+        let mem_profile = mem_profile(&elf, &cache, profile_globals, functions.get(SCHEDINIT));
         let probes = functions
             .iter()
+            .filter(|(f, _)| FUNCTIONS.contains(f))
             .map(|(&f, func)| {
                 let code = (&cache).read_bytes_at(func.offset, PROLOGUE_MAX).unwrap_or_default();
                 let at = match prologue::stack_check_len(code) {
@@ -174,6 +214,7 @@ impl GoBinary {
             exec_vaddr,
             stripped: elf.section_by_name(".symtab").is_none(),
             dwarf_layout,
+            mem_profile,
         }))
     }
 
@@ -188,6 +229,55 @@ impl GoBinary {
         let bias = map_start.checked_sub(vaddr & !(PAGE - 1))?;
         addr.checked_add(bias)
     }
+}
+
+/// Every function looked up by name.
+const LOOKED_UP: [&str; FUNCTIONS.len() + 1] = {
+    let mut all = [SCHEDINIT; FUNCTIONS.len() + 1];
+    let mut i = 0;
+    while i < FUNCTIONS.len() {
+        all[i] = FUNCTIONS[i];
+        i += 1;
+    }
+    all
+};
+
+/// The memory-profile globals from `.symtab` (`(rate, disabled flag)`
+/// addresses), else from `runtime.schedinit`'s code; the flag's value is
+/// read from the file (the linker writes it; the runtime never changes it).
+fn mem_profile<'a, R: ReadRef<'a>>(
+    elf: &object::File<'a, R>,
+    data: R,
+    symbols: (Option<u64>, Option<u64>),
+    schedinit: Option<&Function>,
+) -> MemProfile {
+    let decoded = || {
+        let f = schedinit?;
+        let code = data.read_bytes_at(f.offset, f.len?.min(DECODE_MAX)).ok()?;
+        let vaddr = elf.segments().find_map(|s| {
+            let (off, len) = s.file_range();
+            (off <= f.offset && f.offset < off + len).then(|| s.address() + (f.offset - off))
+        })?;
+        memprofile::from_schedinit(code, vaddr)
+    };
+    let globals = match symbols {
+        (Some(rate_at), Some(disabled_at)) => Some(MemProfileGlobals { rate_at, disabled_at }),
+        // Without the flag symbol the linker left profiling on (it creates
+        // the symbol only to set it).
+        (Some(rate_at), None) => return MemProfile { rate_at: Some(rate_at), disabled: Some(false) },
+        _ => decoded(),
+    };
+    let Some(g) = globals else { return MemProfile { rate_at: None, disabled: None } };
+    // Left zero, it lies in a section without file data (`.noptrbss`).
+    let in_bss = || {
+        elf.sections().any(|s| {
+            s.kind() == object::SectionKind::UninitializedData
+                && s.address() <= g.disabled_at
+                && g.disabled_at < s.address() + s.size()
+        })
+    };
+    let disabled = read_at(elf, g.disabled_at, 1).map(|b| b[0] != 0).or_else(|| in_bss().then_some(false));
+    MemProfile { rate_at: Some(g.rate_at), disabled }
 }
 
 /// A function's name and (entry, end) link-time addresses.

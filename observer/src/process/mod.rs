@@ -9,6 +9,7 @@ pub mod gobinary;
 pub mod gosymbols;
 pub mod layout;
 pub mod lifecycle;
+pub mod memprofile;
 pub mod pclntab;
 pub mod prologue;
 pub mod selector;

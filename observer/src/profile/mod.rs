@@ -1,13 +1,16 @@
-//! CPU profiles of watched Go processes. The kernel counts samples by stack
-//! (`sampler`); every [`SLICE`] the agent drains them with the process's
-//! memory mappings at that moment (`slices`, pure: what covers which time);
-//! a thread of its own (`writer`) symbolizes (`symbolize`) and writes them
-//! as gzipped pprof (`pprof`): one rolling file per process per window, and
-//! one per episode, named on the episode's root span.
+//! CPU and allocation profiles of watched Go processes. The kernel counts
+//! samples by stack: CPU samples from perf events (`sampler`), allocation
+//! samples from the Go runtime source's uprobes; every [`SLICE`] the agent
+//! drains them (`counts`) with the process's memory mappings at that moment
+//! (`slices`, pure: what covers which time); a thread of its own (`writer`)
+//! symbolizes (`symbolize`) and writes them as gzipped pprof (`pprof`): one
+//! rolling file per process and kind per window, and one per episode and
+//! kind, named on the episode's root span. `profiler` drives it all.
 
-pub mod cpu;
+pub mod counts;
 pub mod maps;
 pub mod pprof;
+pub mod profiler;
 pub mod sampler;
 pub mod slices;
 pub mod symbolize;
@@ -28,3 +31,20 @@ pub const SLICE: Duration = Duration::from_secs(5);
 /// How long drained slices are kept for episodes still open: the longest
 /// episode (`--episode-max-length`, 5 min by default) and a slice more.
 pub const KEEP: Duration = Duration::from_secs(6 * 60);
+
+/// What a profile measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileKind {
+    Cpu,
+    Alloc,
+}
+
+impl ProfileKind {
+    /// In file names and span attributes: `cpu`, `alloc`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::Alloc => "alloc",
+        }
+    }
+}

@@ -1,10 +1,15 @@
 //! The pprof format (`profile.proto` of github.com/google/pprof), as prost
-//! messages, and the CPU profile built from a selection of samples: what
-//! `go tool pprof` and every pprof viewer open.
+//! messages, and the CPU and allocation profiles built from a selection of
+//! samples: what `go tool pprof` and every pprof viewer open.
 
 use std::collections::HashMap;
 
-use super::{sampler::RawSample, slices::Selection, symbolize::Symbolizer};
+use super::{
+    counts::{RawSample, SampleKind},
+    slices::Selection,
+    symbolize::Symbolizer,
+};
+use observer_common::profile::alloc_method;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Profile {
@@ -122,7 +127,21 @@ pub struct Function {
     pub filename: i64,
 }
 
-/// What a CPU profile says about how it was taken.
+/// What a profile measures, and what it says about how it was taken.
+#[derive(Debug, Clone)]
+pub enum Meta {
+    Cpu(CpuMeta),
+    Alloc,
+}
+
+/// The profile of `sel` that `meta` describes.
+pub fn build(sel: &Selection, symbols: &mut Symbolizer, meta: &Meta) -> Profile {
+    match meta {
+        Meta::Cpu(cpu) => cpu_profile(sel, symbols, cpu),
+        Meta::Alloc => alloc_profile(sel, symbols),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct CpuMeta {
     pub period_ns: u64,
@@ -205,6 +224,115 @@ pub fn cpu_profile(sel: &Selection, symbols: &mut Symbolizer, meta: &CpuMeta) ->
         });
     }
     b.profile
+}
+
+/// The runtime's sampling rate when a process's could not be read: its default.
+const DEFAULT_MEM_PROFILE_RATE: u64 = 512 * 1024;
+
+/// The allocation profile of `sel`: `alloc_objects/count` and
+/// `alloc_space/bytes` per allocating stack (the runtime's frames above the
+/// first frame of the program hidden, as `runtime/pprof` does), with `pid`
+/// and `alloc_method` labels. The runtime's own samples are scaled by the
+/// process's `MemProfileRate` as pprof scales them; span refills count each
+/// new span's objects and bytes, large allocations their size.
+pub fn alloc_profile(sel: &Selection, symbols: &mut Symbolizer) -> Profile {
+    let mut b = Builder::default();
+    b.string("");
+    let objects = b.value_type("alloc_objects", "count");
+    let space = b.value_type("alloc_space", "bytes");
+    b.profile.sample_type = vec![objects, space];
+    b.profile.default_sample_type = space.r#type;
+    b.profile.period_type = Some(b.value_type("space", "bytes"));
+    b.profile.time_nanos = sel.start_unix_nano as i64;
+    b.profile.duration_nanos = sel.end_unix_nano.saturating_sub(sel.start_unix_nano) as i64;
+    let mut rates: Vec<u64> =
+        sel.samples.iter().filter(|s| s.kind == SampleKind::Alloc(alloc_method::SAMPLED)).map(|s| s.rate).collect();
+    rates.sort_unstable();
+    rates.dedup();
+    b.profile.period = rates.iter().copied().find(|&r| r != 0).unwrap_or(0) as i64;
+    let mut methods: Vec<SampleKind> = sel.samples.iter().map(|s| s.kind).collect();
+    methods.sort_unstable();
+    methods.dedup();
+    let comments: Vec<String> = methods.iter().map(|&m| method_comment(m, &rates)).collect();
+    b.profile.comment = comments.iter().map(|c| b.string(c)).collect();
+    let (pid_key, method_key) = (b.string("pid"), b.string("alloc_method"));
+    for s in &sel.samples {
+        let (count, bytes) = match s.kind {
+            SampleKind::Alloc(alloc_method::SAMPLED) => {
+                let rate = if s.rate == 0 { DEFAULT_MEM_PROFILE_RATE } else { s.rate };
+                scaled(s.count, s.bytes, rate)
+            }
+            _ => (s.objects, s.bytes),
+        };
+        let user = user_locations(&mut b, s, sel, symbols);
+        let location_id = hide_runtime(&b, user);
+        let method = b.string(s.kind.name());
+        b.profile.sample.push(Sample {
+            location_id,
+            value: vec![count as i64, bytes as i64],
+            label: vec![
+                Label { key: pid_key, num: i64::from(s.tgid), ..Default::default() },
+                Label { key: method_key, str: method, ..Default::default() },
+            ],
+        });
+    }
+    b.profile
+}
+
+fn method_comment(method: SampleKind, rates: &[u64]) -> String {
+    let rates: Vec<String> = rates
+        .iter()
+        .map(|&r| if r == 0 { format!("unknown (assumed {DEFAULT_MEM_PROFILE_RATE})") } else { r.to_string() })
+        .collect();
+    match method {
+        SampleKind::Alloc(alloc_method::SAMPLED) => format!(
+            "observer: alloc_method=memprofile: the runtime's own samples (runtime.mProf_Malloc), \
+             MemProfileRate {}, scaled as runtime/pprof scales them",
+            rates.join(", ")
+        ),
+        SampleKind::Alloc(alloc_method::SPAN_REFILL) => "observer: alloc_method=span_refill: memory profiling is \
+             linked out of this binary; each new span for a size class (runtime.(*mcache).refill) counts all its \
+             objects and bytes, an upper bound for what the stack allocated"
+            .to_string(),
+        SampleKind::Alloc(alloc_method::LARGE) => {
+            "observer: alloc_method=large: each allocation over 32 KiB (runtime.(*mcache).allocLarge), exact"
+                .to_string()
+        }
+        other => format!("observer: alloc_method={}", other.name()),
+    }
+}
+
+/// What `count` samples of `bytes` in all stand for at `rate`: the
+/// runtime samples an allocation of size `s` with probability
+/// `1 - exp(-s/rate)` (`runtime/pprof`'s `scaleHeapSample`).
+pub fn scaled(count: u64, bytes: u64, rate: u64) -> (u64, u64) {
+    if count == 0 || bytes == 0 {
+        return (0, 0);
+    }
+    if rate <= 1 {
+        return (count, bytes);
+    }
+    let average = bytes as f64 / count as f64;
+    let scale = 1.0 / (1.0 - (-average / rate as f64).exp());
+    ((count as f64 * scale) as u64, (bytes as f64 * scale) as u64)
+}
+
+/// `ids` without the runtime's frames above the first of the program (all
+/// of them if there is none).
+fn hide_runtime(b: &Builder, ids: Vec<u64>) -> Vec<u64> {
+    let runtime = |id: u64| {
+        let Some(loc) = b.profile.location.get(id as usize - 1) else { return false };
+        !loc.line.is_empty()
+            && loc.line.iter().all(|l| {
+                let f = &b.profile.function[l.function_id as usize - 1];
+                let name = &b.profile.string_table[f.name as usize];
+                name.starts_with("runtime.") || name.starts_with("internal/runtime/")
+            })
+    };
+    match ids.iter().position(|&id| !runtime(id)) {
+        Some(first) => ids[first..].to_vec(),
+        None => ids,
+    }
 }
 
 /// One sample's locations, leaf first: its kernel frames, then its user
@@ -312,4 +440,21 @@ pub fn gzipped(profile: &Profile) -> Vec<u8> {
     // Writing to memory cannot fail.
     let _ = gz.write_all(&prost::Message::encode_to_vec(profile));
     gz.finish().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_scale_as_runtime_pprof_scales_them() {
+        // 10 samples of 64 KiB at the default rate: each stands for
+        // 1/(1-e^(-1/8)) = 8.51 allocations.
+        assert_eq!(scaled(10, 10 * 65536, 512 * 1024), (85, 5_577_384));
+        // Rate 1: every allocation was sampled.
+        assert_eq!(scaled(3, 300, 1), (3, 300));
+        assert_eq!(scaled(0, 0, 512 * 1024), (0, 0));
+        // Large allocations are sampled (almost) always.
+        assert_eq!(scaled(2, 2 << 30, 512 * 1024).0, 2);
+    }
 }

@@ -7,7 +7,11 @@ use std::{
     sync::Arc,
 };
 
-use super::{maps::ProcessMaps, sampler::RawSample};
+use super::{
+    ProfileKind,
+    counts::{RawSample, SampleKind},
+    maps::ProcessMaps,
+};
 
 /// One drain: the samples counted between two instants (Unix ns).
 #[derive(Debug, Clone)]
@@ -50,8 +54,15 @@ impl Selection {
     }
 }
 
-/// A sample's identity: process, cgroup, user and kernel stacks, user lost.
-type StackKey = (u32, u64, Vec<u64>, Vec<u64>, bool);
+impl ProfileKind {
+    fn takes(self, kind: SampleKind) -> bool {
+        matches!((self, kind), (Self::Cpu, SampleKind::Cpu) | (Self::Alloc, SampleKind::Alloc(_)))
+    }
+}
+
+/// A sample's identity: process, cgroup, user and kernel stacks, user lost,
+/// kind and rate (samples of another rate stand for other amounts).
+type StackKey = (u32, u64, Vec<u64>, Vec<u64>, bool, SampleKind, u64);
 
 #[derive(Debug, Default)]
 pub struct History {
@@ -73,18 +84,21 @@ impl History {
         }
     }
 
-    /// `who`'s samples of the slices that overlap `[from, to]`, summed per
-    /// stack; the time covered is that of the slices taken.
-    pub fn select(&self, who: Who, from: u64, to: u64) -> Selection {
+    /// `who`'s samples of `kind` in the slices that overlap `[from, to]`,
+    /// summed per stack; the time covered is that of the slices taken.
+    pub fn select(&self, who: Who, kind: ProfileKind, from: u64, to: u64) -> Selection {
         let mut sel = Selection::default();
-        let mut summed: BTreeMap<StackKey, u64> = BTreeMap::new();
+        let mut summed: BTreeMap<StackKey, [u64; 3]> = BTreeMap::new();
         let mut covered: Option<(u64, u64)> = None;
         for slice in self.slices.iter().filter(|s| s.end_unix_nano >= from && s.start_unix_nano <= to) {
             let mut any = false;
-            for s in slice.samples.iter().filter(|s| who.takes(s)) {
+            for s in slice.samples.iter().filter(|s| who.takes(s) && kind.takes(s.kind)) {
                 any = true;
-                *summed.entry((s.tgid, s.cgroup_id, s.user.clone(), s.kernel.clone(), s.user_lost)).or_default() +=
-                    s.count;
+                let key = (s.tgid, s.cgroup_id, s.user.clone(), s.kernel.clone(), s.user_lost, s.kind, s.rate);
+                let sum = summed.entry(key).or_default();
+                for (total, n) in sum.iter_mut().zip([s.count, s.objects, s.bytes]) {
+                    *total += n;
+                }
                 if let Some(m) = slice.maps.get(&s.tgid) {
                     sel.maps.entry(s.tgid).or_insert_with(|| m.clone());
                 }
@@ -98,25 +112,29 @@ impl History {
         (sel.start_unix_nano, sel.end_unix_nano) = covered.unwrap_or_default();
         sel.samples = summed
             .into_iter()
-            .map(|((tgid, cgroup_id, user, kernel, user_lost), count)| RawSample {
+            .map(|((tgid, cgroup_id, user, kernel, user_lost, kind, rate), [count, objects, bytes])| RawSample {
                 tgid,
                 cgroup_id,
                 user,
                 kernel,
                 user_lost,
+                kind,
                 count,
+                objects,
+                bytes,
+                rate,
             })
             .collect();
         sel
     }
 
-    /// The processes with samples in `[from, to]`.
-    pub fn processes(&self, from: u64, to: u64) -> Vec<u32> {
+    /// The processes with samples of `kind` in `[from, to]`.
+    pub fn processes(&self, kind: ProfileKind, from: u64, to: u64) -> Vec<u32> {
         let mut pids: Vec<u32> = self
             .slices
             .iter()
             .filter(|s| s.end_unix_nano >= from && s.start_unix_nano <= to)
-            .flat_map(|s| s.samples.iter().map(|x| x.tgid))
+            .flat_map(|s| s.samples.iter().filter(|x| kind.takes(x.kind)).map(|x| x.tgid))
             .collect();
         pids.sort_unstable();
         pids.dedup();
@@ -129,11 +147,41 @@ mod tests {
     use super::*;
 
     fn sample(tgid: u32, cgroup_id: u64, ip: u64, count: u64) -> RawSample {
-        RawSample { tgid, cgroup_id, user: vec![ip, 0x10], kernel: vec![], user_lost: false, count }
+        RawSample {
+            tgid,
+            cgroup_id,
+            user: vec![ip, 0x10],
+            kernel: vec![],
+            user_lost: false,
+            kind: SampleKind::Cpu,
+            count,
+            objects: 0,
+            bytes: 0,
+            rate: 0,
+        }
+    }
+
+    fn alloc(tgid: u32, ip: u64, bytes: u64) -> RawSample {
+        RawSample { kind: SampleKind::Alloc(0), objects: 1, bytes, rate: 4096, ..sample(tgid, 7, ip, 1) }
     }
 
     fn slice(start: u64, end: u64, samples: Vec<RawSample>) -> Slice {
         Slice { start_unix_nano: start, end_unix_nano: end, samples, maps: HashMap::new() }
+    }
+
+    #[test]
+    fn cpu_and_allocation_samples_are_selected_apart() {
+        let mut h = History::new(std::time::Duration::from_secs(100));
+        h.push(slice(0, 10, vec![sample(1, 7, 0xa, 2), alloc(1, 0xa, 100), alloc(1, 0xa, 50)]));
+        h.push(slice(10, 20, vec![alloc(1, 0xa, 10), alloc(2, 0xb, 1)]));
+        let cpu = h.select(Who::Process(1), ProfileKind::Cpu, 0, 20);
+        assert_eq!((cpu.sample_count(), cpu.samples.len()), (2, 1));
+        let allocs = h.select(Who::Process(1), ProfileKind::Alloc, 0, 20);
+        assert_eq!(allocs.samples.len(), 1, "one stack, summed");
+        let s = &allocs.samples[0];
+        assert_eq!((s.count, s.objects, s.bytes, s.rate), (3, 3, 160, 4096));
+        assert_eq!(h.processes(ProfileKind::Alloc, 11, 20), vec![1, 2]);
+        assert_eq!(h.processes(ProfileKind::Cpu, 11, 20), Vec::<u32>::new());
     }
 
     #[test]
@@ -142,15 +190,15 @@ mod tests {
         h.push(slice(0, 10, vec![sample(1, 7, 0xa, 2), sample(2, 7, 0xa, 5)]));
         h.push(slice(10, 20, vec![sample(1, 7, 0xa, 3), sample(1, 7, 0xb, 1)]));
         h.push(slice(20, 30, vec![sample(1, 7, 0xa, 100)]));
-        let sel = h.select(Who::Process(1), 5, 15);
+        let sel = h.select(Who::Process(1), ProfileKind::Cpu, 5, 15);
         assert_eq!((sel.start_unix_nano, sel.end_unix_nano), (0, 20));
         assert_eq!(sel.sample_count(), 6);
         assert_eq!(sel.samples.len(), 2);
         assert_eq!(sel.samples.iter().find(|s| s.user[0] == 0xa).unwrap().count, 5);
-        let cgroup = h.select(Who::Cgroup(7), 0, 9);
+        let cgroup = h.select(Who::Cgroup(7), ProfileKind::Cpu, 0, 9);
         assert_eq!(cgroup.sample_count(), 7);
-        assert_eq!(h.select(Who::Process(3), 0, 30).sample_count(), 0);
-        assert_eq!(h.processes(0, 9), vec![1, 2]);
+        assert_eq!(h.select(Who::Process(3), ProfileKind::Cpu, 0, 30).sample_count(), 0);
+        assert_eq!(h.processes(ProfileKind::Cpu, 0, 9), vec![1, 2]);
     }
 
     #[test]
@@ -159,6 +207,6 @@ mod tests {
         h.push(slice(0, 10, vec![sample(1, 7, 0xa, 2)]));
         h.push(slice(10, 20, vec![sample(1, 7, 0xa, 3)]));
         h.push(slice(20, 30, vec![sample(1, 7, 0xa, 4)]));
-        assert_eq!(h.select(Who::Process(1), 0, 30).sample_count(), 7);
+        assert_eq!(h.select(Who::Process(1), ProfileKind::Cpu, 0, 30).sample_count(), 7);
     }
 }

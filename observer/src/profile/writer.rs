@@ -12,20 +12,21 @@ use std::{
 };
 
 use super::{
-    pprof::{self, CpuMeta},
+    pprof::{self, Meta},
     slices::Selection,
     symbolize::Symbolizer,
 };
 use crate::export::disk::Disk;
 
-/// Profiles waiting to be written.
-const QUEUE: usize = 64;
+/// Profiles waiting to be written (at a window's end: two per watched
+/// process, and a busy build node runs many short Go processes).
+const QUEUE: usize = 256;
 
 /// One profile to write, at `name` inside the output directory.
 pub struct Job {
     pub name: String,
     pub selection: Selection,
-    pub meta: CpuMeta,
+    pub meta: Meta,
 }
 
 #[derive(Debug, Default)]
@@ -97,7 +98,7 @@ fn run(rx: Receiver<Job>, disk: &Disk, counters: &WriterCounters, held: &AtomicB
         while held.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(20));
         }
-        let profile = pprof::cpu_profile(&job.selection, &mut symbols, &job.meta);
+        let profile = pprof::build(&job.selection, &mut symbols, &job.meta);
         let bytes = pprof::gzipped(&profile);
         match disk.write_whole(&job.name, &bytes) {
             Ok(_) => {

@@ -56,11 +56,15 @@ use crate::kernel::{clock::monotonic_ns, closer::Closer};
 use crate::process::{
     discovery::{BinaryId, Change, first_mapping},
     environ::GoEnv,
-    gobinary::{self, FREE_STACK_SPANS, GC_ASSIST_ALLOC, GC_ASSIST_ALLOC1, GoBinary, PAGE_ALLOC_GROW, SYS_UNUSED_OS},
+    gobinary::{
+        self, FREE_STACK_SPANS, GC_ASSIST_ALLOC, GC_ASSIST_ALLOC1, GoBinary, MCACHE_ALLOC_LARGE, MCACHE_REFILL,
+        MPROF_MALLOC, PAGE_ALLOC_GROW, SYS_UNUSED_OS,
+    },
     layout::{self, Global, GoRelease, RuntimeLayout},
     lifecycle::ProcessWatch,
     selector::GoProcessSelection,
 };
+use crate::profile::maps::ProcessMaps;
 use crate::sources::{comm, read};
 
 /// (program, runtime function it is attached to at entry).
@@ -73,8 +77,24 @@ const ENTRY_PROBES: [(&str, &str); 5] = [
 ];
 /// Attached at each return instruction of `runtime.gcAssistAlloc`.
 const ASSIST_END: &str = "go_assist_end";
-const PROGRAMS: [&str; 6] =
-    ["go_gc_end", "go_assist_start", "go_assist_work", "go_heap_grow", "go_scavenge", ASSIST_END];
+/// Allocation samples (`observer-ebpf`'s `alloc.rs`): the runtime's own
+/// (`mProf_Malloc`, its size argument the second before Go 1.23), or span
+/// refills and large allocations where the linker turned those off.
+const ALLOC_SAMPLED: (&str, &str) = ("go_alloc_sampled", MPROF_MALLOC);
+const ALLOC_SAMPLED_2: (&str, &str) = ("go_alloc_sampled_2", MPROF_MALLOC);
+const ALLOC_SPANS: [(&str, &str); 2] = [("go_alloc_span", MCACHE_REFILL), ("go_alloc_large", MCACHE_ALLOC_LARGE)];
+const PROGRAMS: [&str; 10] = [
+    "go_gc_end",
+    "go_assist_start",
+    "go_assist_work",
+    "go_heap_grow",
+    "go_scavenge",
+    ASSIST_END,
+    ALLOC_SAMPLED.0,
+    ALLOC_SAMPLED_2.0,
+    ALLOC_SPANS[0].0,
+    ALLOC_SPANS[1].0,
+];
 const MAP: &str = "GO_PROCS";
 const SCAVENGE_MAP: &str = "GO_SCAVENGE_COUNTS";
 const KNOWN_MAP: &str = "GO_KNOWN";
@@ -116,6 +136,8 @@ struct Attached {
     executable: Option<String>,
     layout: &'static str,
     probes: usize,
+    alloc_sampling: AllocSampling,
+    mappings: Option<Arc<ProcessMaps>>,
     env: GoEnv,
     watched_from: &'static str,
     cycles_at_attach: Option<u32>,
@@ -467,6 +489,22 @@ impl GoRuntimeSource {
                 }
             }
         }
+        let alloc_sampling = match alloc_probes(&go) {
+            Ok((sampling, found)) => {
+                probes.extend(found);
+                sampling
+            }
+            Err(why) => {
+                problems.push(format!("{why}; it has no allocation profile"));
+                AllocSampling::None
+            }
+        };
+        let (mut link, mut addrs) = (link, addrs);
+        if let (AllocSampling::MemProfile, Some(at)) = (alloc_sampling, go.mem_profile.rate_at) {
+            // Read with each of the runtime's samples, by the kernel.
+            link[field::MEM_PROFILE_RATE] = at;
+            addrs[field::MEM_PROFILE_RATE] = process_address(&go, at, pid, binary).unwrap_or(0);
+        }
         let mut flags = 0;
         if go.probes.contains_key(GC_ASSIST_ALLOC) {
             match &go.assist_returns {
@@ -531,6 +569,8 @@ impl GoRuntimeSource {
             executable: std::fs::read_link(&exe).ok().map(|p| crate::export::live::printable(&p.to_string_lossy())),
             layout,
             probes: links,
+            alloc_sampling,
+            mappings: ProcessMaps::read(pid).ok().map(Arc::new),
             env: GoEnv::of_process(pid),
             watched_from: if from_exec { "exec" } else { "attach" },
             cycles_at_attach,
@@ -651,6 +691,55 @@ fn process_addresses(
     Ok(addrs)
 }
 
+/// How a binary's allocations are sampled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AllocSampling {
+    /// The runtime's own memory-profile samples.
+    MemProfile,
+    /// Span refills and large allocations (memory profiling linked out).
+    Spans,
+    None,
+}
+
+impl AllocSampling {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::MemProfile => "memprofile",
+            Self::Spans => "spans",
+            Self::None => "none",
+        }
+    }
+}
+
+/// The allocation probes of `go`: the runtime's own samples where the
+/// linker left memory profiling on, else span refills and large
+/// allocations (all or none: half a profile would mislead).
+fn alloc_probes(go: &GoBinary) -> Result<(AllocSampling, Vec<(&'static str, u64)>), String> {
+    let found = |(prog, function): (&'static str, &'static str)| {
+        go.probes.get(function).map(|&at| (prog, at)).ok_or_else(|| format!("no function {function}"))
+    };
+    match go.mem_profile.disabled {
+        Some(true) => {
+            let probes = ALLOC_SPANS.into_iter().map(found).collect::<Result<Vec<_>, _>>()?;
+            Ok((AllocSampling::Spans, probes))
+        }
+        // Not known (no flag found): the runtime's samples, if any come.
+        Some(false) | None => {
+            let old = GoRelease::parse(&go.build.go_version).is_some_and(|r| (r.major, r.minor) < (1, 23));
+            Ok((AllocSampling::MemProfile, vec![found(if old { ALLOC_SAMPLED_2 } else { ALLOC_SAMPLED })?]))
+        }
+    }
+}
+
+/// Where link-time address `at` of `binary` is in `pid`.
+fn process_address(go: &GoBinary, at: u64, pid: u32, binary: BinaryId) -> Option<u64> {
+    if !go.pie {
+        return Some(at);
+    }
+    let (start, off) = first_mapping(pid, binary)?;
+    go.relocate(at, start, off)
+}
+
 /// A 4-byte value of `pid`'s memory at `addr` (0: an address not known).
 fn read_u32(pid: u32, addr: u64) -> Option<u32> {
     use std::os::unix::fs::FileExt;
@@ -769,6 +858,8 @@ impl crate::sources::Source for GoRuntimeSource {
                 executable: a.executable,
                 layout: a.layout,
                 probes: a.probes,
+                alloc_sampling: a.alloc_sampling.as_str(),
+                mappings: a.mappings,
                 watched_from: a.watched_from,
                 cycles_at_attach: a.cycles_at_attach,
                 env: a.env,

@@ -454,6 +454,8 @@ mod tests {
             executable: None,
             layout: "dwarf",
             probes: 6,
+            alloc_sampling: "memprofile",
+            mappings: None,
             watched_from: "attach",
             cycles_at_attach: Some(0),
             env: env.clone(),

@@ -165,6 +165,8 @@ pub fn one_record_of_every_kind() -> Vec<Record> {
                 executable: Some("/usr/bin/server".into()),
                 layout: "dwarf",
                 probes: 6,
+                alloc_sampling: "memprofile",
+                mappings: None,
                 watched_from: "attach",
                 cycles_at_attach: Some(3),
                 env: go_env(),
@@ -360,13 +362,23 @@ pub fn episode_with_every_child() -> Episode {
             start_unix_nano: T0 + 1_000,
             end_unix_nano: T0 + 8_000,
         }],
-        profiles: vec![crate::correlate::episode::ProfileRef {
-            kind: "cpu",
-            file: "profiles/0a000000000000000000000000000001.cpu.pb.gz".into(),
-            id: [0x33; 16],
-            samples: 190,
-            start_unix_nano: T0,
-            end_unix_nano: T0 + 10_000,
-        }],
+        profiles: vec![
+            crate::correlate::episode::ProfileRef {
+                kind: "cpu",
+                file: "profiles/0a000000000000000000000000000001.cpu.pb.gz".into(),
+                id: [0x33; 16],
+                samples: 190,
+                start_unix_nano: T0,
+                end_unix_nano: T0 + 10_000,
+            },
+            crate::correlate::episode::ProfileRef {
+                kind: "alloc",
+                file: "profiles/0a000000000000000000000000000001.alloc.pb.gz".into(),
+                id: [0x44; 16],
+                samples: 2300,
+                start_unix_nano: T0,
+                end_unix_nano: T0 + 10_000,
+            },
+        ],
     }
 }

@@ -1,13 +1,14 @@
-//! The CPU profiler as the agent drives it: drains the kernel's counts every
-//! [`SLICE`], writes each process's rolling window, and cuts the profile of
-//! each episode as it closes.
+//! The profiler as the agent drives it: drains the kernel's counts (CPU and
+//! allocation samples) every [`SLICE`], writes each process's rolling
+//! windows, and cuts the profiles of each episode as it closes.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use super::{
-    KEEP, SLICE,
+    KEEP, ProfileKind, SLICE,
+    counts::{KernelCounts, SampleKind},
     maps::ProcessMaps,
-    pprof::CpuMeta,
+    pprof::{CpuMeta, Meta},
     sampler::{CpuSampler, SamplerError},
     slices::{History, Slice, Who},
     writer::{Job, ProfileWriter},
@@ -17,8 +18,10 @@ use crate::{
     export::disk::{Disk, WHOLE_FILES_DIR},
 };
 
-pub struct CpuProfiler {
-    sampler: CpuSampler,
+pub struct Profiler {
+    counts: KernelCounts,
+    /// `None` with `--profile-hz 0`: allocation profiles only.
+    sampler: Option<CpuSampler>,
     history: History,
     writer: ProfileWriter,
     window_ns: u64,
@@ -28,19 +31,24 @@ pub struct CpuProfiler {
     /// falls outside them), and whether it was gone at the last drain.
     maps: HashMap<u32, (Arc<ProcessMaps>, bool)>,
     samples: u64,
+    alloc_samples: u64,
 }
 
-impl CpuProfiler {
+impl Profiler {
+    /// CPU sampling at `hz` (0: none) and allocation sampling (the Go
+    /// runtime source attaches its probes).
     pub fn start(
         ebpf: &mut aya::Ebpf,
         hz: u64,
         window: Duration,
         disk: Arc<Disk>,
         now_unix_nano: u64,
-    ) -> Result<CpuProfiler, SamplerError> {
-        let sampler = CpuSampler::start(ebpf, hz)?;
+    ) -> Result<Profiler, SamplerError> {
+        let counts = KernelCounts::take(ebpf)?;
+        let sampler = if hz > 0 { Some(CpuSampler::start(ebpf, hz)?) } else { None };
         let writer = ProfileWriter::start(disk).map_err(SamplerError::Writer)?;
-        Ok(CpuProfiler {
+        Ok(Profiler {
+            counts,
             sampler,
             history: History::new(KEEP),
             writer,
@@ -49,23 +57,32 @@ impl CpuProfiler {
             last_drain: now_unix_nano,
             maps: HashMap::new(),
             samples: 0,
+            alloc_samples: 0,
         })
     }
 
-    /// `CPU profiles of watched Go processes at 19 Hz per CPU (cpu-clock)`.
+    /// `CPU (19 Hz per CPU, cpu-clock) and allocation profiles of watched Go processes to profiles/`.
     pub fn ready(&self) -> String {
-        format!(
-            "CPU profiles of watched Go processes at {} Hz per CPU ({}) to {WHOLE_FILES_DIR}/",
-            self.sampler.hz,
-            self.sampler.clock.name()
-        )
+        match &self.sampler {
+            Some(s) => format!(
+                "CPU ({} Hz per CPU, {}) and allocation profiles of watched Go processes to {WHOLE_FILES_DIR}/",
+                s.hz,
+                s.clock.name()
+            ),
+            None => format!("allocation profiles of watched Go processes to {WHOLE_FILES_DIR}/"),
+        }
     }
 
     /// ` profiles=3 profile_samples=190` (and what was not written).
     pub fn stopped_text(&self) -> String {
         use std::sync::atomic::Ordering::Relaxed;
         let c = &self.writer.counters;
-        let mut s = format!(" profiles={} profile_samples={}", c.written.load(Relaxed), self.samples);
+        let mut s = format!(
+            " profiles={} profile_samples={} alloc_samples={}",
+            c.written.load(Relaxed),
+            self.samples,
+            self.alloc_samples
+        );
         for (name, n) in [("profiles_dropped", &c.dropped), ("profiles_failed", &c.failed)] {
             let n = n.load(Relaxed);
             if n > 0 {
@@ -85,18 +102,22 @@ impl CpuProfiler {
         }
     }
 
-    /// A newly watched process: its mappings now, while it runs (a short
-    /// one is gone by the next drain).
-    pub fn watching(&mut self, pid: u32) {
-        if let Ok(m) = ProcessMaps::read(pid) {
-            self.maps.insert(pid, (Arc::new(m), false));
-        }
+    /// A newly watched process and its mappings, read as it was attached
+    /// (a short one is gone by the next drain).
+    pub fn watching(&mut self, pid: u32, maps: Arc<ProcessMaps>) {
+        self.maps.insert(pid, (maps, false));
     }
 
     /// Takes what the kernel counted since the last drain.
     pub fn drain(&mut self, now_unix_nano: u64) {
-        let samples = self.sampler.drain();
-        self.samples += samples.iter().map(|s| s.count).sum::<u64>();
+        let samples = self.counts.drain();
+        for s in &samples {
+            match s.kind {
+                SampleKind::Cpu => self.samples += s.count,
+                SampleKind::Alloc(_) => self.alloc_samples += s.count,
+            }
+        }
+
         let mut maps = HashMap::new();
         for s in &samples {
             if maps.contains_key(&s.tgid) {
@@ -126,45 +147,55 @@ impl CpuProfiler {
         self.history.push(slice);
     }
 
-    /// One profile per process sampled in the window that ends now.
+    /// One profile per process and kind sampled in the window that ends now.
     fn write_windows(&mut self, now_unix_nano: u64) {
         let (from, to) = (self.window_start + 1, now_unix_nano);
-        for pid in self.history.processes(from, to) {
-            let selection = self.history.select(Who::Process(pid), from, to);
-            if selection.samples.is_empty() {
-                continue;
+        for kind in [ProfileKind::Cpu, ProfileKind::Alloc] {
+            for pid in self.history.processes(kind, from, to) {
+                let selection = self.history.select(Who::Process(pid), kind, from, to);
+                if selection.samples.is_empty() {
+                    continue;
+                }
+                let exe = selection.maps.get(&pid).and_then(|m| exe_name(m)).unwrap_or_else(|| "unknown".into());
+                let start = self.window_start / 1_000_000_000;
+                let name = format!("{WHOLE_FILES_DIR}/windows/{exe}-{pid}-{start}.{}.pb.gz", kind.name());
+                self.writer.offer(Job { name, selection, meta: self.meta(kind) });
             }
-            let exe = selection.maps.get(&pid).and_then(|m| exe_name(m)).unwrap_or_else(|| "unknown".into());
-            let name = format!("{WHOLE_FILES_DIR}/windows/{exe}-{pid}-{}.cpu.pb.gz", self.window_start / 1_000_000_000);
-            self.writer.offer(Job { name, selection, meta: self.meta() });
         }
         self.window_start = now_unix_nano;
     }
 
-    /// The profile of `episode`'s workload over its span, queued for
-    /// writing; `None` when it has no samples (or the queue is full).
-    pub fn for_episode(&mut self, episode: &Episode) -> Option<ProfileRef> {
+    /// The profiles of `episode`'s workload over its span (CPU, allocations),
+    /// queued for writing; those with samples (and room in the queue).
+    pub fn for_episode(&mut self, episode: &Episode) -> Vec<ProfileRef> {
+        [ProfileKind::Cpu, ProfileKind::Alloc]
+            .into_iter()
+            .filter_map(|kind| self.episode_profile(episode, kind))
+            .collect()
+    }
+
+    fn episode_profile(&mut self, episode: &Episode, kind: ProfileKind) -> Option<ProfileRef> {
         let w = &episode.workload;
         let who = match (w.pid, w.cgroup_id) {
             (Some(pid), _) => Who::Process(pid),
             (None, Some(id)) => Who::Cgroup(id),
             (None, None) => return None,
         };
-        let selection = self.history.select(who, episode.start_unix_nano, episode.end_unix_nano);
+        let selection = self.history.select(who, kind, episode.start_unix_nano, episode.end_unix_nano);
         if selection.samples.is_empty() {
             return None;
         }
         let trace: String = episode.root.trace_id.iter().map(|b| format!("{b:02x}")).collect();
-        let file = format!("{WHOLE_FILES_DIR}/{trace}.cpu.pb.gz");
+        let file = format!("{WHOLE_FILES_DIR}/{trace}.{}.pb.gz", kind.name());
         let profile = ProfileRef {
-            kind: "cpu",
+            kind: kind.name(),
             file: file.clone(),
             id: profile_id(episode.root.trace_id),
             samples: selection.sample_count(),
             start_unix_nano: selection.start_unix_nano,
             end_unix_nano: selection.end_unix_nano,
         };
-        self.writer.offer(Job { name: file, selection, meta: self.meta() }).then_some(profile)
+        self.writer.offer(Job { name: file, selection, meta: self.meta(kind) }).then_some(profile)
     }
 
     /// At stop, before the episodes' flush: profiles wait for it.
@@ -180,14 +211,17 @@ impl CpuProfiler {
         self.writer.finish(within)
     }
 
-    fn meta(&self) -> CpuMeta {
-        CpuMeta {
-            period_ns: self.sampler.period_ns(),
-            comments: vec![format!(
-                "observer: perf_event {} at {} Hz per CPU, frame-pointer stacks",
-                self.sampler.clock.name(),
-                self.sampler.hz
-            )],
+    fn meta(&self, kind: ProfileKind) -> Meta {
+        match (kind, &self.sampler) {
+            (ProfileKind::Cpu, Some(sampler)) => Meta::Cpu(CpuMeta {
+                period_ns: sampler.period_ns(),
+                comments: vec![format!(
+                    "observer: perf_event {} at {} Hz per CPU, frame-pointer stacks",
+                    sampler.clock.name(),
+                    sampler.hz
+                )],
+            }),
+            _ => Meta::Alloc,
         }
     }
 }
