@@ -3,9 +3,26 @@
 //! sets of maps, chosen by `PROFILE_SLOT`, so the agent drains one while the
 //! program fills the other.
 
-/// A stack the program could not record (the stack map was full, or the
-/// slot held another stack), or a sample with no kernel part.
-pub const NO_STACK: i32 = -1;
+/// A stack the program could not record (the stack map was full), or a
+/// sample with no kernel part.
+pub const NO_STACK: u64 = 0;
+
+/// Frames kept per stack (the kernel's default `perf_event_max_stack`).
+pub const MAX_FRAMES: usize = 127;
+
+/// One stack in `STACKS_0`/`_1`, keyed by a 64-bit hash of its frames: no
+/// two stacks share an entry (the kernel's stack maps keep one stack per
+/// hash bucket and drop a colliding one, which lost whole hot stacks once
+/// many processes were sampled).
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct Stack {
+    pub len: u64,
+    /// Innermost first; those past `len` are left from earlier stacks.
+    pub ips: [u64; MAX_FRAMES],
+}
+
+const _: () = assert!(core::mem::size_of::<Stack>() == 1024);
 
 /// Key of `CPU_COUNTS_0`/`_1`.
 #[repr(C)]
@@ -13,17 +30,17 @@ pub const NO_STACK: i32 = -1;
 pub struct SampleKey {
     /// The cgroup the sampled thread ran in (v2 id).
     pub cgroup_id: u64,
+    /// Keys in the slot's stack map, or [`NO_STACK`].
+    pub user_stack: u64,
+    pub kernel_stack: u64,
     pub tgid: u32,
-    /// Ids in the slot's stack map, or [`NO_STACK`].
-    pub user_stack: i32,
-    pub kernel_stack: i32,
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<SampleKey>() == 24);
+const _: () = assert!(core::mem::size_of::<SampleKey>() == 32);
 
 /// Stacks per stack map: a slice's distinct stacks of every watched process
-/// (preallocated, about 1 KiB each).
+/// (preallocated, 1 KiB each).
 pub const STACKS_PER_SLOT: u32 = 4096;
 /// Distinct sample keys per slice (preallocated, 8 bytes per CPU each).
 pub const SAMPLE_KEYS_PER_SLOT: u32 = 4096;
@@ -31,6 +48,9 @@ pub const SAMPLE_KEYS_PER_SLOT: u32 = 4096;
 #[cfg(feature = "user")]
 // SAFETY: plain old data: integers only, no padding.
 unsafe impl aya::Pod for SampleKey {}
+#[cfg(feature = "user")]
+// SAFETY: plain old data: integers only, no padding.
+unsafe impl aya::Pod for Stack {}
 
 /// How an allocation sample was taken (`AllocKey::method`).
 pub mod alloc_method {
@@ -51,11 +71,10 @@ pub mod alloc_method {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct AllocKey {
     pub cgroup_id: u64,
+    pub user_stack: u64,
     pub tgid: u32,
-    pub user_stack: i32,
     /// One of [`alloc_method`].
     pub method: u32,
-    pub _pad: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<AllocKey>() == 24);

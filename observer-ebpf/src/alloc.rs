@@ -16,7 +16,7 @@ use aya_ebpf::{
     helpers::{bpf_get_current_cgroup_id, generated},
     macros::{map, uprobe},
     maps::PerCpuHashMap,
-    programs::{ProbeContext, tracing::StackIdContext},
+    programs::ProbeContext,
 };
 use observer_common::{
     counter,
@@ -26,7 +26,11 @@ use observer_common::{
     },
 };
 
-use crate::{goruntime::watched, maps::count, profile::slot_stacks};
+use crate::{
+    goruntime::watched,
+    maps::count,
+    profile::{record_stack, slot},
+};
 
 #[map]
 static ALLOC_COUNTS_0: PerCpuHashMap<AllocKey, AllocCounts> = PerCpuHashMap::with_max_entries(ALLOC_KEYS_PER_SLOT, 0);
@@ -95,15 +99,15 @@ fn record(ctx: &ProbeContext, method: u32, objects: u64, bytes: u64) -> u32 {
     let Some((pid_tgid, proc_)) = watched(ctx) else { return 0 };
     let rate = if method == alloc_method::SAMPLED { mem_profile_rate(&proc_) } else { 0 };
     count(counter::ALLOC_SAMPLES_SEEN);
-    let (slot, stacks) = slot_stacks();
+    let slot = slot();
     let counts = if slot == 0 { &ALLOC_COUNTS_0 } else { &ALLOC_COUNTS_1 };
-    let user_stack = ctx.get_stackid(stacks, BPF_F_USER_STACK as u64).map_or(NO_STACK, |id| id as i32);
+    let user_stack = record_stack(ctx, slot, BPF_F_USER_STACK as u64);
     if user_stack == NO_STACK {
         count(counter::ALLOC_STACKS_LOST);
     }
     // SAFETY: the helper has no preconditions.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    let key = AllocKey { cgroup_id, tgid: (pid_tgid >> 32) as u32, user_stack, method, _pad: 0 };
+    let key = AllocKey { cgroup_id, user_stack, tgid: (pid_tgid >> 32) as u32, method };
     match counts.get_ptr_mut(&key) {
         // SAFETY: this CPU's value; nothing else writes it while the program runs.
         Some(c) => unsafe {

@@ -1,25 +1,28 @@
 //! CPU sampling: a `perf_event` program on every CPU (hardware cycles or the
 //! software CPU clock, at a set frequency) that counts each sample of a
 //! watched Go process by its user and kernel stacks. Stacks are walked by
-//! the kernel through frame pointers, which Go keeps. Counted in kernel
-//! maps (per CPU, so no atomics), never sent: the agent drains one slot's maps while the program
-//! fills the other (`PROFILE_SLOT`).
+//! the kernel through frame pointers, which Go keeps, and kept by a 64-bit
+//! hash of their frames (`record_stack`, shared with `alloc`). Counted in
+//! kernel maps (per CPU, so no atomics), never sent: the agent drains one
+//! slot's maps while the programs fill the other (`PROFILE_SLOT`).
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid},
+    cty::c_void,
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, generated},
     macros::{map, perf_event},
-    maps::{Array, PerCpuHashMap, StackTrace},
-    programs::{PerfEventContext, tracing::StackIdContext},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
+    programs::PerfEventContext,
 };
 use observer_common::{
     counter,
-    profile::{NO_STACK, SAMPLE_KEYS_PER_SLOT, STACKS_PER_SLOT, SampleKey},
+    profile::{MAX_FRAMES, NO_STACK, SAMPLE_KEYS_PER_SLOT, STACKS_PER_SLOT, SampleKey, Stack},
 };
 
 use crate::{goruntime::GO_PROCS, maps::count};
 
-/// Which slot the program fills (0 or 1); the agent flips it.
+/// Which slot the programs fill (0 or 1); the agent flips it.
 #[map]
 pub static PROFILE_SLOT: Array<u32> = Array::with_max_entries(1, 0);
 
@@ -28,16 +31,56 @@ static CPU_COUNTS_0: PerCpuHashMap<SampleKey, u64> = PerCpuHashMap::with_max_ent
 #[map]
 static CPU_COUNTS_1: PerCpuHashMap<SampleKey, u64> = PerCpuHashMap::with_max_entries(SAMPLE_KEYS_PER_SLOT, 0);
 #[map]
-static CPU_STACKS_0: StackTrace = StackTrace::with_max_entries(STACKS_PER_SLOT, 0);
+static STACKS_0: HashMap<u64, Stack> = HashMap::with_max_entries(STACKS_PER_SLOT, 0);
 #[map]
-static CPU_STACKS_1: StackTrace = StackTrace::with_max_entries(STACKS_PER_SLOT, 0);
+static STACKS_1: HashMap<u64, Stack> = HashMap::with_max_entries(STACKS_PER_SLOT, 0);
 
-/// The slot being filled, and its stack map (shared with `alloc`).
+/// Where a stack is read before it is hashed (too large for the BPF stack).
+#[map]
+static STACK_SCRATCH: PerCpuArray<Stack> = PerCpuArray::with_max_entries(1, 0);
+
+/// The slot being filled.
 #[inline(always)]
-pub fn slot_stacks() -> (u32, &'static StackTrace) {
-    match PROFILE_SLOT.get(0).copied().unwrap_or(0) {
-        0 => (0, &CPU_STACKS_0),
-        _ => (1, &CPU_STACKS_1),
+pub fn slot() -> u32 {
+    PROFILE_SLOT.get(0).copied().unwrap_or(0)
+}
+
+/// Records the current user (`BPF_F_USER_STACK`) or kernel (0) stack in
+/// `slot`'s stack map; its key, or [`NO_STACK`] when there is none or the
+/// map is full.
+#[inline(always)]
+pub fn record_stack<C: EbpfContext>(ctx: &C, slot: u32, flags: u64) -> u64 {
+    let Some(buf) = STACK_SCRATCH.get_ptr_mut(0) else { return NO_STACK };
+    // SAFETY: this CPU's scratch entry, exclusively ours while the program
+    // runs; the helper writes at most the size given into `ips`.
+    let written = unsafe {
+        generated::bpf_get_stack(ctx.as_ptr(), (*buf).ips.as_mut_ptr() as *mut c_void, (MAX_FRAMES * 8) as u32, flags)
+    };
+    if written <= 0 {
+        return NO_STACK;
+    }
+    let frames = (written as usize / 8).min(MAX_FRAMES);
+    // FNV-1a over the frames, salted by the kind: a user and a kernel
+    // stack with the same addresses are two stacks.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325 ^ flags;
+    for i in 0..MAX_FRAMES {
+        if i >= frames {
+            break;
+        }
+        // SAFETY: `i < MAX_FRAMES`, inside the array.
+        let ip = unsafe { (*buf).ips[i] };
+        hash = (hash ^ ip).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let key = if hash == NO_STACK { 1 } else { hash };
+    // SAFETY: as above.
+    unsafe { (*buf).len = frames as u64 };
+    let stacks = if slot == 0 { &STACKS_0 } else { &STACKS_1 };
+    // SAFETY: the scratch entry is a whole, initialised `Stack`.
+    match stacks.insert(&key, unsafe { &*buf }, BPF_NOEXIST as u64) {
+        Ok(()) => key,
+        // -EEXIST: this stack is there already.
+        Err(e) if e == -17 => key,
+        Err(_) => NO_STACK,
     }
 }
 
@@ -50,17 +93,17 @@ pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
         return 0;
     }
     count(counter::CPU_SAMPLES_SEEN);
-    let (slot, stacks) = slot_stacks();
+    let slot = slot();
     let counts = if slot == 0 { &CPU_COUNTS_0 } else { &CPU_COUNTS_1 };
-    let user = stack_id(&ctx, stacks, BPF_F_USER_STACK as u64);
+    let user = record_stack(&ctx, slot, BPF_F_USER_STACK as u64);
     // A sample taken in user mode has no kernel stack: not a loss.
-    let kernel = ctx.get_stackid(stacks, 0).map_or(NO_STACK, |id| id as i32);
+    let kernel = record_stack(&ctx, slot, 0);
     if user == NO_STACK {
         count(counter::CPU_STACKS_LOST);
     }
     // SAFETY: the helper has no preconditions.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    let key = SampleKey { cgroup_id, tgid, user_stack: user, kernel_stack: kernel, _pad: 0 };
+    let key = SampleKey { cgroup_id, user_stack: user, kernel_stack: kernel, tgid, _pad: 0 };
     match counts.get_ptr_mut(&key) {
         // SAFETY: this CPU's value; nothing else writes it while the program runs.
         Some(n) => unsafe { *n += 1 },
@@ -71,9 +114,4 @@ pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
         }
     }
     0
-}
-
-#[inline(always)]
-fn stack_id(ctx: &PerfEventContext, stacks: &StackTrace, flags: u64) -> i32 {
-    ctx.get_stackid(stacks, flags).map_or(NO_STACK, |id| id as i32)
 }

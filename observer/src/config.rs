@@ -97,7 +97,7 @@ pub enum Output {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// TOML file with the same settings as the flags (`duration`, `output_dir`, `output`, `quiet`, `events`, `event_lines_per_sec`, `events_file`, `disk_budget`, `listen`, `episode_quiet`, `episode_max_length`, `episode_span_budget`, `drop_events_per_sec`, `profile_hz`, `profile_window`, `memcg_mechanism`, `memcg_throttle`, `memcg_pressure`, `memcg_reclaim`, `go_process`, `kubernetes`, `kubeconfig`, `node_name`, `cluster_name`).
+    /// TOML file with the same settings as the flags (`duration`, `output_dir`, `output`, `quiet`, `events`, `event_lines_per_sec`, `events_file`, `disk_budget`, `listen`, `episode_quiet`, `episode_max_length`, `episode_span_budget`, `drop_events_per_sec`, `profile_hz`, `profile_window`, `alloc_profiles`, `memcg_mechanism`, `memcg_throttle`, `memcg_pressure`, `memcg_reclaim`, `go_process`, `kubernetes`, `kubeconfig`, `node_name`, `cluster_name`).
     #[arg(long, env = "OBSERVER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Stop after this long (e.g. `10s`, `5m`); runs until stopped when absent.
@@ -150,6 +150,10 @@ pub struct RunArgs {
     /// (`profiles/windows/`, under the disk budget) [default: 60s].
     #[arg(long, env = "OBSERVER_PROFILE_WINDOW", value_name = "DURATION", value_parser = parse_duration)]
     pub profile_window: Option<Duration>,
+    /// Allocation profiles of watched Go processes (uprobes on the runtime's
+    /// allocation paths; `false`: none) [default: true].
+    #[arg(long, env = "OBSERVER_ALLOC_PROFILES", value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub alloc_profiles: Option<bool>,
     /// How cgroups' `memory.events` changes are noticed (inotify, or poll as
     /// the fallback) [default: inotify].
     #[arg(long, env = "OBSERVER_MEMCG_MECHANISM", value_name = "MECHANISM", value_enum)]
@@ -289,6 +293,8 @@ pub struct RunConfig {
     /// CPU samples per second per CPU; 0: no CPU profiles.
     pub profile_hz: u64,
     pub profile_window: Duration,
+    /// Allocation profiles (their uprobes attached).
+    pub alloc_profiles: bool,
     pub memcg_mechanism: Mechanism,
     pub memcg_throttle: Throttle,
     pub memcg_pressure: Pressure,
@@ -331,6 +337,7 @@ struct FileConfig {
     drop_events_per_sec: Option<u32>,
     profile_hz: Option<u64>,
     profile_window: Option<String>,
+    alloc_profiles: Option<bool>,
     memcg_mechanism: Option<Mechanism>,
     memcg_throttle: Option<Throttle>,
     memcg_pressure: Option<Pressure>,
@@ -450,6 +457,7 @@ impl RunConfig {
                 .unwrap_or(DEFAULT_DROP_EVENTS_PER_SEC),
             profile_hz,
             profile_window,
+            alloc_profiles: args.alloc_profiles.or(file.alloc_profiles).unwrap_or(true),
             memcg_mechanism: args.memcg_mechanism.or(file.memcg_mechanism).unwrap_or_default(),
             memcg_throttle: args.memcg_throttle.or(file.memcg_throttle).unwrap_or_default(),
             memcg_pressure: args.memcg_pressure.or(file.memcg_pressure).unwrap_or_default(),
@@ -581,6 +589,7 @@ mod tests {
                 drop_events_per_sec: DEFAULT_DROP_EVENTS_PER_SEC,
                 profile_hz: crate::profile::DEFAULT_HZ,
                 profile_window: crate::profile::DEFAULT_WINDOW,
+                alloc_profiles: true,
                 memcg_mechanism: Mechanism::Inotify,
                 memcg_throttle: Throttle::Auto,
                 memcg_pressure: Pressure::Trigger,

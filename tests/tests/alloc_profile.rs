@@ -1,5 +1,6 @@
 //! Allocation profiles, read back by `go tool pprof` (`-symbolize=none`),
-//! for every release, with and without symbols:
+//! for Debian's Go 1.19 and every release of the matrix, plain, PIE and
+//! stripped:
 //! - a binary that links the memory profile (`goalloc -tags memprofile`):
 //!   the agent takes the runtime's own samples (`runtime.mProf_Malloc`) and
 //!   scales them by the process's real `MemProfileRate` (set here by
@@ -105,16 +106,24 @@ fn error(measured: u64, truth: u64) -> f64 {
 
 #[rstest]
 fn allocation_profile_matches_the_runtimes_own(
-    #[values("go1.22.12", "go1.23.12", "go1.24.13", "go1.25.14", "go1.26.11", "go1.27.4")] release: &'static str,
+    #[values(
+        Toolchain::Debian119,
+        Toolchain::Release("go1.22.12"),
+        Toolchain::Release("go1.23.12"),
+        Toolchain::Release("go1.24.13"),
+        Toolchain::Release("go1.25.14"),
+        Toolchain::Release("go1.26.11"),
+        Toolchain::Release("go1.27.4")
+    )]
+    toolchain: Toolchain,
 ) {
     let Some(bin) = require_root_and_bin() else { return };
     let out = tempfile::tempdir().expect("an output directory");
     let dir = out.path();
     let mut observer = Observer::start_in(&bin, dir, &["--profile-hz", "0"]);
     let mut runs = Vec::new();
-    for variant in [Variant::Plain, Variant::Stripped] {
-        let fixture =
-            gofixture::build_tagged(&source(), &cache(), Toolchain::Release(release), variant, Some("memprofile"));
+    for variant in [Variant::Plain, Variant::Pie, Variant::Stripped] {
+        let fixture = gofixture::build_tagged(&source(), &cache(), toolchain, variant, Some("memprofile"));
         let own = dir.join(format!("own-{}.pb.gz", runs.len()));
         let own_arg = own.display().to_string();
         let pid = allocate_watched(&mut observer, &fixture, SMALL, &["-allocs-out", &own_arg], &[("GODEBUG", RATE)]);
@@ -122,7 +131,7 @@ fn allocation_profile_matches_the_runtimes_own(
     }
     let stopped = observer.stop();
     for (variant, pid, own) in runs {
-        let what = format!("{release} {variant:?} memprofile (pid {pid})");
+        let what = format!("{toolchain:?} {variant:?} memprofile (pid {pid})");
         let (_, theirs) = pprof::top_of(&own, "alloc_space");
         let truth = theirs.first().unwrap_or_else(|| panic!("{what}: the fixture's own profile is empty"));
         let (_, ours) = alloc_rows(dir, pid);
@@ -137,15 +146,24 @@ fn allocation_profile_matches_the_runtimes_own(
 
 #[rstest]
 fn allocation_profile_without_memory_profiling(
-    #[values("go1.22.12", "go1.23.12", "go1.24.13", "go1.25.14", "go1.26.11", "go1.27.4")] release: &'static str,
+    #[values(
+        Toolchain::Debian119,
+        Toolchain::Release("go1.22.12"),
+        Toolchain::Release("go1.23.12"),
+        Toolchain::Release("go1.24.13"),
+        Toolchain::Release("go1.25.14"),
+        Toolchain::Release("go1.26.11"),
+        Toolchain::Release("go1.27.4")
+    )]
+    toolchain: Toolchain,
 ) {
     let Some(bin) = require_root_and_bin() else { return };
     let out = tempfile::tempdir().expect("an output directory");
     let dir = out.path();
     let mut observer = Observer::start_in(&bin, dir, &["--profile-hz", "0"]);
     let mut runs = Vec::new();
-    for variant in [Variant::Plain, Variant::Stripped] {
-        let fixture = gofixture::build_tagged(&source(), &cache(), Toolchain::Release(release), variant, None);
+    for variant in [Variant::Plain, Variant::Pie, Variant::Stripped] {
+        let fixture = gofixture::build_tagged(&source(), &cache(), toolchain, variant, None);
         for (work, within) in [(SMALL, SPANS_WITHIN), (LARGE, LARGE_WITHIN)] {
             let pid = allocate_watched(&mut observer, &fixture, work, &[], &[]);
             runs.push((variant, pid, work, within));
@@ -153,7 +171,7 @@ fn allocation_profile_without_memory_profiling(
     }
     let stopped = observer.stop();
     for (variant, pid, (n, size), within) in runs {
-        let what = format!("{release} {variant:?} without memory profiling, {n} × {size} B (pid {pid})");
+        let what = format!("{toolchain:?} {variant:?} without memory profiling, {n} × {size} B (pid {pid})");
         let (_, ours) = alloc_rows(dir, pid);
         let top = ours.first().unwrap_or_else(|| panic!("{what}: an empty profile; {}", stopped.summary));
         assert_eq!(top.name, SITE, "{what}: top site:\n{}", show(&ours));

@@ -41,14 +41,18 @@ fn spin_watched(observer: &mut Observer, fixture: &Path, extra: &[&str], env: &[
     pid
 }
 
-/// The window files of `pid` in the agent's output directory.
+/// The CPU window files of `pid` in the agent's output directory.
 fn windows_of(dir: &Path, pid: u32) -> Vec<PathBuf> {
     let windows = dir.join("profiles/windows");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&windows)
         .unwrap_or_else(|e| panic!("{}: {e}", windows.display()))
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains(&format!("-{pid}-"))))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.contains(&format!("-{pid}-")) && n.ends_with(".cpu.pb.gz"))
+        })
         .collect();
     files.sort();
     files

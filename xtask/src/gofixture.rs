@@ -15,7 +15,13 @@ use crate::host;
 /// The fixture built as `dir/name` (`name` is also its comm, so at most 15
 /// bytes), rebuilt when a source file is newer.
 pub fn build(dir: &Path, name: &str) -> Result<PathBuf> {
-    let src = host::workspace_root().join("tests/fixtures/gofixture");
+    build_program("gofixture", None, dir, name)
+}
+
+/// The Go program of `tests/fixtures/<program>` built as [`build`] builds
+/// the fixture, with build tag `tag` if given.
+pub fn build_program(program: &str, tag: Option<&str>, dir: &Path, name: &str) -> Result<PathBuf> {
+    let src = host::workspace_root().join("tests/fixtures").join(program);
     let bin = dir.join(name);
     let modified = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
     let built = modified(&bin);
@@ -29,7 +35,9 @@ pub fn build(dir: &Path, name: &str) -> Result<PathBuf> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     eprintln!("==> building the Go fixture into {}", bin.display());
     let status = Command::new("go")
-        .args(["build", "-o"])
+        .arg("build")
+        .args(tag.map(|t| ["-tags", t]).iter().flatten())
+        .arg("-o")
         .arg(&bin)
         .arg(".")
         .current_dir(&src)

@@ -5,9 +5,9 @@
 
 use aya::{
     Ebpf,
-    maps::{Array, MapData, PerCpuHashMap, StackTraceMap},
+    maps::{Array, HashMap, MapData, PerCpuHashMap},
 };
-use observer_common::profile::{AllocCounts, AllocKey, NO_STACK, SampleKey, alloc_method};
+use observer_common::profile::{AllocCounts, AllocKey, NO_STACK, SampleKey, Stack, alloc_method};
 
 use super::sampler::SamplerError;
 
@@ -40,7 +40,7 @@ pub struct RawSample {
     /// Innermost first: the sampled instruction, then return addresses.
     pub user: Vec<u64>,
     pub kernel: Vec<u64>,
-    /// The user stack could not be recorded (stack map full or a collision).
+    /// The user stack could not be recorded (the stack map was full).
     pub user_lost: bool,
     pub kind: SampleKind,
     /// Samples taken.
@@ -58,7 +58,7 @@ pub struct KernelCounts {
     slot: Array<MapData, u32>,
     cpu: [PerCpuHashMap<MapData, SampleKey, u64>; 2],
     allocs: [PerCpuHashMap<MapData, AllocKey, AllocCounts>; 2],
-    stacks: [StackTraceMap<MapData>; 2],
+    stacks: [HashMap<MapData, u64, Stack>; 2],
     /// The slot the programs fill now.
     filling: u32,
 }
@@ -76,7 +76,7 @@ impl KernelCounts {
             slot: map(ebpf, "PROFILE_SLOT")?,
             cpu: [map(ebpf, "CPU_COUNTS_0")?, map(ebpf, "CPU_COUNTS_1")?],
             allocs: [map(ebpf, "ALLOC_COUNTS_0")?, map(ebpf, "ALLOC_COUNTS_1")?],
-            stacks: [map(ebpf, "CPU_STACKS_0")?, map(ebpf, "CPU_STACKS_1")?],
+            stacks: [map(ebpf, "STACKS_0")?, map(ebpf, "STACKS_1")?],
             filling: 0,
         })
     }
@@ -93,9 +93,12 @@ impl KernelCounts {
         }
         self.filling = next;
         let stacks = &self.stacks[drained];
-        let frames = |id: i32| -> Vec<u64> {
-            let Ok(id) = u32::try_from(id) else { return Vec::new() };
-            stacks.get(&id, 0).map(|s| s.frames().iter().map(|f| f.ip).collect()).unwrap_or_default()
+        let frames = |key: u64| -> Vec<u64> {
+            if key == NO_STACK {
+                return Vec::new();
+            }
+            let Ok(s) = stacks.get(&key, 0) else { return Vec::new() };
+            s.ips[..(s.len as usize).min(s.ips.len())].to_vec()
         };
         let mut samples = Vec::new();
         let cpu = &mut self.cpu[drained];
@@ -140,9 +143,9 @@ impl KernelCounts {
             let _ = allocs.remove(key);
         }
         let stacks = &mut self.stacks[drained];
-        let ids: Vec<u32> = stacks.stack_ids().filter_map(Result::ok).collect();
-        for id in ids {
-            let _ = stacks.remove(&id);
+        let keys: Vec<u64> = stacks.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            let _ = stacks.remove(&key);
         }
         samples
     }

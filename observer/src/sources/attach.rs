@@ -112,7 +112,8 @@ pub fn all(config: &RunConfig, purpose: Purpose) -> Result<Attached> {
     // Linux lets only CAP_SYS_ADMIN create uprobes (kernel/privileges.rs).
     let go = match crate::kernel::privileges::uprobes_allowed() {
         Ok(()) => {
-            GoRuntimeSource::new(&mut ebpf, &tracefs, config.go_processes.clone(), cookies).map_err(|e| e.to_string())
+            GoRuntimeSource::new(&mut ebpf, &tracefs, config.go_processes.clone(), cookies, config.alloc_profiles)
+                .map_err(|e| e.to_string())
         }
         Err(why) => Err(why),
     };

@@ -204,6 +204,8 @@ pub struct GoRuntimeSource {
     processes: ProcessWatch,
     /// Which Go processes get probes.
     selection: GoProcessSelection,
+    /// Allocation probes too (`--alloc-profiles`).
+    alloc_profiles: bool,
     /// Closes the links of unused binaries off the event loop.
     closer: Closer,
     /// Binaries whose links are being closed, with their token.
@@ -261,6 +263,7 @@ impl GoRuntimeSource {
         tracefs: &Path,
         selection: GoProcessSelection,
         cookies: bool,
+        alloc_profiles: bool,
     ) -> Result<Self, GoRuntimeError> {
         let procs = BpfHashMap::try_from(ebpf.take_map(MAP).ok_or(GoRuntimeError::MissingMap(MAP))?)?;
         let known = BpfHashMap::try_from(ebpf.take_map(KNOWN_MAP).ok_or(GoRuntimeError::MissingMap(KNOWN_MAP))?)?;
@@ -272,6 +275,7 @@ impl GoRuntimeSource {
         Ok(Self {
             processes: ProcessWatch::start(ebpf, tracefs),
             selection,
+            alloc_profiles,
             closer: Closer::new(),
             closing: HashMap::new(),
             next_token: 0,
@@ -489,12 +493,13 @@ impl GoRuntimeSource {
                 }
             }
         }
-        let alloc_sampling = match alloc_probes(&go) {
-            Ok((sampling, found)) => {
+        let alloc_sampling = match self.alloc_profiles.then(|| alloc_probes(&go)) {
+            None => AllocSampling::None,
+            Some(Ok((sampling, found))) => {
                 probes.extend(found);
                 sampling
             }
-            Err(why) => {
+            Some(Err(why)) => {
                 problems.push(format!("{why}; it has no allocation profile"));
                 AllocSampling::None
             }

@@ -152,9 +152,9 @@ pub fn run(args: &GoArgs) -> Result<ExitCode> {
 
 /// Run counts of the agent's `go_*` programs.
 #[derive(Debug, Clone, Copy, Default)]
-struct Hits {
-    runs: u64,
-    run_time_ns: u64,
+pub(super) struct Hits {
+    pub runs: u64,
+    pub run_time_ns: u64,
 }
 
 /// One fixture run's work.
@@ -217,10 +217,10 @@ fn work(fixture: &Path, allocs: u64, agent: Option<&Observer>) -> Result<Work> {
     Ok(Work { wall, cpu, hits, latency_us })
 }
 
-type Started = (Child, ChildStdin, Receiver<String>, u32);
+pub(super) type Started = (Child, ChildStdin, Receiver<String>, u32);
 
 /// Spawns the fixture with `args` and waits for its `ready pid=N`.
-fn start_fixture(fixture: &Path, args: &[&str]) -> Result<Started> {
+pub(super) fn start_fixture(fixture: &Path, args: &[&str]) -> Result<Started> {
     let mut proc = Command::new(fixture)
         .args(args)
         .stdin(Stdio::piped())
@@ -243,13 +243,13 @@ fn start_fixture(fixture: &Path, args: &[&str]) -> Result<Started> {
     Ok((proc, stdin, stdout, pid))
 }
 
-fn go(mut stdin: ChildStdin) -> Result<()> {
+pub(super) fn go(mut stdin: ChildStdin) -> Result<()> {
     stdin.write_all(b"go\n").context("writing to the fixture's stdin")?;
     stdin.flush().context("writing to the fixture's stdin")
 }
 
 /// CPU time (user + system) of this process's reaped children so far.
-fn children_cpu() -> Result<Duration> {
+pub(super) fn children_cpu() -> Result<Duration> {
     let usage = getrusage(UsageWho::RUSAGE_CHILDREN).context("getrusage")?;
     let d = |t: nix::sys::time::TimeVal| {
         Duration::from_secs(u64::try_from(t.tv_sec()).unwrap_or(0))
@@ -268,9 +268,21 @@ fn latency_line(line: &str) -> Option<(u32, u64)> {
     (words.next()? == "us").then_some((pid, us))
 }
 
-/// Summed run counts and run time of the agent's programs named `go_*`
-/// (the ids from its descriptors, the counts from `bpftool prog show`).
+/// Summed run counts and run time of the agent's programs named `go_*`.
 fn program_runs(agent: u32) -> Result<Hits> {
+    let mut hits = Hits::default();
+    for (name, h) in programs_runs(agent)? {
+        if name.starts_with("go_") {
+            hits.runs += h.runs;
+            hits.run_time_ns += h.run_time_ns;
+        }
+    }
+    Ok(hits)
+}
+
+/// Run counts and run time of each of the agent's programs, by name (the
+/// ids from its descriptors, the counts from `bpftool prog show`).
+pub(super) fn programs_runs(agent: u32) -> Result<HashMap<String, Hits>> {
     let dir = format!("/proc/{agent}/fdinfo");
     let mut ids: HashSet<u64> = HashSet::new();
     for entry in fs::read_dir(&dir).with_context(|| format!("reading {dir}"))?.flatten() {
@@ -284,26 +296,27 @@ fn program_runs(agent: u32) -> Result<Hits> {
         bail!("bpftool prog show: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     let progs: serde_json::Value = serde_json::from_slice(&out.stdout).context("bpftool's JSON")?;
-    let mut hits = Hits::default();
+    let mut hits: HashMap<String, Hits> = HashMap::new();
     for p in progs.as_array().into_iter().flatten() {
         let ours = p["id"].as_u64().is_some_and(|id| ids.contains(&id));
-        if ours && p["name"].as_str().is_some_and(|n| n.starts_with("go_")) {
-            hits.runs += p["run_cnt"].as_u64().unwrap_or(0);
-            hits.run_time_ns += p["run_time_ns"].as_u64().unwrap_or(0);
+        if let (true, Some(name)) = (ours, p["name"].as_str()) {
+            let h = hits.entry(name.to_string()).or_default();
+            h.runs += p["run_cnt"].as_u64().unwrap_or(0);
+            h.run_time_ns += p["run_time_ns"].as_u64().unwrap_or(0);
         }
     }
     Ok(hits)
 }
 
 /// `kernel.bpf_stats_enabled` on while it lives, then as it was.
-struct BpfStats {
+pub(super) struct BpfStats {
     was: String,
 }
 
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 impl BpfStats {
-    fn enable() -> Result<Self> {
+    pub(super) fn enable() -> Result<Self> {
         let was = fs::read_to_string(BPF_STATS).with_context(|| format!("reading {BPF_STATS}"))?.trim().to_string();
         fs::write(BPF_STATS, "1").with_context(|| format!("writing 1 to {BPF_STATS}"))?;
         Ok(Self { was })

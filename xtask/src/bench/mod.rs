@@ -16,6 +16,7 @@ mod go;
 mod interrupt;
 mod netns;
 mod observer;
+mod profile;
 mod report;
 pub mod resetgen;
 mod resets;
@@ -53,6 +54,28 @@ pub enum Bench {
     /// peak RSS, the generator's CPU against a run without the agent.
     /// Needs root; builds the agent first unless given one (--observer).
     Export(ExportArgs),
+    /// Profiling: the allocation fixture's throughput with CPU sampling at
+    /// 19 Hz and with each allocation-sampling method ÷ the agent without
+    /// profiling; each program's hits and time per hit; the symbolization
+    /// rate. Needs root; builds the agent first unless given one (--observer).
+    Profile(ProfileArgs),
+}
+
+/// Options of `cargo xtask bench profile`.
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    /// 1 KiB allocations per fixture run.
+    #[arg(long, default_value_t = 2_000_000)]
+    allocs: u64,
+    /// Rounds (each: every configuration once, the order rotating).
+    #[arg(long, default_value_t = 5)]
+    repeat: usize,
+    /// The agent binary to measure; without it `cargo xtask build` runs first.
+    #[arg(long, value_name = "PATH")]
+    observer: Option<PathBuf>,
+    /// Where the figures go as JSON.
+    #[arg(long, default_value_os_t = host::workspace_root().join("bench/results/profile.json"))]
+    output: PathBuf,
 }
 
 /// Options of `cargo xtask bench export`.
@@ -170,5 +193,6 @@ pub fn run(bench: Bench) -> Result<ExitCode> {
         Bench::Drops(args) => drops::run(&args),
         Bench::Go(args) => go::run(&args),
         Bench::Export(args) => export::run(&args),
+        Bench::Profile(args) => profile::run(&args),
     }
 }
