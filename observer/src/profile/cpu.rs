@@ -14,7 +14,10 @@ use super::{
 };
 use crate::{
     correlate::episode::{Episode, ProfileRef},
-    export::disk::{Disk, WHOLE_FILES_DIR},
+    export::{
+        disk::{Disk, WHOLE_FILES_DIR},
+        otlp::{profile_export::ProfileExport, profiles::EpisodeLink},
+    },
 };
 
 pub struct CpuProfiler {
@@ -28,6 +31,8 @@ pub struct CpuProfiler {
     /// falls outside them), and whether it was gone at the last drain.
     maps: HashMap<u32, (Arc<ProcessMaps>, bool)>,
     samples: u64,
+    /// Episode profiles to the collector, when an endpoint is set.
+    export: Option<ProfileExport>,
 }
 
 impl CpuProfiler {
@@ -49,6 +54,7 @@ impl CpuProfiler {
             last_drain: now_unix_nano,
             maps: HashMap::new(),
             samples: 0,
+            export: None,
         })
     }
 
@@ -72,7 +78,18 @@ impl CpuProfiler {
                 s.push_str(&format!(" {name}={n}"));
             }
         }
+        s.extend(self.export.as_ref().map(ProfileExport::stopped_text));
         s
+    }
+
+    /// Sends each episode's profile to the collector too.
+    pub fn export_to(&mut self, export: ProfileExport) {
+        self.export = Some(export);
+    }
+
+    /// At stop, after [`CpuProfiler::finish`]: the export, to flush.
+    pub fn take_export(&mut self) -> Option<ProfileExport> {
+        self.export.take()
     }
 
     /// Between batches: a drain every [`SLICE`], a window every window.
@@ -136,7 +153,7 @@ impl CpuProfiler {
             }
             let exe = selection.maps.get(&pid).and_then(|m| exe_name(m)).unwrap_or_else(|| "unknown".into());
             let name = format!("{WHOLE_FILES_DIR}/windows/{exe}-{pid}-{}.cpu.pb.gz", self.window_start / 1_000_000_000);
-            self.writer.offer(Job { name, selection, meta: self.meta() });
+            self.writer.offer(Job { name, selection, meta: self.meta(), episode: None });
         }
         self.window_start = now_unix_nano;
     }
@@ -164,7 +181,14 @@ impl CpuProfiler {
             start_unix_nano: selection.start_unix_nano,
             end_unix_nano: selection.end_unix_nano,
         };
-        self.writer.offer(Job { name: file, selection, meta: self.meta() }).then_some(profile)
+        let link = EpisodeLink {
+            trace_id: episode.root.trace_id,
+            span_id: episode.root.span_id,
+            profile_id: profile.id,
+            workload: episode.workload.clone(),
+        };
+        let episode = Some((link, self.export.as_ref().map(ProfileExport::sender)));
+        self.writer.offer(Job { name: file, selection, meta: self.meta(), episode }).then_some(profile)
     }
 
     /// At stop, before the episodes' flush: profiles wait for it.

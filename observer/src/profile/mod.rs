@@ -3,9 +3,11 @@
 //! memory mappings at that moment (`slices`, pure: what covers which time);
 //! a thread of its own (`writer`) symbolizes (`symbolize`) and writes them
 //! as gzipped pprof (`pprof`): one rolling file per process per window, and
-//! one per episode, named on the episode's root span.
+//! one per episode, named on the episode's root span, with its flame graph
+//! (`flamegraph`) and, to a collector, as an OTLP profile.
 
 pub mod cpu;
+pub mod flamegraph;
 pub mod maps;
 pub mod pprof;
 pub mod sampler;

@@ -12,11 +12,15 @@ use std::{
 };
 
 use super::{
+    flamegraph,
     pprof::{self, CpuMeta},
     slices::Selection,
     symbolize::Symbolizer,
 };
-use crate::export::disk::Disk;
+use crate::export::{
+    disk::Disk,
+    otlp::{profile_export::ProfileSender, profiles::EpisodeLink},
+};
 
 /// Profiles waiting to be written.
 const QUEUE: usize = 64;
@@ -26,6 +30,9 @@ pub struct Job {
     pub name: String,
     pub selection: Selection,
     pub meta: CpuMeta,
+    /// An episode's profile: its flame graph is written too, and with a
+    /// sender it goes to the collector, linked to the episode.
+    pub episode: Option<(EpisodeLink, Option<ProfileSender>)>,
 }
 
 #[derive(Debug, Default)]
@@ -107,6 +114,12 @@ fn run(rx: Receiver<Job>, disk: &Disk, counters: &WriterCounters, held: &AtomicB
             Err(e) => {
                 counters.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!("profile not written: {e}");
+            }
+        }
+        if let Some((link, to)) = &job.episode {
+            flamegraph::write(disk, &job.name, &profile, &link.workload.service_name);
+            if let Some(to) = to {
+                to.offer(&profile, link);
             }
         }
     }
