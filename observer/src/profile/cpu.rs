@@ -58,10 +58,12 @@ impl CpuProfiler {
         })
     }
 
-    /// `CPU profiles of watched Go processes at 19 Hz per CPU (cpu-clock)`.
+    /// `CPU profiles of watched Go processes at 19 Hz per CPU (cpu-clock)
+    /// to profiles/` (and where episode profiles are sent).
     pub fn ready(&self) -> String {
+        let sent = self.export.as_ref().map(|e| format!(", episodes' to {}", e.destination())).unwrap_or_default();
         format!(
-            "CPU profiles of watched Go processes at {} Hz per CPU ({}) to {WHOLE_FILES_DIR}/",
+            "CPU profiles of watched Go processes at {} Hz per CPU ({}) to {WHOLE_FILES_DIR}/{sent}",
             self.sampler.hz,
             self.sampler.clock.name()
         )

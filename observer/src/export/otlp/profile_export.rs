@@ -133,6 +133,7 @@ impl ProfileExport {
         self.sender.clone()
     }
 
+    #[cfg(test)]
     pub fn counters(&self) -> Arc<ProfileExportCounters> {
         Arc::clone(&self.sender.counters)
     }

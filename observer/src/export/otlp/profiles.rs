@@ -340,6 +340,7 @@ mod tests {
         let resource = vec![KeyValue {
             key: "service.name".into(),
             value: Some(AnyValue { value: Some(any_value::Value::StringValue("checkout".into())) }),
+            ..Default::default()
         }];
         let r = request(&pprof(), &link(), resource.clone());
         assert_eq!(r.resource_profiles[0].resource.as_ref().unwrap().attributes, resource);
