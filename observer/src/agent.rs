@@ -631,7 +631,7 @@ impl Pipeline {
             if !p.finish(self.clock.now_unix_nano(), left) {
                 tracing::warn!("profiles still being written at the stop deadline were not written");
             }
-            if let Some(export) = p.take_export() {
+            if let Some(export) = p.export() {
                 let left = STOP_WITHIN.saturating_sub(stop.began.elapsed()).saturating_sub(DETACH_LEFT);
                 export.shutdown(left).await;
             }

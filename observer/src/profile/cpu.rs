@@ -90,8 +90,8 @@ impl CpuProfiler {
     }
 
     /// At stop, after [`CpuProfiler::finish`]: the export, to flush.
-    pub fn take_export(&mut self) -> Option<ProfileExport> {
-        self.export.take()
+    pub fn export(&self) -> Option<&ProfileExport> {
+        self.export.as_ref()
     }
 
     /// Between batches: a drain every [`SLICE`], a window every window.

@@ -163,8 +163,9 @@ impl ProfileExport {
 
     /// Sends what is queued for at most `within`; the rest is counted as
     /// dropped. Senders may still be held (the profiler's), so this waits
-    /// for the queue to empty rather than for the channel to close.
-    pub async fn shutdown(self, within: Duration) {
+    /// for the queue to empty rather than for the channel to close. The
+    /// counters stay readable (the stop line comes after).
+    pub async fn shutdown(&self, within: Duration) {
         let c = &self.sender.counters;
         let start = Instant::now();
         while c.queued.load(Ordering::Relaxed) > 0 && start.elapsed() < within {
