@@ -95,9 +95,9 @@ pub struct ProfileExport {
     destination: String,
 }
 
-/// How requests go out.
+/// How requests go out (the gRPC client boxed: it is the large one).
 enum Transport {
-    Grpc { client: ProfilesServiceClient<tonic::transport::Channel>, metadata: tonic::metadata::MetadataMap },
+    Grpc { client: Box<ProfilesServiceClient<tonic::transport::Channel>>, metadata: tonic::metadata::MetadataMap },
     Http { client: reqwest::Client, url: String, json: bool, gzip: bool, headers: Vec<(String, String)> },
 }
 
@@ -198,7 +198,10 @@ fn transport(config: &OtlpConfig, url: &str) -> Result<Transport, String> {
                 let value = reqwest::header::HeaderValue::from_str(value).map_err(|e| e.to_string())?;
                 headers.append(name, value);
             }
-            Ok(Transport::Grpc { client, metadata: tonic::metadata::MetadataMap::from_headers(headers) })
+            Ok(Transport::Grpc {
+                client: Box::new(client),
+                metadata: tonic::metadata::MetadataMap::from_headers(headers),
+            })
         }
         Protocol::HttpProtobuf | Protocol::HttpJson => {
             let client = reqwest::Client::builder()
