@@ -17,7 +17,7 @@ use std::time::Duration;
 use observer_e2e::collector::{Collector, Receiver, require_otelcol};
 use observer_e2e::episodes::{MEMORY_PRESSURE, episodes_of_pid};
 use observer_e2e::gofixture::{self, GoFixture, Toolchain, Variant};
-use observer_e2e::observer::Observer;
+use observer_e2e::observer::{Observer, Stopped};
 use observer_e2e::otlp::int;
 use observer_e2e::pprof::{self, Row};
 use observer_e2e::require::require_root_and_bin;
@@ -144,21 +144,29 @@ fn cpu_profile_names_the_hot_function(
 
 /// The fixture's live heap near a tight `GOMEMLIMIT` (as in `episodes.rs`).
 const PRESSURE_WORK: &[&str] = &["-live-mb", "32", "-allocs", "20000", "-alloc-size", "65536"];
+const PRESSURE_ENV: &[(&str, &str)] = &[("GOMEMLIMIT", "40MiB"), ("GOGC", "100")];
 
-#[test]
-fn episode_root_span_names_its_cpu_profile() {
-    let Some(bin) = require_root_and_bin() else { return };
+/// The fixture spinning, then under memory pressure, watched by an agent
+/// writing into `dir`, until its episode is in `traces.jsonl`: the stopped
+/// agent and the fixture's pid.
+fn pressure_run(bin: &Path, dir: &Path) -> (Stopped, u32) {
     // With symbols: a stripped binary's cycles have no figures to tell pressure by.
     let fixture = gofixture::build(&gofixture_cache(), Toolchain::Release("go1.27.4"), Variant::Plain);
-    let out = tempfile::tempdir().expect("an output directory");
-    let dir = out.path();
-    let mut observer = Observer::start_in(&bin, dir, &["--episode-quiet", "1s"]);
-    let pid = spin_watched(&mut observer, &fixture, PRESSURE_WORK, &[("GOMEMLIMIT", "40MiB"), ("GOGC", "100")]);
+    let mut observer = Observer::start_in(bin, dir, &["--episode-quiet", "1s"]);
+    let pid = spin_watched(&mut observer, &fixture, PRESSURE_WORK, PRESSURE_ENV);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while episodes_of_pid(&observer.traces(), MEMORY_PRESSURE, pid).is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
-    let stopped = observer.stop();
+    (observer.stop(), pid)
+}
+
+#[test]
+fn episode_root_span_names_its_cpu_profile() {
+    let Some(bin) = require_root_and_bin() else { return };
+    let out = tempfile::tempdir().expect("an output directory");
+    let dir = out.path();
+    let (stopped, pid) = pressure_run(&bin, dir);
     let episodes = episodes_of_pid(&stopped.traces, MEMORY_PRESSURE, pid);
     assert!(!episodes.is_empty(), "no {MEMORY_PRESSURE} episode of pid {pid}: {}", stopped.summary);
     let mut named = 0;
@@ -241,7 +249,7 @@ fn episode_profile_reaches_the_collector_linked_to_its_trace(#[case] receiver: R
     let fixture = gofixture::build(&gofixture_cache(), Toolchain::Release("go1.27.4"), Variant::Plain);
     let collector = Collector::start(receiver);
     let mut observer = Observer::start_env(&bin, &["--episode-quiet", "1s"], &collector.otlp_env());
-    let pid = spin_watched(&mut observer, &fixture, PRESSURE_WORK, &[("GOMEMLIMIT", "40MiB"), ("GOGC", "100")]);
+    let pid = spin_watched(&mut observer, &fixture, PRESSURE_WORK, PRESSURE_ENV);
     // Until an episode naming a profile is in the collector's traces and that profile in its profiles.
     let named = |traces: &[serde_json::Value]| -> Vec<(String, String, String, u64)> {
         episodes_of_pid(traces, MEMORY_PRESSURE, pid)
@@ -302,16 +310,9 @@ fn episode_profile_reaches_the_collector_linked_to_its_trace(#[case] receiver: R
 #[test]
 fn episode_profile_has_a_flame_graph_next_to_it() {
     let Some(bin) = require_root_and_bin() else { return };
-    let fixture = gofixture::build(&gofixture_cache(), Toolchain::Release("go1.27.4"), Variant::Plain);
     let out = tempfile::tempdir().expect("an output directory");
     let dir = out.path();
-    let mut observer = Observer::start_in(&bin, dir, &["--episode-quiet", "1s"]);
-    let pid = spin_watched(&mut observer, &fixture, PRESSURE_WORK, &[("GOMEMLIMIT", "40MiB"), ("GOGC", "100")]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while episodes_of_pid(&observer.traces(), MEMORY_PRESSURE, pid).is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let stopped = observer.stop();
+    let (stopped, pid) = pressure_run(&bin, dir);
     let episodes = episodes_of_pid(&stopped.traces, MEMORY_PRESSURE, pid);
     let files: Vec<String> = episodes
         .iter()

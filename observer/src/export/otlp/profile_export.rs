@@ -11,7 +11,7 @@
 
 use std::{
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -25,6 +25,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use super::{
     config::{NodeResource, OtlpConfig, Protocol},
     profiles::{self, EpisodeLink},
+    queue::LastError,
     resource::workload_resource,
     tls,
 };
@@ -45,19 +46,7 @@ pub struct ProfileExportCounters {
     pub failed: AtomicU64,
     /// The queue was full, or still queued at stop.
     pub dropped: AtomicU64,
-    last_error: Mutex<Option<String>>,
-}
-
-impl ProfileExportCounters {
-    pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().ok().and_then(|e| e.clone())
-    }
-
-    fn set_last_error(&self, error: String) {
-        if let Ok(mut last) = self.last_error.lock() {
-            *last = Some(error);
-        }
-    }
+    pub last_error: LastError,
 }
 
 /// What the profile writer holds: converts a profile and queues it.
@@ -154,7 +143,7 @@ impl ProfileExport {
             load(&c.dropped)
         );
         if load(&c.failed) > 0
-            && let Some(e) = c.last_error()
+            && let Some(e) = c.last_error.get()
         {
             text.push_str(&format!(" otlp_profiles_error={e:?}"));
         }
@@ -204,11 +193,7 @@ fn transport(config: &OtlpConfig, url: &str) -> Result<Transport, String> {
             })
         }
         Protocol::HttpProtobuf | Protocol::HttpJson => {
-            let client = reqwest::Client::builder()
-                .timeout(config.timeout)
-                .tls_backend_preconfigured(tls::http_tls(&config.tls, https)?)
-                .build()
-                .map_err(|e| format!("HTTP client: {e}"))?;
+            let client = super::queue::http_client(config)?;
             Ok(Transport::Http {
                 client,
                 url: url.to_string(),
@@ -234,7 +219,7 @@ async fn run(
         match result {
             Ok(()) => counters.sent.fetch_add(1, Ordering::Relaxed),
             Err(e) => {
-                counters.set_last_error(e);
+                counters.last_error.set(e);
                 counters.failed.fetch_add(1, Ordering::Relaxed)
             }
         };
@@ -334,20 +319,20 @@ mod tests {
         }
     }
 
+    /// An HTTP/protobuf export to `base` with a queue of `capacity`.
+    fn http_export(base: &str, capacity: usize) -> ProfileExport {
+        let config = config(Protocol::HttpProtobuf, &format!("{base}/v1/traces"), "OTEL_EXPORTER_OTLP_ENDPOINT");
+        ProfileExport::start(&config, NodeResource::default(), capacity).unwrap().unwrap()
+    }
+
     #[tokio::test]
     async fn http_posts_one_request_per_profile_with_the_headers_and_counts_it() {
         let (base, got, _) = q::receiver(200).await;
-        let export = ProfileExport::start(
-            &config(Protocol::HttpProtobuf, &format!("{base}/v1/traces"), "OTEL_EXPORTER_OTLP_ENDPOINT"),
-            NodeResource::default(),
-            4,
-        )
-        .unwrap()
-        .unwrap();
+        let export = http_export(&base, 4);
         let counters = export.counters();
         assert!(export.sender().offer(&pprof::Profile::default(), &link()));
         export.shutdown(Duration::from_secs(5)).await;
-        assert_eq!(counters.sent.load(Ordering::Relaxed), 1, "{:?}", counters.last_error());
+        assert_eq!(counters.sent.load(Ordering::Relaxed), 1, "{:?}", counters.last_error.get());
         let got = got.lock().unwrap().clone();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].path, HTTP_PATH);
@@ -361,13 +346,7 @@ mod tests {
     #[tokio::test]
     async fn refused_is_failed_and_a_full_queue_drops() {
         let (base, _, requests) = q::receiver(400).await;
-        let export = ProfileExport::start(
-            &config(Protocol::HttpProtobuf, &format!("{base}/v1/traces"), "OTEL_EXPORTER_OTLP_ENDPOINT"),
-            NodeResource::default(),
-            1,
-        )
-        .unwrap()
-        .unwrap();
+        let export = http_export(&base, 1);
         let counters = export.counters();
         let sender = export.sender();
         let offered = (0..3).filter(|_| sender.offer(&pprof::Profile::default(), &link())).count() as u64;
@@ -376,6 +355,6 @@ mod tests {
         let (failed, dropped) = (counters.failed.load(Ordering::Relaxed), counters.dropped.load(Ordering::Relaxed));
         assert_eq!(failed + dropped, 3, "failed {failed} dropped {dropped}");
         assert!(offered < 3 && dropped >= 1);
-        assert!(counters.last_error().is_some_and(|e| e.contains("400")), "{:?}", counters.last_error());
+        assert!(counters.last_error.get().is_some_and(|e| e.contains("400")), "{:?}", counters.last_error.get());
     }
 }
