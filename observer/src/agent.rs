@@ -17,6 +17,7 @@ use aya::maps::{MapData, PerCpuArray};
 use observer_common::{EventHeader, EventKind, counter};
 use tokio::signal::unix::SignalKind;
 
+use crate::export::otlp::profile_export::{ProfileExport, QUEUE as PROFILE_EXPORT_QUEUE};
 use crate::export::{metrics::signals::WorkloadSignals, otlp::attributes::record_kind};
 use crate::profile::profiler::Profiler;
 use crate::{
@@ -118,6 +119,13 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
         match Profiler::start(&mut ebpf, config.profile_hz, config.profile_window, disk.clone(), now) {
             Ok(p) => pipeline.profiler = Some(p),
             Err(e) => tracing::warn!("profiles unavailable: {e}"),
+        }
+        if let (Some(p), Some(otlp)) = (&mut pipeline.profiler, &config.otlp) {
+            match ProfileExport::start(otlp, config.node.clone(), PROFILE_EXPORT_QUEUE) {
+                Ok(Some(export)) => p.export_to(export),
+                Ok(None) => tracing::info!("episode profiles are not sent: the endpoint is traces-only"),
+                Err(e) => tracing::warn!("episode profiles are not sent to the collector: {e}"),
+            }
         }
     }
     let mut ready: Vec<String> = pipeline.sources.iter().map(|s| s.ready()).filter(|s| !s.is_empty()).collect();
@@ -624,6 +632,10 @@ impl Pipeline {
             let left = STOP_WITHIN.saturating_sub(stop.began.elapsed()).saturating_sub(AFTER_FLUSH);
             if !p.finish(self.clock.now_unix_nano(), left) {
                 tracing::warn!("profiles still being written at the stop deadline were not written");
+            }
+            if let Some(export) = p.export() {
+                let left = STOP_WITHIN.saturating_sub(stop.began.elapsed()).saturating_sub(DETACH_LEFT);
+                export.shutdown(left).await;
             }
         }
         if let Some(jsonl) = self.jsonl.as_mut() {

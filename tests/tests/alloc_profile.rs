@@ -67,7 +67,7 @@ fn allocate_watched(
 }
 
 /// The allocation windows of `pid`, summed by function (bytes, by flat).
-fn alloc_rows(dir: &Path, pid: u32) -> (u64, Vec<Row>) {
+fn alloc_rows(dir: &Path, pid: u32, summary: &str) -> (u64, Vec<Row>) {
     let windows = dir.join("profiles/windows");
     let files: Vec<PathBuf> = std::fs::read_dir(&windows)
         .unwrap_or_else(|e| panic!("{}: {e}", windows.display()))
@@ -79,7 +79,7 @@ fn alloc_rows(dir: &Path, pid: u32) -> (u64, Vec<Row>) {
                 .is_some_and(|n| n.contains(&format!("-{pid}-")) && n.ends_with(".alloc.pb.gz"))
         })
         .collect();
-    assert!(!files.is_empty(), "no allocation window of pid {pid} in {}", windows.display());
+    assert!(!files.is_empty(), "no allocation window of pid {pid} in {}; {summary}", windows.display());
     let mut total = 0;
     let mut rows: Vec<Row> = Vec::new();
     for f in &files {
@@ -92,7 +92,7 @@ fn alloc_rows(dir: &Path, pid: u32) -> (u64, Vec<Row>) {
             }
         }
     }
-    rows.sort_by(|a, b| b.flat.cmp(&a.flat));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.flat));
     (total, rows)
 }
 
@@ -134,7 +134,7 @@ fn allocation_profile_matches_the_runtimes_own(
         let what = format!("{toolchain:?} {variant:?} memprofile (pid {pid})");
         let (_, theirs) = pprof::top_of(&own, "alloc_space");
         let truth = theirs.first().unwrap_or_else(|| panic!("{what}: the fixture's own profile is empty"));
-        let (_, ours) = alloc_rows(dir, pid);
+        let (_, ours) = alloc_rows(dir, pid, &stopped.summary);
         let top = ours.first().unwrap_or_else(|| panic!("{what}: an empty profile; {}", stopped.summary));
         assert_eq!(top.name, truth.name, "{what}: top site; ours:\n{}theirs:\n{}", show(&ours), show(&theirs));
         assert_eq!(top.name, SITE, "{what}: the fixture's top site");
@@ -172,7 +172,7 @@ fn allocation_profile_without_memory_profiling(
     let stopped = observer.stop();
     for (variant, pid, (n, size), within) in runs {
         let what = format!("{toolchain:?} {variant:?} without memory profiling, {n} × {size} B (pid {pid})");
-        let (_, ours) = alloc_rows(dir, pid);
+        let (_, ours) = alloc_rows(dir, pid, &stopped.summary);
         let top = ours.first().unwrap_or_else(|| panic!("{what}: an empty profile; {}", stopped.summary));
         assert_eq!(top.name, SITE, "{what}: top site:\n{}", show(&ours));
         let e = error(top.flat, n * size);

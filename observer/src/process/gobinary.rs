@@ -44,8 +44,9 @@ const FUNCTIONS: [&str; 8] = [
     MCACHE_REFILL,
     MCACHE_ALLOC_LARGE,
 ];
-/// Decoded, not probed: it locates the memory-profile globals ([`memprofile`]).
+/// Decoded, not probed: they locate the memory-profile globals ([`memprofile`]).
 const SCHEDINIT: &str = "runtime.schedinit";
+const RUNTIME_INIT: &str = "runtime.init";
 const MEM_PROFILE_RATE: &str = "runtime.MemProfileRate";
 const DISABLE_MEMORY_PROFILING: &str = "runtime.disableMemoryProfiling";
 /// Longest stack-check prologue read.
@@ -176,7 +177,8 @@ impl GoBinary {
         }
         // After the stack check: a stack growth restarts the function from
         // its entry, which would count one call twice.
-        let mem_profile = mem_profile(&elf, &cache, profile_globals, functions.get(SCHEDINIT));
+        let mem_profile =
+            mem_profile(&elf, &cache, profile_globals, functions.get(SCHEDINIT), functions.get(RUNTIME_INIT));
         let probes = functions
             .iter()
             .filter(|(f, _)| FUNCTIONS.contains(f))
@@ -232,8 +234,9 @@ impl GoBinary {
 }
 
 /// Every function looked up by name.
-const LOOKED_UP: [&str; FUNCTIONS.len() + 1] = {
-    let mut all = [SCHEDINIT; FUNCTIONS.len() + 1];
+const LOOKED_UP: [&str; FUNCTIONS.len() + 2] = {
+    let mut all = [SCHEDINIT; FUNCTIONS.len() + 2];
+    all[FUNCTIONS.len() + 1] = RUNTIME_INIT;
     let mut i = 0;
     while i < FUNCTIONS.len() {
         all[i] = FUNCTIONS[i];
@@ -250,15 +253,19 @@ fn mem_profile<'a, R: ReadRef<'a>>(
     data: R,
     symbols: (Option<u64>, Option<u64>),
     schedinit: Option<&Function>,
+    runtime_init: Option<&Function>,
 ) -> MemProfile {
-    let decoded = || {
-        let f = schedinit?;
+    let decode = |f: Option<&Function>, find: fn(&[u8], u64) -> Option<MemProfileGlobals>| {
+        let f = f?;
         let code = data.read_bytes_at(f.offset, f.len?.min(DECODE_MAX)).ok()?;
         let vaddr = elf.segments().find_map(|s| {
             let (off, len) = s.file_range();
             (off <= f.offset && f.offset < off + len).then(|| s.address() + (f.offset - off))
         })?;
-        memprofile::from_schedinit(code, vaddr)
+        find(code, vaddr)
+    };
+    let decoded = || {
+        decode(schedinit, memprofile::from_schedinit).or_else(|| decode(runtime_init, memprofile::from_runtime_init))
     };
     let globals = match symbols {
         (Some(rate_at), Some(disabled_at)) => Some(MemProfileGlobals { rate_at, disabled_at }),

@@ -4,8 +4,8 @@
 //! allocation samples are scaled by.
 //!
 //! From `.symtab` where there is one. Stripped binaries keep neither name,
-//! but `runtime.schedinit` (named by `.gopclntab`) holds, in every release
-//! from 1.19 to 1.27,
+//! but functions `.gopclntab` names use both, RIP-relative: from Go 1.20
+//! on, `runtime.schedinit`
 //!
 //! ```text
 //! CMPB runtime.disableMemoryProfiling(SB), $0
@@ -13,7 +13,16 @@
 //! MOVQ $0, runtime.MemProfileRate(SB)
 //! ```
 //!
-//! whose RIP-relative operands are the two addresses.
+//! and before, the package's initializer `runtime.init`
+//! (`MemProfileRate = defaultMemProfileRate(512 * 1024)`)
+//!
+//! ```text
+//! MOVZX runtime.disableMemoryProfiling(SB), AX
+//! TESTQ AX, AX
+//! MOVL $0x80000, AX
+//! …
+//! MOVQ AX, runtime.MemProfileRate(SB)
+//! ```
 
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, OpKind, Register};
 
@@ -58,6 +67,39 @@ pub fn from_schedinit(code: &[u8], vaddr: u64) -> Option<MemProfileGlobals> {
     None
 }
 
+/// The globals from `runtime.init`'s machine code (Go 1.19).
+pub fn from_runtime_init(code: &[u8], vaddr: u64) -> Option<MemProfileGlobals> {
+    const WITHIN: usize = 6;
+    let mut decoder = Decoder::with_ip(64, code, vaddr, DecoderOptions::NONE);
+    let mut instruction = Instruction::default();
+    // The flag's load, and how many instructions ago.
+    let mut flag: Option<(u64, usize)> = None;
+    let mut default_rate = false;
+    for _ in 0..SEARCHED {
+        if !decoder.can_decode() {
+            break;
+        }
+        decoder.decode_out(&mut instruction);
+        let i = &instruction;
+        if i.code() == Code::Movzx_r32_rm8 && i.op1_kind() == OpKind::Memory && i.memory_base() == Register::RIP {
+            flag = Some((i.ip_rel_memory_address(), 0));
+            default_rate = false;
+            continue;
+        }
+        let Some((disabled_at, since)) = flag.as_mut() else { continue };
+        *since += 1;
+        if *since > WITHIN {
+            flag = None;
+            continue;
+        }
+        default_rate |= i.code() == Code::Mov_r32_imm32 && i.immediate32() == 512 * 1024;
+        if default_rate && i.code() == Code::Mov_rm64_r64 && rip_relative(i) {
+            return Some(MemProfileGlobals { disabled_at: *disabled_at, rate_at: i.ip_rel_memory_address() });
+        }
+    }
+    None
+}
+
 fn rip_relative(i: &Instruction) -> bool {
     i.op0_kind() == OpKind::Memory && i.memory_base() == Register::RIP
 }
@@ -82,6 +124,24 @@ mod tests {
             from_schedinit(&code, 0x44dd54),
             Some(MemProfileGlobals { disabled_at: 0x610376, rate_at: 0x5e4688 })
         );
+    }
+
+    /// Go 1.19's `runtime.init` (`go tool objdump`).
+    #[test]
+    fn finds_them_in_the_initializer_of_go_1_19() {
+        let code = [
+            0x0f, 0xb6, 0x05, 0x54, 0x33, 0x0e, 0x00, // 0x4595a5 MOVZX 0xe3354(IP), AX
+            0x48, 0x85, 0xc0, // TESTQ AX, AX
+            0xb8, 0x00, 0x00, 0x08, 0x00, // MOVL $0x80000, AX
+            0xb9, 0x00, 0x00, 0x00, 0x00, // MOVL $0x0, CX
+            0x48, 0x0f, 0x45, 0xc1, // CMOVNE CX, AX
+            0x48, 0x89, 0x05, 0xec, 0x9d, 0x11, 0x00, // 0x4595bd MOVQ AX, runtime.MemProfileRate(SB)
+        ];
+        assert_eq!(
+            from_runtime_init(&code, 0x4595a5),
+            Some(MemProfileGlobals { disabled_at: 0x53c900, rate_at: 0x5733b0 })
+        );
+        assert_eq!(from_runtime_init(&code[7..], 0x4595ac), None, "no flag load");
     }
 
     #[test]

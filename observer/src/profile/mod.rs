@@ -5,9 +5,12 @@
 //! (`slices`, pure: what covers which time); a thread of its own (`writer`)
 //! symbolizes (`symbolize`) and writes them as gzipped pprof (`pprof`): one
 //! rolling file per process and kind per window, and one per episode and
-//! kind, named on the episode's root span. `profiler` drives it all.
+//! kind, named on the episode's root span, with its flame graph
+//! (`flamegraph`) and, to a collector, as an OTLP profile. `profiler`
+//! drives it all.
 
 pub mod counts;
+pub mod flamegraph;
 pub mod maps;
 pub mod pprof;
 pub mod profiler;

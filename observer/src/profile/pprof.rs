@@ -226,6 +226,14 @@ pub fn cpu_profile(sel: &Selection, symbols: &mut Symbolizer, meta: &CpuMeta) ->
     b.profile
 }
 
+impl Profile {
+    /// Which of each sample's values is the profile's own measure: the
+    /// default sample type's (`alloc_space`), else the first (`samples`).
+    pub fn main_value(&self) -> usize {
+        self.sample_type.iter().position(|t| t.r#type == self.default_sample_type && t.r#type != 0).unwrap_or(0)
+    }
+}
+
 /// The runtime's sampling rate when a process's could not be read: its default.
 const DEFAULT_MEM_PROFILE_RATE: u64 = 512 * 1024;
 

@@ -15,7 +15,10 @@ use super::{
 };
 use crate::{
     correlate::episode::{Episode, ProfileRef},
-    export::disk::{Disk, WHOLE_FILES_DIR},
+    export::{
+        disk::{Disk, WHOLE_FILES_DIR},
+        otlp::{profile_export::ProfileExport, profiles::EpisodeLink},
+    },
 };
 
 pub struct Profiler {
@@ -32,6 +35,8 @@ pub struct Profiler {
     maps: HashMap<u32, (Arc<ProcessMaps>, bool)>,
     samples: u64,
     alloc_samples: u64,
+    /// Episode profiles to the collector, when an endpoint is set.
+    export: Option<ProfileExport>,
 }
 
 impl Profiler {
@@ -58,18 +63,21 @@ impl Profiler {
             maps: HashMap::new(),
             samples: 0,
             alloc_samples: 0,
+            export: None,
         })
     }
 
-    /// `CPU (19 Hz per CPU, cpu-clock) and allocation profiles of watched Go processes to profiles/`.
+    /// `CPU (19 Hz per CPU, cpu-clock) and allocation profiles of watched Go
+    /// processes to profiles/` (and where episode profiles are sent).
     pub fn ready(&self) -> String {
+        let sent = self.export.as_ref().map(|e| format!(", episodes' to {}", e.destination())).unwrap_or_default();
         match &self.sampler {
             Some(s) => format!(
-                "CPU ({} Hz per CPU, {}) and allocation profiles of watched Go processes to {WHOLE_FILES_DIR}/",
+                "CPU ({} Hz per CPU, {}) and allocation profiles of watched Go processes to {WHOLE_FILES_DIR}/{sent}",
                 s.hz,
                 s.clock.name()
             ),
-            None => format!("allocation profiles of watched Go processes to {WHOLE_FILES_DIR}/"),
+            None => format!("allocation profiles of watched Go processes to {WHOLE_FILES_DIR}/{sent}"),
         }
     }
 
@@ -89,7 +97,18 @@ impl Profiler {
                 s.push_str(&format!(" {name}={n}"));
             }
         }
+        s.extend(self.export.as_ref().map(ProfileExport::stopped_text));
         s
+    }
+
+    /// Sends each episode's profile to the collector too.
+    pub fn export_to(&mut self, export: ProfileExport) {
+        self.export = Some(export);
+    }
+
+    /// At stop, after [`Profiler::finish`]: the export, to flush.
+    pub fn export(&self) -> Option<&ProfileExport> {
+        self.export.as_ref()
     }
 
     /// Between batches: a drain every [`SLICE`], a window every window.
@@ -159,7 +178,7 @@ impl Profiler {
                 let exe = selection.maps.get(&pid).and_then(|m| exe_name(m)).unwrap_or_else(|| "unknown".into());
                 let start = self.window_start / 1_000_000_000;
                 let name = format!("{WHOLE_FILES_DIR}/windows/{exe}-{pid}-{start}.{}.pb.gz", kind.name());
-                self.writer.offer(Job { name, selection, meta: self.meta(kind) });
+                self.writer.offer(Job { name, selection, meta: self.meta(kind), episode: None });
             }
         }
         self.window_start = now_unix_nano;
@@ -195,7 +214,14 @@ impl Profiler {
             start_unix_nano: selection.start_unix_nano,
             end_unix_nano: selection.end_unix_nano,
         };
-        self.writer.offer(Job { name: file, selection, meta: self.meta(kind) }).then_some(profile)
+        let link = EpisodeLink {
+            trace_id: episode.root.trace_id,
+            span_id: episode.root.span_id,
+            profile_id: profile.id,
+            workload: episode.workload.clone(),
+        };
+        let episode = Some((link, self.export.as_ref().map(ProfileExport::sender)));
+        self.writer.offer(Job { name: file, selection, meta: self.meta(kind), episode }).then_some(profile)
     }
 
     /// At stop, before the episodes' flush: profiles wait for it.

@@ -12,11 +12,15 @@ use std::{
 };
 
 use super::{
+    flamegraph,
     pprof::{self, Meta},
     slices::Selection,
     symbolize::Symbolizer,
 };
-use crate::export::disk::Disk;
+use crate::export::{
+    disk::Disk,
+    otlp::{profile_export::ProfileSender, profiles::EpisodeLink},
+};
 
 /// Profiles waiting to be written (at a window's end: two per watched
 /// process, and a busy build node runs many short Go processes).
@@ -27,6 +31,9 @@ pub struct Job {
     pub name: String,
     pub selection: Selection,
     pub meta: Meta,
+    /// An episode's profile: its flame graph is written too, and with a
+    /// sender it goes to the collector, linked to the episode.
+    pub episode: Option<(EpisodeLink, Option<ProfileSender>)>,
 }
 
 #[derive(Debug, Default)]
@@ -108,6 +115,12 @@ fn run(rx: Receiver<Job>, disk: &Disk, counters: &WriterCounters, held: &AtomicB
             Err(e) => {
                 counters.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!("profile not written: {e}");
+            }
+        }
+        if let Some((link, to)) = &job.episode {
+            flamegraph::write(disk, &job.name, &profile, &link.workload.service_name);
+            if let Some(to) = to {
+                to.offer(&profile, link);
             }
         }
     }

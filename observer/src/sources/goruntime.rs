@@ -716,10 +716,13 @@ impl AllocSampling {
     }
 }
 
+/// A program and the file offset it is attached at.
+type Probe = (&'static str, u64);
+
 /// The allocation probes of `go`: the runtime's own samples where the
 /// linker left memory profiling on, else span refills and large
 /// allocations (all or none: half a profile would mislead).
-fn alloc_probes(go: &GoBinary) -> Result<(AllocSampling, Vec<(&'static str, u64)>), String> {
+fn alloc_probes(go: &GoBinary) -> Result<(AllocSampling, Vec<Probe>), String> {
     let found = |(prog, function): (&'static str, &'static str)| {
         go.probes.get(function).map(|&at| (prog, at)).ok_or_else(|| format!("no function {function}"))
     };

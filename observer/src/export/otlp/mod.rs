@@ -9,7 +9,9 @@
 //! - `spans`: an episode as `SpanData` (explicit ids and times);
 //! - `file`: the OTLP JSON file, through the same transform as the wire;
 //! - `queue`: the bounded, counted queue and the task that exports from it;
-//! - `sink`: what the agent holds (`EpisodeExport`).
+//! - `sink`: what the agent holds (`EpisodeExport`);
+//! - `profiles`: an episode's CPU profile as an OTLP profiles request;
+//! - `profile_export`: those requests to the collector (own queue and counters).
 //!
 //! One resource per workload: each episode is exported by its own `export`
 //! call, after `SpanExporter::set_resource` gave the exporter that workload's
@@ -18,6 +20,8 @@
 pub mod attributes;
 pub mod config;
 pub mod file;
+pub mod profile_export;
+pub mod profiles;
 pub mod queue;
 pub mod resource;
 pub mod sink;

@@ -58,18 +58,32 @@ pub struct ExportCounters {
     pub dropped_queue_full: AtomicU64,
     /// Still queued when `shutdown`'s time ran out, or offered after the task stopped.
     pub dropped_stopped: AtomicU64,
-    last_error: Mutex<Option<String>>,
+    last_error: LastError,
+}
+
+/// The latest export error, for the status line (exporters share it).
+#[derive(Debug, Default)]
+pub struct LastError(Mutex<Option<String>>);
+
+impl LastError {
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|e| e.clone())
+    }
+
+    pub fn set(&self, error: String) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some(error);
+        }
+    }
 }
 
 impl ExportCounters {
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().ok().and_then(|e| e.clone())
+        self.last_error.get()
     }
 
     fn set_last_error(&self, error: String) {
-        if let Ok(mut last) = self.last_error.lock() {
-            *last = Some(error);
-        }
+        self.last_error.set(error);
     }
 
     pub fn dropped(&self) -> u64 {
@@ -149,13 +163,7 @@ pub fn build_exporter(config: &OtlpConfig) -> Result<opentelemetry_otlp::SpanExp
             builder.build()
         }
         Protocol::HttpProtobuf | Protocol::HttpJson => {
-            // Our own client: the crate's would get no TLS of ours, and
-            // reqwest built without a provider panics unless given one.
-            let client = reqwest::Client::builder()
-                .timeout(config.timeout)
-                .tls_backend_preconfigured(tls::http_tls(&config.tls, https)?)
-                .build()
-                .map_err(|e| format!("HTTP client: {e}"))?;
+            let client = http_client(config)?;
             let protocol = match config.protocol {
                 Protocol::HttpJson => opentelemetry_otlp::Protocol::HttpJson,
                 _ => opentelemetry_otlp::Protocol::HttpBinary,
@@ -176,6 +184,16 @@ pub fn build_exporter(config: &OtlpConfig) -> Result<opentelemetry_otlp::SpanExp
         }
     };
     exporter.map_err(|e| e.to_string())
+}
+
+/// The HTTP client for `config`. Our own: the crate's would get no TLS of
+/// ours, and reqwest built without a provider panics unless given one.
+pub fn http_client(config: &OtlpConfig) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(config.timeout)
+        .tls_backend_preconfigured(tls::http_tls(&config.tls, config.is_https())?)
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))
 }
 
 /// The queue and its task.
