@@ -2,7 +2,7 @@
 //! agent's profiles. `-symbolize=none`: names come from the file only, never
 //! from a binary pprof would find on this machine.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -78,4 +78,19 @@ fn rows(text: &str) -> Vec<Row> {
             Some(Row { flat, flat_pct, cum, cum_pct, name: f.collect::<Vec<_>>().join(" ") })
         })
         .collect()
+}
+
+/// The rolling window profiles of `kind` (`cpu`, `alloc`) of `pid` in the
+/// agent's output directory `dir`, sorted by time.
+pub fn window_files(dir: &Path, pid: u32, kind: &str) -> Vec<PathBuf> {
+    let windows = dir.join("profiles/windows");
+    let (of_pid, suffix) = (format!("-{pid}-"), format!(".{kind}.pb.gz"));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&windows)
+        .unwrap_or_else(|e| panic!("{}: {e}", windows.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains(&of_pid) && n.ends_with(&suffix)))
+        .collect();
+    files.sort();
+    files
 }

@@ -68,18 +68,8 @@ fn allocate_watched(
 
 /// The allocation windows of `pid`, summed by function (bytes, by flat).
 fn alloc_rows(dir: &Path, pid: u32, summary: &str) -> (u64, Vec<Row>) {
-    let windows = dir.join("profiles/windows");
-    let files: Vec<PathBuf> = std::fs::read_dir(&windows)
-        .unwrap_or_else(|e| panic!("{}: {e}", windows.display()))
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.contains(&format!("-{pid}-")) && n.ends_with(".alloc.pb.gz"))
-        })
-        .collect();
-    assert!(!files.is_empty(), "no allocation window of pid {pid} in {}; {summary}", windows.display());
+    let files = pprof::window_files(dir, pid, "alloc");
+    assert!(!files.is_empty(), "no allocation window of pid {pid} in {}; {summary}", dir.display());
     let mut total = 0;
     let mut rows: Vec<Row> = Vec::new();
     for f in &files {
@@ -105,7 +95,7 @@ fn error(measured: u64, truth: u64) -> f64 {
 }
 
 #[rstest]
-fn allocation_profile_matches_the_runtimes_own(
+fn allocation_profile(
     #[values(
         Toolchain::Debian119,
         Toolchain::Release("go1.22.12"),
@@ -116,11 +106,21 @@ fn allocation_profile_matches_the_runtimes_own(
         Toolchain::Release("go1.27.4")
     )]
     toolchain: Toolchain,
+    #[values(true, false)] memprofile: bool,
 ) {
     let Some(bin) = require_root_and_bin() else { return };
+    if memprofile {
+        matches_the_runtimes_own(&bin, toolchain);
+    } else {
+        without_memory_profiling(&bin, toolchain);
+    }
+}
+
+/// The `memprofile` build: the runtime's own samples.
+fn matches_the_runtimes_own(bin: &Path, toolchain: Toolchain) {
     let out = tempfile::tempdir().expect("an output directory");
     let dir = out.path();
-    let mut observer = Observer::start_in(&bin, dir, &["--profile-hz", "0"]);
+    let mut observer = Observer::start_in(bin, dir, &["--profile-hz", "0"]);
     let mut runs = Vec::new();
     for variant in [Variant::Plain, Variant::Pie, Variant::Stripped] {
         let fixture = gofixture::build_tagged(&source(), &cache(), toolchain, variant, Some("memprofile"));
@@ -144,23 +144,11 @@ fn allocation_profile_matches_the_runtimes_own(
     }
 }
 
-#[rstest]
-fn allocation_profile_without_memory_profiling(
-    #[values(
-        Toolchain::Debian119,
-        Toolchain::Release("go1.22.12"),
-        Toolchain::Release("go1.23.12"),
-        Toolchain::Release("go1.24.13"),
-        Toolchain::Release("go1.25.14"),
-        Toolchain::Release("go1.26.11"),
-        Toolchain::Release("go1.27.4")
-    )]
-    toolchain: Toolchain,
-) {
-    let Some(bin) = require_root_and_bin() else { return };
+/// The plain build: span refills and large allocations.
+fn without_memory_profiling(bin: &Path, toolchain: Toolchain) {
     let out = tempfile::tempdir().expect("an output directory");
     let dir = out.path();
-    let mut observer = Observer::start_in(&bin, dir, &["--profile-hz", "0"]);
+    let mut observer = Observer::start_in(bin, dir, &["--profile-hz", "0"]);
     let mut runs = Vec::new();
     for variant in [Variant::Plain, Variant::Pie, Variant::Stripped] {
         let fixture = gofixture::build_tagged(&source(), &cache(), toolchain, variant, None);

@@ -50,19 +50,7 @@ fn spin_watched(observer: &mut Observer, fixture: &Path, extra: &[&str], env: &[
 
 /// The CPU window files of `pid` in the agent's output directory.
 fn windows_of(dir: &Path, pid: u32) -> Vec<PathBuf> {
-    let windows = dir.join("profiles/windows");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&windows)
-        .unwrap_or_else(|e| panic!("{}: {e}", windows.display()))
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.contains(&format!("-{pid}-")) && n.ends_with(".cpu.pb.gz"))
-        })
-        .collect();
-    files.sort();
-    files
+    pprof::window_files(dir, pid, "cpu")
 }
 
 /// Rows of every file summed by function (windows split a run).
@@ -188,6 +176,20 @@ fn episode_root_span_names_its_cpu_profile() {
         assert!(rows.iter().any(|r| r.name.starts_with("main.") || r.name.starts_with("runtime.")), "{}", show(&rows));
     }
     assert!(named > 0, "no episode of pid {pid} names a CPU profile: {}", stopped.summary);
+    // And its allocations: the fixture's 64 KiB allocations in main.allocate
+    // (sampled as large allocations: the fixture links no memory profile).
+    let mut allocs = 0;
+    for ep in &episodes {
+        let root = ep.root();
+        let Some(file) = root.attributes.str("observer.profile.alloc.file") else { continue };
+        allocs += 1;
+        assert_eq!(file, format!("profiles/{}.alloc.pb.gz", ep.trace_id), "the file is named by the trace id");
+        let (_, rows) = pprof::top_of(&dir.join(file), "alloc_space");
+        let top = rows.first().map(|r| r.name.as_str());
+        assert_eq!(top, Some("main.allocate"), "the episode's top allocation site; {}", show(&rows));
+        assert!(dir.join(format!("profiles/{}.alloc.svg", ep.trace_id)).is_file(), "its flame graph");
+    }
+    assert!(allocs > 0, "no episode of pid {pid} names an allocation profile: {}", stopped.summary);
 }
 
 /// An OTLP profile as the collector's file exporter wrote it (OTLP JSON).

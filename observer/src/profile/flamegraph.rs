@@ -49,6 +49,12 @@ pub fn folded(profile: &Profile) -> Vec<String> {
     stacks.into_iter().map(|(stack, n)| format!("{stack} {n}")).collect()
 }
 
+/// Its main value is bytes (an allocation profile), not samples.
+fn measures_bytes(profile: &Profile) -> bool {
+    let main = profile.sample_type.get(profile.main_value());
+    main.and_then(|t| profile.string_table.get(usize::try_from(t.unit).ok()?)).is_some_and(|u| u == "bytes")
+}
+
 /// The flame graph of `profile`, titled `title`; `None` when it has no
 /// sample to draw.
 pub fn svg(profile: &Profile, title: &str) -> Result<Option<Vec<u8>>, std::io::Error> {
@@ -58,7 +64,7 @@ pub fn svg(profile: &Profile, title: &str) -> Result<Option<Vec<u8>>, std::io::E
     }
     let mut options = inferno::flamegraph::Options::default();
     options.title = title.to_string();
-    options.count_name = "samples".into();
+    options.count_name = if measures_bytes(profile) { "bytes" } else { "samples" }.into();
     // The same file for the same profile (no random colours).
     options.deterministic = true;
     let mut out = Vec::new();
@@ -69,7 +75,8 @@ pub fn svg(profile: &Profile, title: &str) -> Result<Option<Vec<u8>>, std::io::E
 /// Writes the flame graph of the episode profile written at `pprof_name`
 /// next to it; a failure is logged only (the pprof file has it all).
 pub fn write(disk: &Disk, pprof_name: &str, profile: &Profile, service: &str) {
-    match svg(profile, &format!("CPU {service}")) {
+    let what = if measures_bytes(profile) { "Allocations" } else { "CPU" };
+    match svg(profile, &format!("{what} {service}")) {
         Ok(Some(svg)) => {
             if let Err(e) = disk.write_whole(&svg_name(pprof_name), &svg) {
                 tracing::debug!("flame graph of {pprof_name} not written: {e}");
