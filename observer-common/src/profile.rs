@@ -92,6 +92,13 @@ pub struct AllocCounts {
     pub rate: u64,
 }
 
+/// Span refills are sampled in the kernel: the stack of the refill that
+/// brings a process's refilled bytes on one CPU past this is recorded,
+/// weighted by all the bytes (and objects) since its last sample there —
+/// the runtime's own default `MemProfileRate`; walking a stack is most of a
+/// hit's cost, now paid once per 64 refills of 8 KiB spans.
+pub const SPAN_SAMPLE_BYTES: u64 = 512 * 1024;
+
 /// Distinct allocation keys per slice.
 pub const ALLOC_KEYS_PER_SLOT: u32 = 4096;
 

@@ -6,23 +6,25 @@
 //!   per `runtime.MemProfileRate` bytes on average); the agent scales them as
 //!   pprof does, with the rate it reads from the process.
 //! - Binaries the linker built without memory profiling never call it: for
-//!   them `runtime.(*mcache).refill` (a new span for a size class, weighted
-//!   by the span's bytes) and `runtime.(*mcache).allocLarge` (each
-//!   allocation over 32 KiB, of its size).
+//!   them `runtime.(*mcache).refill` (a new span for a size class: its
+//!   bytes, sampled once per `SPAN_SAMPLE_BYTES` of them per process and
+//!   CPU) and `runtime.(*mcache).allocLarge` (each allocation over 32 KiB,
+//!   of its size).
 
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
     cty::c_void,
     helpers::{bpf_get_current_cgroup_id, generated},
     macros::{map, uprobe},
-    maps::PerCpuHashMap,
+    maps::{LruPerCpuHashMap, PerCpuHashMap},
     programs::ProbeContext,
 };
 use observer_common::{
     counter,
     goruntime::{GoProcess, field},
     profile::{
-        ALLOC_KEYS_PER_SLOT, AllocCounts, AllocKey, NO_STACK, SIZE_CLASSES, SPAN_BYTES, SPAN_OBJECTS, alloc_method,
+        ALLOC_KEYS_PER_SLOT, AllocCounts, AllocKey, NO_STACK, SIZE_CLASSES, SPAN_BYTES, SPAN_OBJECTS,
+        SPAN_SAMPLE_BYTES, alloc_method,
     },
 };
 
@@ -36,6 +38,18 @@ use crate::{
 static ALLOC_COUNTS_0: PerCpuHashMap<AllocKey, AllocCounts> = PerCpuHashMap::with_max_entries(ALLOC_KEYS_PER_SLOT, 0);
 #[map]
 static ALLOC_COUNTS_1: PerCpuHashMap<AllocKey, AllocCounts> = PerCpuHashMap::with_max_entries(ALLOC_KEYS_PER_SLOT, 0);
+
+/// Span bytes and objects refilled since the last sample, per process
+/// (tgid) and CPU. LRU: an ended process's entry is pushed out.
+#[map]
+static SPANS_SINCE_SAMPLE: LruPerCpuHashMap<u32, SpanAccumulator> = LruPerCpuHashMap::with_max_entries(4096, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SpanAccumulator {
+    bytes: u64,
+    objects: u64,
+}
 
 /// Go's ABIInternal integer arguments 1–3 (RAX, RBX, RCX).
 #[inline(always)]
@@ -67,7 +81,29 @@ pub fn go_alloc_span(ctx: ProbeContext) -> u32 {
     if class == 0 || class >= SIZE_CLASSES {
         return 0;
     }
-    record(&ctx, alloc_method::SPAN_REFILL, u64::from(SPAN_OBJECTS[class]), u64::from(SPAN_BYTES[class]))
+    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    let (objects, bytes) = (u64::from(SPAN_OBJECTS[class]), u64::from(SPAN_BYTES[class]));
+    // Below the sampling point: added up, no stack walked.
+    match SPANS_SINCE_SAMPLE.get_ptr_mut(&tgid) {
+        Some(acc) => {
+            // SAFETY: this CPU's value; nothing else writes it while the program runs.
+            let (total_bytes, total_objects) = unsafe { ((*acc).bytes + bytes, (*acc).objects + objects) };
+            if total_bytes < SPAN_SAMPLE_BYTES {
+                // SAFETY: as above.
+                unsafe { *acc = SpanAccumulator { bytes: total_bytes, objects: total_objects } };
+                return 0;
+            }
+            // SAFETY: as above.
+            unsafe { *acc = SpanAccumulator { bytes: 0, objects: 0 } };
+            record(&ctx, alloc_method::SPAN_REFILL, total_objects, total_bytes)
+        }
+        None => {
+            // A process's first refill on this CPU starts its count (only
+            // watched processes' entries matter; others age out).
+            let _ = SPANS_SINCE_SAMPLE.insert(&tgid, &SpanAccumulator { bytes, objects }, 0);
+            0
+        }
+    }
 }
 
 /// `(c *mcache) allocLarge(size uintptr, noscan bool) *mspan`.

@@ -36,9 +36,9 @@ const SIZE: &str = "1024";
 const ATTACH_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
 const WORK_WITHIN: std::time::Duration = std::time::Duration::from_secs(600);
 const STOP_WITHIN: std::time::Duration = std::time::Duration::from_secs(120);
-/// The programs whose cost is reported (bpftool names are at most 15 bytes:
-/// `go_alloc_sampled` and its Go ≤ 1.22 twin are both `go_alloc_sample`).
-const PROGRAMS: [&str; 4] = ["cpu_sample", "go_alloc_sample", "go_alloc_span", "go_alloc_large"];
+/// The programs whose cost is reported (`go_alloc_sampled`: the machine's
+/// `go` is 1.23 or newer; `go_alloc_sampled_2` is its older twin).
+const PROGRAMS: [&str; 4] = ["cpu_sample", "go_alloc_sampled", "go_alloc_span", "go_alloc_large"];
 
 /// One configuration: its name, the fixture build, the agent's flags.
 struct Config {
@@ -117,9 +117,9 @@ pub fn run(args: &ProfileArgs) -> Result<std::process::ExitCode> {
             "cpu_sample": program(1, "cpu_sample"),
             "go_alloc_span": program(2, "go_alloc_span"),
             "go_alloc_large": program(2, "go_alloc_large"),
-            "go_alloc_sampled": program(4, "go_alloc_sample"),
+            "go_alloc_sampled": program(4, "go_alloc_sampled"),
             "span_fixture_cpu_us_per_hit": per_hit_us(2, 0, "go_alloc_span"),
-            "memprofile_fixture_cpu_us_per_hit": per_hit_us(4, 3, "go_alloc_sample"),
+            "memprofile_fixture_cpu_us_per_hit": per_hit_us(4, 3, "go_alloc_sampled"),
         },
         "symbolization": symbolization,
         "runs": CONFIGS.iter().zip(&runs).map(|(c, r)| (c.name.to_string(), json!(r))).collect::<serde_json::Map<_, _>>(),
