@@ -17,6 +17,7 @@ use aya::maps::{MapData, PerCpuArray};
 use observer_common::{EventHeader, EventKind, counter};
 use tokio::signal::unix::SignalKind;
 
+use crate::export::metrics::SourceMetric;
 use crate::export::otlp::profile_export::{ProfileExport, QUEUE as PROFILE_EXPORT_QUEUE};
 use crate::export::{metrics::signals::WorkloadSignals, otlp::attributes::record_kind};
 use crate::profile::profiler::Profiler;
@@ -187,7 +188,9 @@ pub async fn run(config: RunConfig, live_view: bool) -> Result<()> {
                 let (lost, dropped, missed, disk) = (lost(&counters), reader.dropped(), misses.total(), disk.status());
                 pipeline.status(lost + dropped, missed, &disk);
                 let each = misses.each().into_iter().map(|(p, n)| (p.to_string(), n)).collect();
-                published.publish(pipeline.snapshot(lost_by_signal(&counters), dropped, each, &disk));
+                let mut snapshot = pipeline.snapshot(lost_by_signal(&counters), dropped, each, &disk);
+                snapshot.sources.extend(profile_kernel_metrics(&counters));
+                published.publish(snapshot);
                 if let Some(e) = &endpoints {
                     e.beat();
                 }
@@ -317,6 +320,37 @@ fn lost(counters: &PerCpuArray<MapData, u64>) -> u64 {
 /// `lost` by the signal whose program found the ring buffer full.
 fn lost_by_signal(counters: &PerCpuArray<MapData, u64>) -> Vec<(&'static str, u64)> {
     counter::LOST_BY_SIGNAL.iter().map(|&(index, signal)| (signal, counted(counters, index))).collect()
+}
+
+/// What the profile programs counted in the kernel.
+fn profile_kernel_metrics(counters: &PerCpuArray<MapData, u64>) -> Vec<SourceMetric> {
+    [
+        ("profile_cpu_samples", "CPU samples of watched Go processes", counter::CPU_SAMPLES_SEEN),
+        (
+            "profile_cpu_samples_uncounted",
+            "CPU samples in no profile (a slice's count map was full)",
+            counter::CPU_SAMPLES_UNCOUNTED,
+        ),
+        (
+            "profile_cpu_stacks_lost",
+            "CPU samples without their user stack (the stack map was full)",
+            counter::CPU_STACKS_LOST,
+        ),
+        ("profile_alloc_samples", "allocation samples of watched Go processes", counter::ALLOC_SAMPLES_SEEN),
+        (
+            "profile_alloc_samples_uncounted",
+            "allocation samples in no profile (a slice's count map was full)",
+            counter::ALLOC_SAMPLES_UNCOUNTED,
+        ),
+        (
+            "profile_alloc_stacks_lost",
+            "allocation samples without their stack (the stack map was full)",
+            counter::ALLOC_STACKS_LOST,
+        ),
+    ]
+    .into_iter()
+    .map(|(name, help, index)| SourceMetric { name, help, counter: true, value: counted(counters, index) })
+    .collect()
 }
 
 /// One counter, summed over the CPUs.
@@ -576,6 +610,7 @@ impl Pipeline {
                 .iter()
                 .flat_map(|s| s.metrics())
                 .chain(self.pods.iter().flat_map(|p| p.metrics()))
+                .chain(self.profiler.iter().flat_map(Profiler::metrics))
                 .collect(),
             workloads: self.workload_signals.snapshot(),
         }

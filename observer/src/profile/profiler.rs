@@ -15,6 +15,7 @@ use super::{
 };
 use crate::{
     correlate::episode::{Episode, ProfileRef},
+    export::metrics::SourceMetric,
     export::{
         disk::{Disk, WHOLE_FILES_DIR},
         otlp::{profile_export::ProfileExport, profiles::EpisodeLink},
@@ -99,6 +100,23 @@ impl Profiler {
         }
         s.extend(self.export.as_ref().map(ProfileExport::stopped_text));
         s
+    }
+
+    /// `/metrics`: profiles written, and those that were not.
+    pub fn metrics(&self) -> Vec<SourceMetric> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.writer.counters;
+        let m = |name, help, n: &std::sync::atomic::AtomicU64| SourceMetric {
+            name,
+            help,
+            counter: true,
+            value: n.load(Relaxed),
+        };
+        vec![
+            m("profiles_written", "profile files written (pprof)", &c.written),
+            m("profiles_dropped", "profiles not written: the writer's queue was full", &c.dropped),
+            m("profiles_failed", "profiles not written: the disk refused them", &c.failed),
+        ]
     }
 
     /// Sends each episode's profile to the collector too.
