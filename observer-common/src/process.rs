@@ -64,6 +64,10 @@ pub struct ExecOffsets {
     pub inode_sb: u32,
     /// `super_block.s_dev` (dev_t, u32).
     pub super_block_dev: u32,
+    /// `task_struct.signal`.
+    pub task_signal: u32,
+    /// `signal_struct.live` (atomic_t: the threads not yet past `do_exit`).
+    pub signal_live: u32,
     pub _pad: u32,
 }
 
@@ -76,6 +80,8 @@ impl ExecOffsets {
         inode_ino: OFFSET_UNKNOWN,
         inode_sb: OFFSET_UNKNOWN,
         super_block_dev: OFFSET_UNKNOWN,
+        task_signal: OFFSET_UNKNOWN,
+        signal_live: OFFSET_UNKNOWN,
         _pad: 0,
     };
 }

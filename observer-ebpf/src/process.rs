@@ -1,6 +1,6 @@
 //! Process lifecycle: `sched:sched_process_exec` (a new program image is in
-//! place) and `sched:sched_process_exit` of a thread-group leader (the
-//! process ends). The agent finds new Go processes from the first and lets
+//! place) and `sched:sched_process_exit` of a thread group's last thread
+//! (the process ends). The agent finds new Go processes from the first and lets
 //! go of ended ones from the second; a slow `/proc` rescan catches anything
 //! missed, and `PROCESS_LOST` tells it when to rescan at once. A process of
 //! a Go binary already probed is watched by the exec program itself.
@@ -83,8 +83,12 @@ fn watch_if_known(pid: u32) -> Option<()> {
 #[tracepoint]
 pub fn process_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    // Threads end all the time; only the leader's end is the process's.
-    if pid_tgid as u32 != (pid_tgid >> 32) as u32 {
+    // Threads end all the time; only the last one's end is the process's.
+    // The leader may go first while others still run (and hit our probes:
+    // after the leader's exit they would go uncounted); the leader's exit
+    // stands in where the kernel's layout is unknown.
+    let last = group_dead().unwrap_or(pid_tgid as u32 == (pid_tgid >> 32) as u32);
+    if !last {
         return 0;
     }
     // An entry the exec program wrote for a process the agent never got to
@@ -95,6 +99,20 @@ pub fn process_exit(_ctx: TracePointContext) -> u32 {
         Ok(()) => 0,
         Err(()) => 1,
     }
+}
+
+/// Whether the current task is the last of its thread group to exit:
+/// `do_exit` has taken it off `signal->live` before this tracepoint. Two
+/// threads ending together may both see 0; the agent takes a second exit
+/// of a process as a no-op.
+#[inline(always)]
+fn group_dead() -> Option<bool> {
+    // SAFETY: as in `watch_if_known`.
+    let off = unsafe { core::ptr::read_volatile(&EXEC_OFFSETS) };
+    // SAFETY: the helper has no preconditions.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let signal = read::<*const u8>(task, off.task_signal)?;
+    Some(read::<i32>(signal, off.signal_live)? == 0)
 }
 
 #[inline(always)]

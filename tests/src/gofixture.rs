@@ -346,21 +346,6 @@ pub fn fmt_ns_as_ms(ns: u64) -> String {
     if dec == 0 { int.to_string() } else { format!("{int}.{frac}") }
 }
 
-/// The fixture's `metrics-start` (read before it waited for the agent) or
-/// closing `metrics` line: `name=value` pairs from runtime/metrics.
-pub fn metrics(stdout: &[String], label: &str) -> std::collections::HashMap<String, f64> {
-    stdout
-        .iter()
-        .find_map(|l| l.strip_prefix(label).filter(|rest| rest.starts_with(' ')))
-        .map(|rest| {
-            rest.split_whitespace()
-                .filter_map(|kv| kv.split_once('='))
-                .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// The KiB that `GODEBUG=scavtrace=1` lines say were released: background,
 /// eager and (with `forced`) `debug.FreeOSMemory`'s, per line.
 pub fn scavtrace_kib(stderr: &str) -> Vec<(u64, u64, bool)> {
@@ -416,15 +401,9 @@ gcfoo 3
     }
 
     #[test]
-    fn reads_scavtrace_and_metrics() {
+    fn reads_scavtrace() {
         let stderr = "scav 3392 KiB work (bg), 0 KiB work (eager), 15184 KiB now, 59% util\n\
                       scav 0 KiB work (bg), 160 KiB work (eager), 15472 KiB now, 90% util (forced)\n";
         assert_eq!(scavtrace_kib(stderr), vec![(3392, 0, false), (0, 160, true)]);
-        let stdout =
-            ["metrics-start gc_cycles=0".to_string(), "metrics assist_cpu_seconds=0.2 gc_cycles=13".to_string()];
-        let m = metrics(&stdout, "metrics");
-        assert_eq!(m["gc_cycles"], 13.0);
-        assert_eq!(m["assist_cpu_seconds"], 0.2);
-        assert_eq!(metrics(&stdout, "metrics-start")["gc_cycles"], 0.0);
     }
 }

@@ -11,12 +11,12 @@
 //! the fixture to a file of its own, a binary the agent has never seen.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use observer_e2e::gofixture::{self, GoFixture, Toolchain, Variant, cycle_set, gctrace_cycles};
 use observer_e2e::observer::{Observer, Stopped};
 use observer_e2e::require::require_root_and_bin;
-use observer_e2e::scrape::{get, samples};
+use observer_e2e::scrape::{Sample, get, samples};
 use rstest::rstest;
 
 const ATTACH_WITHIN: Duration = Duration::from_secs(10);
@@ -69,10 +69,29 @@ fn watched_from(stopped: &Stopped, pid: u32) -> String {
     attach[0]["watched_from"].as_str().unwrap_or_default().to_string()
 }
 
-fn counter(agent: &Observer, name: &str) -> f64 {
-    let (status, body) = get(agent.metrics_addr(), "/metrics");
-    assert_eq!(status, 200, "/metrics: {body}");
-    samples(&body).iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no {name} in:\n{body}")).value
+/// `/metrics` once it counts `attaches` go.attach records. The agent
+/// publishes its figures once a second, each counter with the records of
+/// the same tick: the counters then cover every one of those processes.
+fn metrics_after(agent: &Observer, attaches: usize) -> Vec<Sample> {
+    let deadline = Instant::now() + ATTACH_WITHIN;
+    loop {
+        let (status, body) = get(agent.metrics_addr(), "/metrics");
+        assert_eq!(status, 200, "/metrics: {body}");
+        let all = samples(&body);
+        let records = all
+            .iter()
+            .find(|s| s.name == "observer_records_total" && s.label("kind") == Some("go.attach"))
+            .map_or(0.0, |s| s.value);
+        if records >= attaches as f64 {
+            return all;
+        }
+        assert!(Instant::now() < deadline, "{records} go.attach records on /metrics, not {attaches}:\n{body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn counter(samples: &[Sample], name: &str) -> f64 {
+    samples.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no {name} on /metrics")).value
 }
 
 #[rstest]
@@ -94,8 +113,10 @@ fn a_known_binarys_processes_lose_no_cycle(#[values(Variant::Plain, Variant::Pie
     });
     holder.go();
     holder.finish(RUN_WITHIN);
-    let from_exec = counter(&agent, "observer_go_watched_from_exec_total");
-    let mismatches = counter(&agent, "observer_go_exec_entry_mismatches_total");
+    // Every process: the first run, the holder and the runs.
+    let metrics = metrics_after(&agent, 2 + IN_A_ROW + AT_ONCE);
+    let from_exec = counter(&metrics, "observer_go_watched_from_exec_total");
+    let mismatches = counter(&metrics, "observer_go_exec_entry_mismatches_total");
     let stopped = agent.stop();
     assert_eq!(stopped.lost, 0, "ring buffer losses");
 

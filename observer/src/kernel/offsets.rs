@@ -69,6 +69,8 @@ pub fn resolve_exec(btf: &Btf) -> (ExecOffsets, Vec<String>) {
         inode_ino: get("inode", &["i_ino"]),
         inode_sb: get("inode", &["i_sb"]),
         super_block_dev: get("super_block", &["s_dev"]),
+        task_signal: get("task_struct", &["signal"]),
+        signal_live: get("signal_struct", &["live"]),
         _pad: 0,
     };
     (offsets, lookup.missing)
@@ -111,6 +113,7 @@ mod tests {
         let (exec, missing) = resolve_exec(&btf);
         assert!(missing.is_empty(), "{missing:?}");
         assert!(exec.task_mm != OFFSET_UNKNOWN && exec.super_block_dev != OFFSET_UNKNOWN);
+        assert!(exec.task_signal != OFFSET_UNKNOWN && exec.signal_live != OFFSET_UNKNOWN);
         let (net, missing) = resolve_net(&btf);
         assert!(missing.is_empty(), "{missing:?}");
         // `tcp_skb_cb` lives in `sk_buff.cb`, which is 48 bytes.
